@@ -1,0 +1,179 @@
+"""The Dask cluster the service computes on: an embedded ``LocalCluster``, an
+existing scheduler (``DASK_SCHEDULER_ADDRESS``) or one made by ``CLUSTER_FACTORY``.
+
+Slow steps (starting or closing a cluster, scaling it) run in an executor thread;
+the client is asynchronous on the server loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from typing import Any, Callable
+
+from distributed import Client
+
+from .errors import ClusterNotRunning, Conflict, InvalidRequest
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
+
+
+def load_factory(path: str) -> Callable[..., Any]:
+    """Import ``module:function`` (or ``module.function``)."""
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module_name or not attr:
+        raise InvalidRequest(f"CLUSTER_FACTORY must look like 'module:function', got {path!r}")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+class ClusterManager:
+    """Starts, scales and stops the cluster; owns the asynchronous Dask client."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.state = STOPPED
+        self.client: Client | None = None
+        self.cluster: Any = None
+        self.started_at: float | None = None
+        self.error: str | None = None
+        self.adaptive: dict[str, int] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def mode(self) -> str:
+        if self.settings.scheduler_address:
+            return "external"
+        return "factory" if self.settings.cluster_factory else "local"
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING and self.client is not None
+
+    @property
+    def can_scale(self) -> bool:
+        return self.mode != "external"
+
+    @property
+    def dashboard_url(self) -> str | None:
+        if self.cluster is not None and getattr(self.cluster, "dashboard_link", None):
+            return self.cluster.dashboard_link
+        if self.client is not None:
+            try:
+                return self.client.dashboard_link
+            except Exception:  # the scheduler may run no dashboard
+                return None
+        return None
+
+    @property
+    def scheduler_address(self) -> str | None:
+        if self.client is not None and self.client.scheduler is not None:
+            return self.client.scheduler.address
+        return None
+
+    def _make_local(self) -> Any:
+        from distributed import LocalCluster
+
+        s = self.settings
+        return LocalCluster(
+            n_workers=s.n_workers,
+            threads_per_worker=s.threads_per_worker,
+            memory_limit=s.memory_limit,
+            dashboard_address=s.dashboard_address or None,
+            host="127.0.0.1",
+            processes=True,
+            local_directory=str(s.data_dir / "dask-scratch"),
+        )
+
+    def _make_cluster(self) -> Any:
+        if self.mode == "factory":
+            return load_factory(self.settings.cluster_factory)()
+        return self._make_local()
+
+    async def start(self) -> bool:
+        """Start or attach; returns False when it was already running."""
+        async with self._lock:
+            if self.running:
+                return False
+            self.state, self.error = STARTING, None
+            loop = asyncio.get_running_loop()
+            try:
+                if self.mode == "external":
+                    address = self.settings.scheduler_address
+                else:
+                    self.cluster = await loop.run_in_executor(None, self._make_cluster)
+                    address = self.cluster.scheduler_address
+                self.client = await Client(address, asynchronous=True, timeout="20s")
+            except Exception as exc:
+                self.state, self.error = ERROR, f"{type(exc).__name__}: {exc}"
+                log.exception("cluster start failed")
+                await self._close(loop)
+                raise Conflict(f"the cluster could not start: {self.error}", code="cluster_start_failed") from None
+            self.state, self.started_at = RUNNING, time.time()
+            return True
+
+    async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
+        client, cluster = self.client, self.cluster
+        self.client = self.cluster = None
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.close(), 5)
+            except Exception:
+                log.warning("closing the Dask client failed", exc_info=True)
+        if cluster is not None:
+            try:
+                await asyncio.wait_for(loop.run_in_executor(None, cluster.close), 15)
+            except Exception:
+                log.warning("closing the Dask cluster failed", exc_info=True)
+
+    async def stop(self) -> bool:
+        """Stop the embedded cluster (or detach from an external one)."""
+        async with self._lock:
+            if self.state == STOPPED and self.client is None:
+                return False
+            self.state = STOPPING
+            await self._close(asyncio.get_running_loop())
+            self.state, self.started_at, self.adaptive = STOPPED, None, None
+            return True
+
+    def _require_scalable(self) -> None:
+        if not self.running:
+            raise ClusterNotRunning("the cluster is not running; start it first")
+        if not self.can_scale:
+            raise Conflict(
+                "this service is attached to an external scheduler "
+                f"({self.settings.scheduler_address}); scale it with the tool that runs it",
+                code="cluster_not_scalable",
+            )
+
+    async def scale(self, n_workers: int) -> None:
+        """Set a fixed number of workers (turns adaptive scaling off)."""
+        async with self._lock:
+            self._require_scalable()
+            loop = asyncio.get_running_loop()
+            if self.adaptive is not None:
+                await loop.run_in_executor(None, self._stop_adaptive)
+            await loop.run_in_executor(None, self.cluster.scale, n_workers)
+            self.adaptive = None
+
+    def _stop_adaptive(self) -> None:
+        adaptive = getattr(self.cluster, "_adaptive", None)
+        if adaptive is not None:
+            adaptive.stop()
+
+    async def adapt(self, minimum: int, maximum: int) -> None:
+        """Let Dask scale between ``minimum`` and ``maximum`` workers."""
+        async with self._lock:
+            self._require_scalable()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: self.cluster.adapt(minimum=minimum, maximum=maximum))
+            self.adaptive = {"minimum": minimum, "maximum": maximum}
+
+    async def identity(self) -> dict[str, Any] | None:
+        """The scheduler's view of itself and every worker (~ms), or None when down."""
+        if not self.running:
+            return None
+        return await self.client.scheduler.identity(n_workers=-1)  # type: ignore[union-attr]

@@ -1,0 +1,194 @@
+"""The one metrics sampler: reads the scheduler once per tick into a ring buffer
+(for live views and the status endpoint) and every ``METRICS_INTERVAL`` into SQLite.
+
+Browser sessions and API calls read ``latest`` / ``history``; they never query Dask.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Callable
+
+from .cluster import ClusterManager
+from .progress import read_snapshot
+from .store import Store, iso
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATES = ("executing", "ready", "waiting", "constrained", "long-running", "fetch", "flight")
+PRUNE_EVERY_S = 600.0
+
+
+def fmt_gb(nbytes: float | int | None) -> str:
+    """Bytes as the contract writes them: ``"8.00GB"`` (decimal gigabytes)."""
+    return f"{(nbytes or 0) / 1e9:.2f}GB"
+
+
+def worker_rows(identity: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """One row per worker: memory, CPU, tasks and heartbeat age."""
+    rows = []
+    for address, w in sorted(identity.get("workers", {}).items()):
+        m = w.get("metrics", {})
+        counts = m.get("task_counts", {}) or {}
+        last_seen = w.get("last_seen") or now
+        rows.append({
+            "address": address,
+            "name": str(w.get("name")),
+            "nthreads": w.get("nthreads", 0),
+            "memory_limit_bytes": w.get("memory_limit") or 0,
+            "memory_bytes": m.get("memory", 0),
+            "managed_bytes": m.get("managed_bytes", 0),
+            "spilled_bytes": (m.get("spilled_bytes") or {}).get("disk", 0),
+            "cpu_percent": m.get("cpu", 0.0),
+            "executing": counts.get("executing", 0),
+            "active_tasks": sum(counts.get(s, 0) for s in ACTIVE_STATES),
+            "last_seen": iso(last_seen),
+            "heartbeat_age_s": round(max(0.0, now - last_seen), 3),
+            "status": w.get("status", "unknown"),
+        })
+    return rows
+
+
+def summarize(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cluster totals from the worker rows."""
+    total_mem = sum(w["memory_limit_bytes"] for w in workers)
+    used_mem = sum(w["memory_bytes"] for w in workers)
+    cores = sum(w["nthreads"] for w in workers)
+    return {
+        "n_workers": len(workers),
+        "total_cores": cores,
+        "total_memory_bytes": total_mem,
+        "used_memory_bytes": used_mem,
+        "memory_usage_percent": round(100.0 * used_mem / total_mem, 2) if total_mem else 0.0,
+        "cpu_percent": round(sum(w["cpu_percent"] for w in workers) / cores, 2) if cores else 0.0,
+        "active_tasks": sum(w["active_tasks"] for w in workers),
+    }
+
+
+def stopped_snapshot(now: float, state: str) -> dict[str, Any]:
+    return {
+        "ts": now, "timestamp": iso(now), "status": state, "workers": [],
+        **summarize([]), "tasks_per_second": 0.0, "jobs": {}, "done_total": None,
+    }
+
+
+class Sampler:
+    """Samples the cluster every ``live_interval`` seconds; one per process."""
+
+    def __init__(self, cluster: ClusterManager, store: Store, live_interval: float,
+                 persist_interval: float, retention_hours: float, buffer_size: int = 3600):
+        self.cluster = cluster
+        self.store = store
+        self.live_interval = live_interval
+        self.persist_interval = persist_interval
+        self.retention_s = retention_hours * 3600
+        self.buffer: collections.deque[dict[str, Any]] = collections.deque(maxlen=buffer_size)
+        self.latest: dict[str, Any] = stopped_snapshot(time.time(), cluster.state)
+        self.last_tick_at: float | None = None
+        self.tick_ms: collections.deque[float] = collections.deque(maxlen=300)
+        self.listeners: list[Callable[[dict[str, Any]], Any]] = []
+        self.extra: Callable[[], dict[str, Any]] | None = None  # queue figures, set by the service
+        self._task: asyncio.Task | None = None
+        self._last_persist = 0.0
+        self._last_prune = 0.0
+        self._prev_done: tuple[float, int] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def poke(self) -> None:
+        """Take a sample now (after start, scale or stop) instead of at the next tick."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("metrics sample failed", exc_info=True)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.live_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def _read(self, now: float) -> dict[str, Any]:
+        identity = await self.cluster.identity()
+        if identity is None:
+            self._prev_done = None
+            return stopped_snapshot(now, self.cluster.state)
+        workers = worker_rows(identity, now)
+        progress = None
+        try:
+            progress = await self.cluster.client.run_on_scheduler(read_snapshot)  # type: ignore[union-attr]
+        except Exception:
+            log.debug("progress plugin not readable", exc_info=True)
+        snap = {"ts": now, "timestamp": iso(now), "status": self.cluster.state, "workers": workers,
+                **summarize(workers)}
+        snap["jobs"] = (progress or {}).get("jobs", {})
+        snap["done_total"] = (progress or {}).get("done_total")
+        snap["tasks_per_second"] = self._rate(now, snap["done_total"])
+        return snap
+
+    def _rate(self, now: float, done: int | None) -> float:
+        if done is None:
+            return 0.0
+        prev, self._prev_done = self._prev_done, (now, done)
+        if prev is None or now <= prev[0] or done < prev[1]:
+            return 0.0
+        return round((done - prev[1]) / (now - prev[0]), 2)
+
+    async def sample(self) -> dict[str, Any]:
+        """Read the scheduler once; update the buffer, listeners and (maybe) the store."""
+        started = time.perf_counter()
+        now = time.time()
+        try:
+            snap = await asyncio.wait_for(self._read(now), 5)
+        except (asyncio.TimeoutError, OSError) as exc:
+            snap = stopped_snapshot(now, self.cluster.state)
+            snap["error"] = f"scheduler did not answer: {type(exc).__name__}"
+        if self.extra is not None:
+            snap["queue"] = self.extra()
+        self.latest = snap
+        self.buffer.append(snap)
+        self.last_tick_at = now
+        self.tick_ms.append((time.perf_counter() - started) * 1000)
+        for listener in list(self.listeners):
+            try:
+                listener(snap)
+            except Exception:
+                log.warning("metrics listener failed", exc_info=True)
+        if now - self._last_persist >= self.persist_interval:
+            self._last_persist = now
+            self._persist(snap)
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = now
+            asyncio.get_running_loop().run_in_executor(None, self.store.prune_metrics, now - self.retention_s)
+        return snap
+
+    def _persist(self, snap: dict[str, Any]) -> None:
+        keys = ("ts", "timestamp", "status", "n_workers", "total_cores", "total_memory_bytes",
+                "used_memory_bytes", "cpu_percent", "active_tasks", "tasks_per_second")
+        row = {k: snap.get(k) for k in keys}
+        row["queue"] = snap.get("queue")
+        self.store.insert_metric(row)
+
+    def history(self, seconds: float) -> list[dict[str, Any]]:
+        """Samples of the last ``seconds`` from the in-memory buffer."""
+        cutoff = time.time() - seconds
+        return [s for s in self.buffer if s["ts"] >= cutoff]

@@ -1,0 +1,139 @@
+"""Request models: one ``param.Parameterized`` class per request, used for API
+validation, the OpenAPI document and the dashboard forms alike."""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import param
+
+from .errors import InvalidRequest
+
+M = TypeVar("M", bound=param.Parameterized)
+
+PRIORITIES = ("LOW", "NORMAL", "HIGH", "CRITICAL")
+
+_JSON_TYPES = {
+    param.Integer: (int,),
+    param.Number: (int, float),
+    param.Boolean: (bool,),
+    param.String: (str,),
+    param.List: (list,),
+    param.Dict: (dict,),
+}
+
+
+def public_params(model: type[param.Parameterized]) -> dict[str, param.Parameter]:
+    """The model's parameters without param's inherited ``name``."""
+    return {k: p for k, p in model.param.objects("existing").items() if k != "name"}
+
+
+def _check_type(model: type, key: str, p: param.Parameter, value: Any) -> None:
+    """Refuse JSON types param would coerce silently (e.g. True for a Number)."""
+    if value is None:
+        if not p.allow_None:
+            raise InvalidRequest(f"'{key}' must not be null", {"field": key})
+        return
+    for ptype, allowed in _JSON_TYPES.items():
+        if type(p) is ptype or (ptype is param.Number and type(p) is param.Number):
+            if isinstance(value, bool) and bool not in allowed:
+                raise InvalidRequest(f"'{key}' must be {_type_name(p)}, got a boolean", {"field": key})
+            if not isinstance(value, allowed):
+                raise InvalidRequest(
+                    f"'{key}' must be {_type_name(p)}, got {type(value).__name__}", {"field": key}
+                )
+            return
+
+
+def _type_name(p: param.Parameter) -> str:
+    return {
+        param.Integer: "an integer",
+        param.Number: "a number",
+        param.Boolean: "a boolean",
+        param.String: "a string",
+        param.List: "a list",
+        param.Dict: "an object",
+    }.get(type(p), type(p).__name__)
+
+
+def build(model: type[M], data: Any, *, allow_extra: bool = False) -> M:
+    """Validate ``data`` (decoded JSON) against ``model`` and return an instance.
+
+    Raises :class:`InvalidRequest` naming the field and the allowed values.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    fields = public_params(model)
+    unknown = sorted(set(data) - set(fields))
+    if unknown and not allow_extra:
+        raise InvalidRequest(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(fields)}",
+            {"unknown": unknown, "allowed": list(fields)},
+        )
+    missing = [k for k in required_fields(model) if k not in data]
+    if missing:
+        raise InvalidRequest(f"missing required field(s): {', '.join(missing)}", {"missing": missing})
+    kwargs = {k: v for k, v in data.items() if k in fields}
+    for key, value in kwargs.items():
+        _check_type(model, key, fields[key], value)
+    try:
+        return model(**kwargs)
+    except ValueError as exc:
+        field = next((k for k in kwargs if f"'{model.__name__}.{k}'" in str(exc)), None)
+        message = str(exc).replace(f"{model.__name__}.", "")
+        raise InvalidRequest(message, {"field": field} if field else {}) from None
+
+
+def json_schema(model: type[param.Parameterized]) -> dict[str, Any]:
+    """The JSON schema of a request model, as param emits it, without ``name``."""
+    props = model.param.schema()
+    props.pop("name", None)
+    for key, spec in props.items():
+        spec.pop("title", None)
+        if "enum" in spec:  # param writes anyOf[string, string] beside the enum
+            spec.pop("anyOf", None)
+            spec["type"] = "string" if all(isinstance(v, str) for v in spec["enum"]) else spec.get("type")
+            if spec["type"] is None:
+                spec.pop("type")
+    required = required_fields(model)
+    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    if model.__doc__:
+        schema["description"] = " ".join(model.__doc__.split())
+    return schema
+
+
+_REQUIRED: set[int] = set()  # ids of required Parameter objects (they take no new attributes)
+
+
+def required(p: param.Parameter) -> param.Parameter:
+    """Mark a parameter as required: ``build`` refuses a body without it."""
+    _REQUIRED.add(id(p))
+    return p
+
+
+def required_fields(model: type[param.Parameterized]) -> list[str]:
+    return [k for k, p in public_params(model).items() if id(p) in _REQUIRED]
+
+
+class AdaptiveRange(param.Parameterized):
+    """Adaptive scaling bounds: Dask adds and removes workers between them."""
+
+    minimum = required(param.Integer(default=0, bounds=(0, None), doc="Fewest workers."))
+    maximum = required(param.Integer(default=1, bounds=(0, None), doc="Most workers."))
+
+
+class ScaleRequest(param.Parameterized):
+    """Scale the cluster to a fixed size, or let it scale adaptively."""
+
+    n_workers = param.Integer(default=None, allow_None=True, bounds=(0, None), doc="Fixed number of workers.")
+    adaptive = param.Dict(default=None, allow_None=True, doc="Adaptive bounds: {\"minimum\": a, \"maximum\": b}.")
+
+
+class PageQuery(param.Parameterized):
+    """Pagination of a list endpoint."""
+
+    limit = param.Integer(default=50, bounds=(1, 1000), doc="Items per page (1–1000).")
+    offset = param.Integer(default=0, bounds=(0, None), doc="Items to skip.")

@@ -1,0 +1,89 @@
+"""A scheduler plugin that counts each job's tasks by their ``job`` annotation.
+
+It runs inside the Dask scheduler. With an external scheduler this module is sent
+by value (``cloudpickle.register_pickle_by_value``), so it imports nothing from
+the project.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+PLUGIN_NAME = "processing-progress"
+
+
+class JobProgressPlugin(SchedulerPlugin):
+    """Per-job task counts, held bytes and compute time, plus a global done count."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self) -> None:
+        self.scheduler: Any = None
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.done_total = 0
+        self.erred_total = 0
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def _stats(self, job: str) -> dict[str, Any]:
+        stats = self.jobs.get(job)
+        if stats is None:
+            stats = self.jobs[job] = {
+                "keys": set(), "done": set(), "erred": 0, "held": 0, "peak_held": 0, "cpu_s": 0.0,
+            }
+        return stats
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory" and start == "processing":
+            self.done_total += 1
+        elif finish == "erred":
+            self.erred_total += 1
+        ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+        job = (ts.annotations or {}).get("job") if ts is not None else None
+        if job is None:
+            return
+        stats = self._stats(job)
+        stats["keys"].add(key)
+        if finish == "memory":
+            stats["done"].add(key)
+            stats["held"] += ts.nbytes if ts.nbytes and ts.nbytes > 0 else 0
+            stats["peak_held"] = max(stats["peak_held"], stats["held"])
+            for ss in kwargs.get("startstops") or ():
+                if ss.get("action") == "compute":
+                    stats["cpu_s"] += ss["stop"] - ss["start"]
+        elif start == "memory":
+            stats["held"] = max(0, stats["held"] - (ts.nbytes if ts.nbytes and ts.nbytes > 0 else 0))
+        elif finish == "erred":
+            stats["erred"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts only (no key sets), cheap to send to the client."""
+        return {
+            "done_total": self.done_total,
+            "erred_total": self.erred_total,
+            "jobs": {
+                job: {
+                    "total": len(s["keys"]), "done": len(s["done"]), "erred": s["erred"],
+                    "held_bytes": s["held"], "peak_held_bytes": s["peak_held"], "cpu_s": s["cpu_s"],
+                }
+                for job, s in self.jobs.items()
+            },
+        }
+
+    def forget(self, job: str) -> None:
+        self.jobs.pop(job, None)
+
+
+def read_snapshot(dask_scheduler: Any) -> dict[str, Any] | None:
+    """Run on the scheduler: the plugin's counts, or None when not installed."""
+    plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    return plugin.snapshot() if plugin is not None else None
+
+
+def forget_job(dask_scheduler: Any, job: str) -> None:
+    """Run on the scheduler: drop a finished attempt's counts."""
+    plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    if plugin is not None:
+        plugin.forget(job)

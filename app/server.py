@@ -1,0 +1,117 @@
+"""Start the one process: Panel pages and the JSON API on one port, one service."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .settings import Settings
+
+log = logging.getLogger("app.server")
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def is_loopback(host: str) -> bool:
+    if host in {"localhost", ""}:
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app serve", description="Serve the dashboard and API.")
+    parser.add_argument("--host", help="bind address (default PROCESSING_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default PROCESSING_PORT or 8001)")
+    return parser.parse_args(argv)
+
+
+def check_binding(settings: Settings) -> None:
+    """Refuse a non-loopback bind without a token unless explicitly allowed."""
+    if is_loopback(settings.host) or settings.api_token:
+        return
+    if not settings.allow_insecure:
+        raise SystemExit(
+            f"refusing to bind {settings.host} without PROCESSING_API_TOKEN; "
+            "set a token, or PROCESSING_ALLOW_INSECURE=1 to accept an open service"
+        )
+    log.warning("serving on %s WITHOUT a token (PROCESSING_ALLOW_INSECURE=1)", settings.host)
+
+
+def websocket_origins(settings: Settings) -> list[str]:
+    port = settings.port
+    hosts = {"localhost", "127.0.0.1", settings.host}
+    return [f"{h}:{port}" for h in hosts] + (["*"] if not is_loopback(settings.host) else [])
+
+
+def serve(argv: list[str]) -> int:
+    args = parse_args(argv)
+    settings = Settings.from_env(host=args.host, port=args.port)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
+    check_binding(settings)
+
+    import panel as pn
+    from tornado.ioloop import IOLoop
+
+    from components.pages import PAGES
+
+    from . import runtime
+    from .api.routes import api_routes
+    from .service import ProcessingService
+
+    service = ProcessingService(settings)
+    runtime.set_service(service)
+    server = pn.serve(
+        PAGES, port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
+        show=False, start=False, title="Processing Cluster", extra_patterns=api_routes(service),
+        static_dirs={"assets": str(STATIC_DIR)}, verbose=False,
+    )
+    loop = IOLoop.current()
+    stopping = {"flag": False}
+
+    async def shutdown(signame: str) -> None:
+        if stopping["flag"]:
+            return
+        stopping["flag"] = True
+        started = time.perf_counter()
+        log.info("%s received: stopping the service", signame)
+        try:
+            await asyncio.wait_for(service.stop(), 10)
+        except Exception:
+            log.exception("service stop did not finish cleanly")
+        server.stop()
+        loop.stop()
+        log.info("stopped in %.2f s", time.perf_counter() - started)
+
+    def install_signals() -> None:
+        aio = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aio.add_signal_handler(sig, lambda s=sig: aio.create_task(shutdown(s.name)))
+
+    async def boot() -> None:
+        install_signals()
+        await service.start()
+        log.info("serving on http://%s:%s/ (API under /api/processing/, docs at /docs)", settings.host, settings.port)
+
+    server.start()
+    loop.add_callback(boot)
+    loop.start()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return serve(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

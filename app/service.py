@@ -1,0 +1,184 @@
+"""ProcessingService: the one owner of the store, the cluster, the sampler, the
+dataset registry and the job engine. Handlers and Panel components call it;
+it never speaks HTTP.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import cloudpickle
+
+from . import progress
+from .cluster import RUNNING, ClusterManager
+from .errors import InvalidRequest
+from .metrics import Sampler, fmt_gb
+from .settings import Settings
+from .store import Store, iso, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class ProcessingService:
+    """Starts everything once per process; ``stop()`` undoes it in reverse order."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.db_path)
+        self.cluster = ClusterManager(settings)
+        self.sampler = Sampler(
+            self.cluster, self.store, settings.live_interval, settings.metrics_interval,
+            settings.metrics_retention_hours,
+        )
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self._store_checked_at: tuple[float, str | None] = (0.0, None)
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        """Start the sampler and, with CLUSTER_AUTOSTART, the cluster (in the background)."""
+        self.sampler.start()
+        if self.settings.autostart:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._autostart()))
+
+    async def _autostart(self) -> None:
+        try:
+            await self.start_cluster()
+        except Exception:
+            log.exception("cluster autostart failed")
+
+    async def stop(self) -> None:
+        """Stop background work, then the cluster, then close the store."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in reversed(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sampler.stop()
+        await self.cluster.stop()
+        self.store.close()
+
+    # -- cluster ---------------------------------------------------------
+    async def start_cluster(self) -> tuple[bool, dict[str, Any]]:
+        """Start or attach; returns (started_now, cluster_info)."""
+        started = await self.cluster.start()
+        if started:
+            await self._install_plugin()
+            self.store.add_cluster_event("start", {"mode": self.cluster.mode, "scheduler": self.cluster.scheduler_address})
+            await self.sampler.sample()
+        return started, self.cluster_info()
+
+    async def _install_plugin(self) -> None:
+        if self.cluster.mode != "local":
+            # a scheduler elsewhere cannot import this project: send the module by value
+            cloudpickle.register_pickle_by_value(progress)
+        try:
+            await self.cluster.client.register_plugin(progress.JobProgressPlugin())  # type: ignore[union-attr]
+        except Exception:
+            log.warning("could not install the progress plugin; progress will be coarse", exc_info=True)
+
+    async def stop_cluster(self) -> bool:
+        stopped = await self.cluster.stop()
+        if stopped:
+            self.store.add_cluster_event("stop", {"mode": self.cluster.mode})
+        await self.sampler.sample()
+        return stopped
+
+    async def scale_cluster(self, n_workers: int | None = None, adaptive: dict[str, int] | None = None) -> dict[str, Any]:
+        """Fixed size, or adaptive between minimum and maximum workers."""
+        limit = self.settings.max_workers
+        if (n_workers is None) == (adaptive is None):
+            raise InvalidRequest("give either 'n_workers' or 'adaptive' ({'minimum': a, 'maximum': b})")
+        if n_workers is not None:
+            await self.cluster.scale(n_workers)
+            self.store.add_cluster_event("scale", {"n_workers": n_workers})
+        else:
+            lo, hi = adaptive["minimum"], adaptive["maximum"]  # type: ignore[index]
+            if lo > hi:
+                raise InvalidRequest(f"adaptive minimum ({lo}) must not exceed maximum ({hi}); allowed 0..{limit}")
+            await self.cluster.adapt(lo, hi)
+            self.store.add_cluster_event("adapt", {"minimum": lo, "maximum": hi})
+        self.sampler.poke()
+        return self.cluster_status()
+
+    def cluster_status(self) -> dict[str, Any]:
+        """The contract's status fields from the sampler's last reading, plus numbers."""
+        snap = self.sampler.latest
+        c = self.cluster
+        running = c.state == RUNNING
+        return {
+            "status": c.state,
+            "n_workers": snap["n_workers"] if running else 0,
+            "total_cores": snap["total_cores"] if running else 0,
+            "total_memory": fmt_gb(snap["total_memory_bytes"] if running else 0),
+            "used_memory": fmt_gb(snap["used_memory_bytes"] if running else 0),
+            "memory_usage_percent": snap["memory_usage_percent"] if running else 0.0,
+            "active_tasks": snap["active_tasks"] if running else 0,
+            "total_memory_bytes": snap["total_memory_bytes"] if running else 0,
+            "used_memory_bytes": snap["used_memory_bytes"] if running else 0,
+            "cpu_percent": snap["cpu_percent"] if running else 0.0,
+            "tasks_per_second": snap.get("tasks_per_second", 0.0) if running else 0.0,
+            "mode": c.mode,
+            "can_scale": c.can_scale,
+            "adaptive": c.adaptive,
+            "scheduler_address": c.scheduler_address,
+            "dashboard_url": c.dashboard_url,
+            "started_at": iso(c.started_at),
+            "sampled_at": snap["timestamp"],
+            "error": c.error,
+        }
+
+    def cluster_info(self) -> dict[str, Any]:
+        """The contract's ``cluster_info`` block of the start response."""
+        s = self.cluster_status()
+        keys = ("status", "scheduler_address", "dashboard_url", "n_workers", "total_cores", "total_memory",
+                "total_memory_bytes", "mode")
+        return {k: s[k] for k in keys}
+
+    def workers(self) -> list[dict[str, Any]]:
+        return list(self.sampler.latest.get("workers", []))
+
+    def cluster_events(self, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        return self.store.cluster_events(limit, offset)
+
+    # -- health ----------------------------------------------------------
+    def _check_store(self) -> str | None:
+        """Write to the store at most every 5 s: health is polled often."""
+        now = time.time()
+        if now - self._store_checked_at[0] >= 5:
+            try:
+                self.store.ping()
+                self._store_checked_at = (now, None)
+            except Exception as exc:
+                self._store_checked_at = (now, str(exc))
+        return self._store_checked_at[1]
+
+    def health(self) -> dict[str, Any]:
+        """The contract's health shape; ``degraded`` with reasons when something is off."""
+        reasons = []
+        running = self.cluster.state == RUNNING
+        snap = self.sampler.latest
+        if running and snap.get("n_workers", 0) == 0:
+            reasons.append("the cluster has no workers")
+        stale = [w["name"] for w in snap.get("workers", []) if w["heartbeat_age_s"] > 30]
+        if stale:
+            reasons.append(f"worker(s) not heartbeating: {', '.join(stale)}")
+        last = self.sampler.last_tick_at
+        if last is not None and time.time() - last > max(10.0, 5 * self.settings.live_interval):
+            reasons.append(f"metrics sampler stalled ({time.time() - last:.0f} s since last sample)")
+        store_error = self._check_store()
+        if store_error:
+            reasons.append(f"store not writable: {store_error}")
+        return {
+            "status": "degraded" if reasons else "healthy",
+            "cluster_running": running,
+            "timestamp": utcnow(),
+            "cluster_status": self.cluster.state,
+            "reasons": reasons,
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }

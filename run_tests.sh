@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one command that installs what the tests need and runs the whole suite:
+# .venv with the project and its test extras, Debian's chromium for browser tests.
+#   ./run_tests.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x /usr/bin/chromium ]; then
+    echo "installing Debian's chromium for the browser tests" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"
+exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"

@@ -1,0 +1,139 @@
+"""Start the real server in a subprocess on a free port, for tests and benchmarks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_ENV = {
+    "DASK_N_WORKERS": "2",
+    "DASK_THREADS_PER_WORKER": "1",
+    "DASK_MEMORY_LIMIT": "1GB",
+    "DASK_DASHBOARD_ADDRESS": "127.0.0.1:0",
+    "DEMO_ROWS": "20000",
+    "LIVE_INTERVAL": "0.5",
+    "METRICS_INTERVAL": "1",
+    "JOB_CHECK_INTERVAL": "2",
+    "LOG_LEVEL": "INFO",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m app serve`` with a temporary data dir; stopped by PID."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **TEST_ENV, "PROCESSING_DATA_DIR": str(self.data_dir),
+                    "PROCESSING_PORT": str(self.port), "PROCESSING_HOST": "127.0.0.1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.data_dir / f"server-{self.port}.log"
+
+    def start(self, wait: bool = True, timeout: float = 90) -> "ServerProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/api/processing/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not healthy after {timeout} s:\n{self.log_tail()}")
+
+    def wait_for(self, predicate: Any, timeout: float = 60, interval: float = 0.2) -> Any:
+        """Poll ``predicate()`` until it returns something truthy."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise TimeoutError(f"condition not met in {timeout} s:\n{self.log_tail()}")
+
+    def wait_workers(self, n: int, timeout: float = 60) -> dict[str, Any]:
+        return self.wait_for(lambda: (s := self.get("/api/processing/cluster/status").json())["n_workers"] == n and s, timeout)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=kw.pop("timeout", 30), **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> requests.Response:
+        return requests.post(self.url + path, json=json, timeout=kw.pop("timeout", 60), **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return requests.delete(self.url + path, timeout=kw.pop("timeout", 30), **kw)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)  # type: ignore[union-attr]
+        except psutil.NoSuchProcess:
+            return []
+
+    def terminate(self, timeout: float = 20) -> float:
+        """SIGTERM and wait; returns seconds to exit."""
+        assert self.proc is not None
+        started = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        return time.perf_counter() - started
+
+    def kill(self) -> None:
+        """SIGKILL the server only (its Dask processes are reaped by ``cleanup``)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        """End the server and every process it started (its own session)."""
+        if self.proc is None:
+            return
+        kids = self.descendants()
+        if self.proc.poll() is None:
+            try:
+                self.terminate(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for kid in kids:
+            try:
+                kid.kill()
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,92 @@
+"""The process: loop never blocked while the cluster starts, clean SIGTERM exit,
+attaching to an external scheduler."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import requests
+
+from tests.server import ROOT, free_port
+
+
+def probe_health(url: str, stop: threading.Event, out: list[float]) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        requests.get(url + "/api/processing/health", timeout=10)
+        out.append(time.perf_counter() - started)
+        time.sleep(0.02)
+
+
+def test_health_answers_while_cluster_starts_and_scales(make_server):
+    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})
+    stop, latencies = threading.Event(), []
+    prober = threading.Thread(target=probe_health, args=(srv.url, stop, latencies))
+    prober.start()
+    try:
+        r = srv.post("/api/processing/cluster/start")
+        assert r.status_code == 200 and r.json()["cluster_info"]["n_workers"] == 2
+        srv.post("/api/processing/cluster/scale", json={"n_workers": 3})
+        srv.wait_workers(3)
+    finally:
+        stop.set()
+        prober.join()
+    assert len(latencies) > 10
+    # a sync LocalCluster started on the loop blocks it for seconds; the executor keeps it free
+    assert max(latencies) < 0.5, sorted(latencies)[-5:]
+
+
+def test_sigterm_stops_cluster_and_leaves_no_workers(make_server):
+    srv = make_server({"DEMO_DATASET": "0"})
+    srv.wait_workers(2)
+    kids = srv.descendants()
+    assert kids, "the LocalCluster should have started worker processes"
+    elapsed = srv.terminate(timeout=20)
+    assert srv.proc.returncode is not None
+    gone, alive = psutil.wait_procs(kids, timeout=5)
+    assert not alive, [p.pid for p in alive]
+    assert elapsed < 5, f"exit took {elapsed:.1f} s"
+
+
+@pytest.fixture
+def external_scheduler(tmp_path):
+    port = free_port()
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    bindir = os.path.dirname(sys.executable)
+    sched = subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-address", "127.0.0.1:0"], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"tcp://127.0.0.1:{port}"
+    worker = subprocess.Popen([os.path.join(bindir, "dask"), "worker", address, "--nthreads", "1",
+                               "--memory-limit", "1GB", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"],
+                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield address, sched
+    for proc in (worker, sched):
+        proc.send_signal(signal.SIGTERM)
+    for proc in (worker, sched):
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_attach_to_external_scheduler(make_server, external_scheduler):
+    address, sched = external_scheduler
+    srv = make_server({"DASK_SCHEDULER_ADDRESS": address, "DEMO_DATASET": "0"})
+    status = srv.wait_workers(1)
+    assert status["mode"] == "external" and status["scheduler_address"] == address
+    assert status["can_scale"] is False
+    r = srv.post("/api/processing/cluster/scale", json={"n_workers": 3})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "cluster_not_scalable"
+    assert "external scheduler" in r.json()["error"]["message"]
+    r = srv.post("/api/processing/cluster/stop")
+    assert r.json()["message"] == "Detached from the external cluster"
+    assert sched.poll() is None, "stopping must not kill an external scheduler"
+    assert srv.get("/api/processing/cluster/status").json()["status"] == "stopped"
+    assert srv.post("/api/processing/cluster/start").json()["cluster_info"]["n_workers"] == 1
