@@ -72,3 +72,8 @@ class TooManyRequests(ProcessingError):
     def __init__(self, message: str, retry_after: int = 5, details: dict[str, Any] | None = None):
         super().__init__(message, details)
         self.retry_after = retry_after
+
+
+class UnsupportedMediaType(ProcessingError):
+    code = "unsupported_media_type"
+    status = 415

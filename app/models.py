@@ -137,3 +137,71 @@ class PageQuery(param.Parameterized):
 
     limit = param.Integer(default=50, bounds=(1, 1000), doc="Items per page (1–1000).")
     offset = param.Integer(default=0, bounds=(0, None), doc="Items to skip.")
+
+
+SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+FORMATS = ("csv", "parquet", "json")
+
+
+class RegisterDatasetRequest(param.Parameterized):
+    """Register a dataset by local path, glob of many files, or fsspec URL."""
+
+    source = required(param.String(default="", doc="Path (inside the data roots), glob such as data/*.csv, or URL (s3://, https://)."))
+    dataset_id = param.String(default=None, allow_None=True, regex=SLUG, doc="Identifier (letters, digits, _ . -); generated when absent.")
+    name = param.String(default=None, allow_None=True, doc="Human name; defaults to the id.")
+    description = param.String(default="", doc="What the data is.")
+    format = param.Selector(default=None, objects=[None, *FORMATS], allow_None=True, doc="csv, parquet or json; detected from the extension when absent.")
+    options = param.Dict(default={}, doc="Reader options: delimiter, header (bool), encoding, columns (list).")
+
+
+class UploadQuery(param.Parameterized):
+    """Query of an upload: the body is the file itself."""
+
+    filename = required(param.String(default="", doc="Original file name; only its extension is used (.csv, .tsv, .parquet, .json, .jsonl)."))
+    dataset_id = param.String(default=None, allow_None=True, regex=SLUG, doc="Identifier; generated when absent.")
+    name = param.String(default=None, allow_None=True, doc="Human name.")
+    description = param.String(default="", doc="What the data is.")
+    delimiter = param.String(default=None, allow_None=True, doc="CSV delimiter when not a comma.")
+
+
+class PartitionRequest(param.Parameterized):
+    """Rewrite a dataset as balanced Parquet partitions. n_partitions wins over partition_size_mb."""
+
+    dataset_id = required(param.String(default="", doc="The dataset to partition."))
+    partition_size_mb = param.Number(default=None, allow_None=True, bounds=(0, 1_000_000), inclusive_bounds=(False, True), doc="Target size of each partition in MB (default 128).")
+    n_partitions = param.Integer(default=None, allow_None=True, bounds=(1, 10_000), doc="Number of partitions; wins when both are given.")
+
+
+class PreviewQuery(param.Parameterized):
+    """How many preview rows to show."""
+
+    preview_rows = param.Integer(default=20, bounds=(0, 1000), doc="Rows of preview (0 for none).")
+
+
+class JobRequest(param.Parameterized):
+    """Submit a job: an operation on a dataset, with its priority and resources."""
+
+    operation = required(param.String(default="", doc="Operation name; see GET /api/processing/operations."))
+    dataset_id = required(param.String(default="", doc="The dataset to work on."))
+    parameters = param.Dict(default={}, doc="The operation's parameters.")
+    priority = param.Selector(default="NORMAL", objects=list(PRIORITIES), doc="LOW, NORMAL, HIGH or CRITICAL.")
+    max_memory_gb = param.Number(default=None, allow_None=True, bounds=(0, None), inclusive_bounds=(False, True),
+                                 doc="Memory the job reserves (GB); default DEFAULT_MAX_MEMORY_GB.")
+    max_cores = param.Number(default=None, allow_None=True, bounds=(0, None), inclusive_bounds=(False, True),
+                             doc="Cores the job reserves; default DEFAULT_MAX_CORES.")
+
+
+class JobListQuery(param.Parameterized):
+    """Filter and page the job list (newest first)."""
+
+    status = param.List(default=[], item_type=str, doc="Comma-separated statuses: pending, running, completed, failed, cancelled.")
+    priority = param.List(default=[], item_type=str, doc="Comma-separated priorities.")
+    limit = param.Integer(default=50, bounds=(1, 1000), doc="Items per page (1–1000).")
+    offset = param.Integer(default=0, bounds=(0, None), doc="Items to skip.")
+
+
+class ResultQuery(param.Parameterized):
+    """Page through a job's result rows."""
+
+    offset = param.Integer(default=0, bounds=(0, None), doc="Rows to skip.")
+    limit = param.Integer(default=100, bounds=(1, 10_000), doc="Rows to return (1–10000).")

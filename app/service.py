@@ -9,10 +9,14 @@ import logging
 import time
 from typing import Any
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cloudpickle
 
 from . import progress
 from .cluster import RUNNING, ClusterManager
+from .datasets import DatasetRegistry
+from .jobs import JobEngine
 from .errors import InvalidRequest
 from .metrics import Sampler, fmt_gb
 from .settings import Settings
@@ -33,6 +37,11 @@ class ProcessingService:
             self.cluster, self.store, settings.live_interval, settings.metrics_interval,
             settings.metrics_retention_hours,
         )
+        # file I/O, schema inference and job threads: never the server loop
+        self.executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_jobs + 6, thread_name_prefix="processing")
+        self.datasets = DatasetRegistry(settings, self.store, self.executor)
+        self.jobs = JobEngine(self, self.executor)
+        self.sampler.extra = self._queue_figures
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -41,9 +50,18 @@ class ProcessingService:
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
         """Start the sampler and, with CLUSTER_AUTOSTART, the cluster (in the background)."""
+        loop = asyncio.get_running_loop()
         self.sampler.start()
+        self.jobs.start()
+        self._tasks.append(loop.create_task(self._demo()))
         if self.settings.autostart:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._autostart()))
+            self._tasks.append(loop.create_task(self._autostart()))
+
+    async def _demo(self) -> None:
+        try:
+            await self.datasets.ensure_demo()
+        except Exception:
+            log.exception("the demo dataset could not be created")
 
     async def _autostart(self) -> None:
         try:
@@ -59,8 +77,10 @@ class ProcessingService:
         for task in reversed(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.jobs.stop()
         await self.sampler.stop()
         await self.cluster.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     # -- cluster ---------------------------------------------------------
@@ -71,6 +91,7 @@ class ProcessingService:
             await self._install_plugin()
             self.store.add_cluster_event("start", {"mode": self.cluster.mode, "scheduler": self.cluster.scheduler_address})
             await self.sampler.sample()
+            self.jobs.kick()
         return started, self.cluster_info()
 
     async def _install_plugin(self) -> None:
@@ -104,6 +125,7 @@ class ProcessingService:
             await self.cluster.adapt(lo, hi)
             self.store.add_cluster_event("adapt", {"minimum": lo, "maximum": hi})
         self.sampler.poke()
+        self.jobs.kick()
         return self.cluster_status()
 
     def cluster_status(self) -> dict[str, Any]:
@@ -139,6 +161,31 @@ class ProcessingService:
         keys = ("status", "scheduler_address", "dashboard_url", "n_workers", "total_cores", "total_memory",
                 "total_memory_bytes", "mode")
         return {k: s[k] for k in keys}
+
+    def _queue_figures(self) -> dict[str, Any]:
+        """Queue figures stored with each metrics sample."""
+        running = [r for r, _, _ in self.jobs.running.values()]
+        pending: dict[str, int] = {}
+        for job in self.jobs.pending.values():
+            pending[job.priority] = pending.get(job.priority, 0) + 1
+        return {"queued": len(self.jobs.pending), "running": len(running), "queued_by_priority": pending,
+                "reserved_cores": sum(r.cores for r in running),
+                "reserved_memory_gb": round(sum(r.memory_gb for r in running), 3)}
+
+    # -- datasets --------------------------------------------------------
+    async def delete_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return await self.datasets.delete(dataset_id, busy=self.jobs.uses_dataset(dataset_id))
+
+    async def partition(self, dataset_id: str, n_partitions: int | None, partition_size_mb: float | None,
+                        priority: str = "HIGH") -> tuple[bool, dict[str, Any]]:
+        """Partition as a job; (finished, status) once it ends or PARTITION_WAIT_S passes."""
+        job = self.jobs.submit({
+            "operation": "partition", "dataset_id": dataset_id, "priority": priority,
+            "parameters": {k: v for k, v in (("n_partitions", n_partitions), ("partition_size_mb", partition_size_mb)) if v is not None},
+            "max_cores": min(self.settings.default_max_cores, max(1, self.jobs.capacity().total_cores or 1)),
+        })
+        status = await self.jobs.wait(job["job_id"], self.settings.partition_wait_s)
+        return status["status"] in ("completed", "failed", "cancelled"), status
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.sampler.latest.get("workers", []))

@@ -54,6 +54,7 @@ SETTINGS: tuple[Var, ...] = (
     Var("QUEUE_BACKFILL_S", "queue_backfill_s", float, 60.0, "How long smaller jobs may start ahead of a blocked bigger one."),
     Var("PREEMPTION", "preemption", _bool, True, "CRITICAL jobs requeue lower-priority running jobs when they need room."),
     Var("JOB_MAX_ATTEMPTS", "job_max_attempts", int, 3, "Attempts for transient failures (worker or scheduler loss)."),
+    Var("ENFORCE_JOB_MEMORY", "enforce_job_memory", _bool, True, "Stop a job holding 1.5× more memory on the workers than its max_memory_gb."),
     Var("RESULT_INLINE_ROWS", "result_inline_rows", int, 1000, "Larger table results are written as a dataset instead of inline."),
     Var("MAX_QUEUED_JOBS", "max_queued_jobs", int, 10000, "Pending jobs accepted before submissions get 429."),
     Var("METRICS_INTERVAL", "metrics_interval", float, 2.0, "Seconds between metric rows written to SQLite."),
@@ -95,6 +96,7 @@ class Settings:
     queue_backfill_s: float = 60.0
     preemption: bool = True
     job_max_attempts: int = 3
+    enforce_job_memory: bool = True
     result_inline_rows: int = 1000
     max_queued_jobs: int = 10000
     metrics_interval: float = 2.0

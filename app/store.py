@@ -33,7 +33,7 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
             "updated_at": str, "attempt_count": int, "error": str, "result": str,
             "result_dataset_id": str, "eta_seconds": float, "estimated_completion_at": str,
             "tasks_total": int, "tasks_done": int, "resources": str, "eta_history": str,
-            "cancel_requested": int,
+            "cancel_requested": int, "result_kind": str,
         },
         "job_id",
     ),
@@ -172,10 +172,13 @@ class Store:
 
     def list_jobs(
         self, status: Iterable[str] | None = None, priority: Iterable[str] | None = None,
-        limit: int = 50, offset: int = 0, newest_first: bool = True,
+        limit: int = 50, offset: int = 0, newest_first: bool = True, dataset_id: str | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Jobs filtered by status/priority, paginated; returns (total, page)."""
+        """Jobs filtered by status/priority/dataset, paginated; returns (total, page)."""
         where, params = [], []
+        if dataset_id is not None:
+            where.append("dataset_id = ?")
+            params.append(dataset_id)
         for column, values in (("status", status), ("priority", priority)):
             if values:
                 values = list(values)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import cluster
+from . import cluster, datasets, jobs
 from .base import NotFoundHandler
 from .docs import DocsHandler, OpenAPIHandler, build_openapi
 
@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 RESOURCE_ROUTES: list[tuple[str, Any]] = [
     *cluster.ROUTES,
+    *datasets.ROUTES,
+    *jobs.ROUTES,
 ]
 
 

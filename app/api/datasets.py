@@ -1,0 +1,155 @@
+"""Dataset endpoints: register, upload (streamed), list, show, delete, partition."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tornado import web
+
+from ..errors import Conflict, InvalidRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from ..models import PageQuery, PartitionRequest, PreviewQuery, RegisterDatasetRequest, UploadQuery
+from .base import BaseHandler, Endpoint
+
+ID = r"(?P<dataset_id>[^/]+)"
+
+
+class DatasetsHandler(BaseHandler):
+    openapi = {
+        "get": Endpoint("List datasets, newest first (paginated)", query=PageQuery, tags=("datasets",)),
+        "post": Endpoint("Register a dataset by path, glob or URL; the schema is read now",
+                         body=RegisterDatasetRequest,
+                         responses={201: "Registered", 403: "Outside the data roots", 409: "Id taken",
+                                    422: "Unreadable, empty or malformed"}, tags=("datasets",)),
+    }
+
+    def get(self) -> None:
+        q = self.parse_query(PageQuery)
+        total, items = self.service.datasets.list(q.limit, q.offset)
+        self.write_json({"total": total, "limit": q.limit, "offset": q.offset, "datasets": items})
+
+    async def post(self) -> None:
+        req = self.parse_body(RegisterDatasetRequest)
+        ds = await self.service.datasets.register(req.source, req.dataset_id, req.name, req.description,
+                                                  req.format, req.options)
+        self.write_json({"message": "Dataset registered successfully", "dataset": ds}, 201)
+
+
+class DatasetHandler(BaseHandler):
+    openapi = {
+        "get": Endpoint("A dataset: schema, sizes, partitions and a preview of the first rows",
+                        query=PreviewQuery, tags=("datasets",)),
+        "delete": Endpoint("Forget a dataset and delete the files the service manages (never your own files)",
+                           responses={200: "Deleted", 409: "Used by pending or running jobs"}, tags=("datasets",)),
+    }
+
+    async def get(self, dataset_id: str) -> None:
+        q = self.parse_query(PreviewQuery)
+        self.write_json(await self.service.datasets.detail(dataset_id, q.preview_rows))
+
+    async def delete(self, dataset_id: str) -> None:
+        self.write_json(await self.service.delete_dataset(dataset_id))
+
+
+@web.stream_request_body
+class UploadHandler(BaseHandler):
+    """The body is the file itself (``curl --data-binary @file.csv``), streamed to disk."""
+
+    openapi = {"post": Endpoint(
+        "Upload a file as a new dataset (raw body, streamed to disk; limit MAX_UPLOAD_MB)",
+        query=UploadQuery, content_type="application/octet-stream",
+        responses={201: "Registered", 413: "Over MAX_UPLOAD_MB", 415: "Multipart body", 422: "Unreadable"},
+        tags=("datasets",))}
+
+    _file: BinaryIO | None = None
+    _tmp: Path | None = None
+
+    def prepare(self) -> None:
+        self._received = 0
+        self._limit = int(self.service.settings.max_upload_mb * 1_000_000)
+        if self.request.method != "POST":
+            return
+        self.query = self.parse_query(UploadQuery)
+        if self.request.headers.get("Content-Type", "").startswith("multipart/"):
+            raise UnsupportedMediaType("send the file itself as the body (curl --data-binary @file), "
+                                       "not multipart form data")
+        length = int(self.request.headers.get("Content-Length") or 0)
+        if length > self._limit:
+            raise PayloadTooLarge(f"upload of {length / 1e6:.1f} MB is over MAX_UPLOAD_MB "
+                                  f"({self.service.settings.max_upload_mb:g} MB)", {"limit_bytes": self._limit})
+        self.request.connection.set_max_body_size(self._limit + 1)
+        self._tmp, self._format = self.service.datasets.upload_target(self.query.filename)
+        self._file = open(self._tmp, "wb")
+
+    async def data_received(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        if self._file is None or self._received > self._limit:
+            return
+        await asyncio.get_running_loop().run_in_executor(self.service.executor, self._file.write, chunk)
+
+    def on_connection_close(self) -> None:
+        self._discard()  # an aborted upload leaves nothing behind
+
+    def on_finish(self) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    async def post(self) -> None:
+        assert self._file is not None and self._tmp is not None
+        self._file.close()
+        self._file = None
+        if self._received > self._limit:
+            raise PayloadTooLarge(f"upload is over MAX_UPLOAD_MB ({self.service.settings.max_upload_mb:g} MB)",
+                                  {"limit_bytes": self._limit})
+        if self._received == 0:
+            raise InvalidRequest("the upload is empty: send the file as the request body")
+        q = self.query
+        options = {"delimiter": q.delimiter} if q.delimiter else {}
+        tmp, self._tmp = self._tmp, None
+        try:
+            ds = await self.service.datasets.adopt_upload(tmp, q.dataset_id, q.name, q.description, options)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.write_json({"message": "Dataset uploaded successfully", "dataset": ds,
+                         "received_bytes": self._received}, 201)
+
+
+class PartitionHandler(BaseHandler):
+    openapi = {"post": Endpoint(
+        "Rewrite a dataset as balanced Parquet partitions (a job). 200 with the contract's partition_info when it "
+        "finishes within PARTITION_WAIT_S, else 202 with the job_id. n_partitions wins over partition_size_mb.",
+        body=PartitionRequest, responses={200: "Partitioned", 202: "Still running as a job", 404: "Unknown dataset"},
+        tags=("datasets",))}
+
+    async def post(self) -> None:
+        req = self.parse_body(PartitionRequest)
+        done, status = await self.service.partition(req.dataset_id, req.n_partitions, req.partition_size_mb)
+        if not done:
+            self.write_json({"message": "Partitioning continues as a job; poll its status",
+                             "dataset_id": req.dataset_id, "job_id": status["job_id"], "status": status["status"],
+                             "progress": status["progress"],
+                             "status_url": f"/api/processing/jobs/{status['job_id']}/status"}, 202)
+            return
+        if status["status"] == "failed":
+            message = (status.get("error") or {}).get("message", "unknown error")
+            raise Unprocessable(f"partitioning failed: {message}", {"job_id": status["job_id"]})
+        if status["status"] == "cancelled":
+            raise Conflict("partitioning was cancelled", {"job_id": status["job_id"]})
+        self.write_json({"message": "Data partitioned successfully", "dataset_id": req.dataset_id,
+                         "partition_info": status["result"], "job_id": status["job_id"]})
+
+
+ROUTES = [
+    (r"/api/processing/datasets", DatasetsHandler),
+    (r"/api/processing/datasets/upload", UploadHandler),
+    (rf"/api/processing/datasets/{ID}", DatasetHandler),
+    (r"/api/processing/data/partition", PartitionHandler),
+]

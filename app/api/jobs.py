@@ -1,0 +1,101 @@
+"""Job endpoints: submit, status, list, cancel, result, wait; the queue; the catalogue."""
+from __future__ import annotations
+
+import param
+
+from ..models import JobListQuery, JobRequest, ResultQuery
+from ..runner import catalogue
+from .base import BaseHandler, Endpoint
+
+ID = r"(?P<job_id>[^/]+)"
+
+
+class WaitQuery(param.Parameterized):
+    """How long to wait for a job to end."""
+
+    timeout = param.Number(default=30.0, bounds=(0, 300), doc="Seconds to wait at most (0–300).")
+
+
+class SubmitHandler(BaseHandler):
+    openapi = {"post": Endpoint(
+        "Submit a job; validated before it is queued", body=JobRequest,
+        responses={201: "Queued", 400: "Invalid operation, parameters, priority or resources",
+                   404: "Unknown dataset", 429: "Queue full"}, tags=("jobs",))}
+
+    def post(self) -> None:
+        job = self.service.jobs.submit(self.json_body())
+        self.set_header("Location", f"/api/processing/jobs/{job['job_id']}/status")
+        self.write_json({"message": "Job submitted successfully", "job_id": job["job_id"], "status": job["status"],
+                         "priority": job["priority"], "created_at": job["created_at"]}, 201)
+
+
+class StatusHandler(BaseHandler):
+    openapi = {"get": Endpoint("A job's status, progress, ETA, queue position, attempts and result", tags=("jobs",))}
+
+    def get(self, job_id: str) -> None:
+        self.write_json(self.service.jobs.status(job_id))
+
+
+class CancelHandler(BaseHandler):
+    openapi = {"post": Endpoint("Cancel a pending or running job", responses={200: "Cancelled", 409: "Already finished"},
+                                tags=("jobs",))}
+
+    async def post(self, job_id: str) -> None:
+        self.json_body()
+        status = await self.service.jobs.cancel(job_id)
+        self.write_json({"message": "Job cancelled successfully", "job_id": job_id, "status": status["status"],
+                         "job": status})
+
+
+class ListHandler(BaseHandler):
+    openapi = {"get": Endpoint("Jobs, newest first, filtered by status and priority, paginated",
+                               query=JobListQuery, tags=("jobs",))}
+
+    def get(self) -> None:
+        q = self.parse_query(JobListQuery)
+        self.write_json(self.service.jobs.list(q.status, q.priority, q.limit, q.offset))
+
+
+class ResultHandler(BaseHandler):
+    openapi = {"get": Endpoint("A page of a completed job's result rows", query=ResultQuery,
+                               responses={200: "Rows", 409: "Not completed"}, tags=("jobs",))}
+
+    async def get(self, job_id: str) -> None:
+        q = self.parse_query(ResultQuery)
+        self.write_json(await self.service.jobs.result(job_id, q.offset, q.limit))
+
+
+class WaitHandler(BaseHandler):
+    openapi = {"get": Endpoint("Wait until the job ends (or timeout), then its status", query=WaitQuery, tags=("jobs",))}
+
+    async def get(self, job_id: str) -> None:
+        q = self.parse_query(WaitQuery)
+        self.write_json(await self.service.jobs.wait(job_id, q.timeout))
+
+
+class QueueStatusHandler(BaseHandler):
+    openapi = {"get": Endpoint("Queue depth by priority and the cluster's reserved and free resources",
+                               tags=("jobs",))}
+
+    def get(self) -> None:
+        self.write_json(self.service.jobs.queue_status())
+
+
+class OperationsHandler(BaseHandler):
+    openapi = {"get": Endpoint("The operations a job can run, with their parameter schemas", tags=("jobs",))}
+
+    def get(self) -> None:
+        ops = catalogue()
+        self.write_json({"total": len(ops), "operations": ops})
+
+
+ROUTES = [
+    (r"/api/processing/jobs/submit", SubmitHandler),
+    (r"/api/processing/jobs/list", ListHandler),
+    (rf"/api/processing/jobs/{ID}/status", StatusHandler),
+    (rf"/api/processing/jobs/{ID}/cancel", CancelHandler),
+    (rf"/api/processing/jobs/{ID}/result", ResultHandler),
+    (rf"/api/processing/jobs/{ID}/wait", WaitHandler),
+    (r"/api/processing/queue/status", QueueStatusHandler),
+    (r"/api/processing/operations", OperationsHandler),
+]

@@ -1,0 +1,221 @@
+"""The dataset registry: register, upload, inspect, partition and delete datasets.
+
+Schema inference and every file operation run in the service's executor, never on
+the server loop. Managed files live under the data dir with names the service
+chooses; a user's own source files are never written or deleted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any, Callable
+
+from . import readers
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound
+from .settings import Settings
+from .store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+DEMO_ID = "demo_expression"
+UPLOAD_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
+                   ".json": "json", ".jsonl": "json", ".ndjson": "json"}
+
+
+def public(ds: dict[str, Any]) -> dict[str, Any]:
+    """The API view of a registry row."""
+    return {
+        "dataset_id": ds["dataset_id"], "name": ds["name"], "description": ds.get("description") or "",
+        "source": ds["source"], "format": ds["format"], "options": ds.get("options") or {},
+        "schema": ds.get("schema") or [], "columns": [c["name"] for c in ds.get("schema") or []],
+        "file_count": ds.get("file_count"), "size_bytes": ds.get("size_bytes"),
+        "estimated_rows": ds.get("estimated_rows"), "created_at": ds.get("created_at"),
+        "managed": bool(ds.get("managed")), "partitioned": ds.get("partitions"),
+        "origin_job_id": ds.get("origin_job_id"),
+    }
+
+
+class DatasetRegistry:
+    """Datasets in the store, files on disk; slow work in ``executor``."""
+
+    def __init__(self, settings: Settings, store: Store, executor: Executor):
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.managed_root = settings.data_dir / "managed"
+        self._reserved: set[str] = set()  # ids being registered right now
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- reading the registry ---------------------------------------------
+    def get(self, dataset_id: str) -> dict[str, Any]:
+        ds = self.store.get_dataset(dataset_id)
+        if ds is None:
+            raise NotFound(f"no dataset '{dataset_id}'; list them at GET /api/processing/datasets",
+                           {"dataset_id": dataset_id}, code="dataset_not_found")
+        return ds
+
+    def list(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        total, rows = self.store.list_datasets(limit, offset)
+        return total, [public(r) for r in rows]
+
+    async def detail(self, dataset_id: str, preview_rows: int = 20) -> dict[str, Any]:
+        ds = self.get(dataset_id)
+        out = public(ds)
+        out["preview"] = []
+        if preview_rows:
+            source, fmt, options = self.read_source(ds)
+            out["preview"] = await self._run(readers.preview, source, fmt, options, preview_rows)
+        return out
+
+    def schema(self, ds: dict[str, Any]) -> dict[str, str]:
+        """Column name → dtype, as operations validate against."""
+        return {c["name"]: c["dtype"] for c in ds.get("schema") or []}
+
+    def read_source(self, ds: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        """Where jobs read a dataset: its partitioned copy when there is one."""
+        parts = ds.get("partitions")
+        if parts and parts.get("path"):
+            return parts["path"], "parquet", {}
+        return ds["source"], ds["format"], ds.get("options") or {}
+
+    # -- registering -------------------------------------------------------
+    def _claim_id(self, dataset_id: str | None, hint: str) -> str:
+        if dataset_id is None:
+            stem = "".join(ch if ch.isalnum() else "_" for ch in hint.lower())[:40].strip("_") or "dataset"
+            dataset_id = f"{stem}_{uuid.uuid4().hex[:6]}"
+        if dataset_id in self._reserved or self.store.get_dataset(dataset_id) is not None:
+            raise Conflict(f"dataset '{dataset_id}' already exists; choose another id or delete it first",
+                           {"dataset_id": dataset_id}, code="dataset_exists")
+        self._reserved.add(dataset_id)
+        return dataset_id
+
+    async def register(self, source: str, dataset_id: str | None = None, name: str | None = None,
+                       description: str = "", fmt: str | None = None, options: dict[str, Any] | None = None,
+                       managed: bool = False, origin_job_id: str | None = None) -> dict[str, Any]:
+        """Check the path, read the schema (in the executor), then record the dataset."""
+        if not source.strip():
+            raise InvalidRequest("'source' must name a path, glob or URL", {"field": "source"})
+        dataset_id = self._claim_id(dataset_id, Path(source.rstrip("/*")).stem or "dataset")
+        try:
+            info = await self._run(self._inspect, source, fmt, options or {})
+            row = {
+                "dataset_id": dataset_id, "name": name or dataset_id, "description": description,
+                "source": info["source"], "format": info["format"], "options": options or {},
+                "schema": info["schema"], "files": info["files"][:1000], "file_count": info["file_count"],
+                "size_bytes": info["size_bytes"], "estimated_rows": info["estimated_rows"],
+                "managed": int(managed), "created_at": utcnow(), "partitions": None,
+                "origin_job_id": origin_job_id,
+            }
+            self.store.insert_dataset(row)
+        finally:
+            self._reserved.discard(dataset_id)
+        return public(self.get(dataset_id))
+
+    def _inspect(self, source: str, fmt: str | None, options: dict[str, Any]) -> dict[str, Any]:
+        resolved = readers.resolve_source(source, self.settings.allowed_roots)
+        fmt = readers.detect_format(resolved, fmt)
+        info = readers.inspect(resolved, fmt, options)
+        info["source"] = resolved
+        return info
+
+    # -- uploads -------------------------------------------------------------
+    def upload_target(self, filename: str) -> tuple[Path, str]:
+        """A fresh temp path for an upload and the format its extension names."""
+        suffix = "".join(Path(filename).suffixes[-1:]).lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            raise InvalidRequest(f"cannot upload '{filename}': the extension must be one of "
+                                 f"{', '.join(sorted(UPLOAD_SUFFIXES))}", {"field": "filename"})
+        tmp_dir = self.managed_root / "uploads" / ".incoming"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        return tmp_dir / f"{uuid.uuid4().hex}{suffix}", UPLOAD_SUFFIXES[suffix]
+
+    async def adopt_upload(self, tmp: Path, dataset_id: str | None, name: str | None, description: str,
+                           options: dict[str, Any]) -> dict[str, Any]:
+        """Move a complete upload into place (atomic rename) and register it."""
+        dataset_id = self._claim_id(dataset_id, name or "upload")
+        self._reserved.discard(dataset_id)  # register() claims it again
+        final_dir = self.managed_root / "uploads" / dataset_id
+        final = final_dir / f"data{tmp.suffix}"
+        await self._run(_move, tmp, final)
+        try:
+            return await self.register(str(final), dataset_id, name, description, None, options, managed=True)
+        except Exception:
+            await self._run(shutil.rmtree, final_dir, True)
+            raise
+
+    # -- deleting --------------------------------------------------------------
+    async def delete(self, dataset_id: str, busy: bool) -> dict[str, Any]:
+        """Forget a dataset and remove only the files the service manages."""
+        ds = self.get(dataset_id)
+        if busy:
+            raise Conflict(f"dataset '{dataset_id}' is used by pending or running jobs; cancel them first",
+                           code="dataset_in_use")
+        self.store.delete_dataset(dataset_id)
+        removed = await self._run(self._remove_managed_files, ds)
+        return {"message": f"Dataset '{dataset_id}' deleted", "dataset_id": dataset_id, "removed_paths": removed}
+
+    def _remove_managed_files(self, ds: dict[str, Any]) -> list[str]:
+        removed = []
+        candidates = [(ds.get("partitions") or {}).get("path")]
+        if ds.get("managed"):
+            candidates.append(str(Path(ds["source"]).parent) if Path(ds["source"]).is_file() else ds["source"])
+        root = self.managed_root.resolve()
+        for path in filter(None, candidates):
+            real = Path(path).resolve()
+            if root not in real.parents:  # only ever delete inside the managed tree
+                continue
+            shutil.rmtree(real, ignore_errors=True)
+            removed.append(str(real.relative_to(self.settings.data_dir.resolve())))
+        return removed
+
+    # -- partitioned copies ------------------------------------------------------
+    def partition_dir(self, dataset_id: str, job_id: str) -> Path:
+        return self.managed_root / "partitions" / dataset_id / job_id
+
+    def set_partitions(self, dataset_id: str, info: dict[str, Any]) -> None:
+        """Point the dataset at its new partitioned copy; remove the previous copy."""
+        ds = self.get(dataset_id)
+        old = (ds.get("partitions") or {}).get("path")
+        self.store.update_dataset(dataset_id, partitions=info)
+        if old and old != info.get("path") and self.managed_root.resolve() in Path(old).resolve().parents:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # -- demo --------------------------------------------------------------------
+    async def ensure_demo(self) -> None:
+        """Generate and register ``demo_expression`` once (first start)."""
+        if not self.settings.demo_dataset or self.store.get_dataset(DEMO_ID) is not None:
+            return
+        out = self.managed_root / "demo" / DEMO_ID
+        await self._run(_write_demo, out, self.settings.demo_rows)
+        try:
+            await self.register(str(out), DEMO_ID, "Demo gene expression",
+                                "Synthetic expression table (seed 42): gene_id, sample_id, condition, "
+                                "expression_level, p_value; GENE00001–GENE00050 are differentially expressed.",
+                                "parquet", managed=True)
+        except Conflict:
+            pass  # registered concurrently
+
+
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    src.replace(dst)
+
+
+def _write_demo(out: Path, rows: int) -> None:
+    from .demo import generate_expression, write_dataset
+
+    if out.exists():
+        shutil.rmtree(out)
+    n_files = max(1, min(8, rows // 100_000))
+    write_dataset(generate_expression(rows), out, "parquet", n_files=n_files)
+
+
+def check_inside(path: Path, root: Path) -> None:
+    if root.resolve() not in path.resolve().parents:
+        raise Forbidden(f"{path} is outside {root}")

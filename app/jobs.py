@@ -1,0 +1,533 @@
+"""The job engine: validates submissions, keeps the priority queue, starts attempts
+on Dask, follows their progress from the scheduler, and records every change in the
+store before reporting it.
+
+Dispatch is event-driven (submit, completion, cancel, scale, cluster start and a
+new sample all ask for a pass); ``JOB_CHECK_INTERVAL`` is a safety net only.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+from . import queue as q
+from .errors import Conflict, InvalidRequest, NotFound, TooManyRequests
+from .models import JobRequest
+from .runner import Attempt, Stopped, execute, get_operation, is_transient, read_rows, results_dir
+from .store import TERMINAL, iso, utcnow
+
+if TYPE_CHECKING:
+    from .service import ProcessingService
+
+log = logging.getLogger(__name__)
+NOT_FAILURES = ("preempted", "server_restart", "cancelled", "completed", None)
+ETA_MARKS = (25, 50)
+MEMORY_MARGIN = 1.5  # a job is stopped when it holds this many times its declared memory
+
+
+def _ts(value: str | None) -> float | None:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+class JobEngine:
+    """Owns the queue and the running attempts of this process."""
+
+    def __init__(self, service: "ProcessingService", executor: Executor):
+        self.service = service
+        self.settings = service.settings
+        self.store = service.store
+        self.executor = executor
+        self.policy = q.QueuePolicy(aging_s=self.settings.queue_aging_s, preemption=self.settings.preemption,
+                                    backfill_window_s=self.settings.queue_backfill_s)
+        self.pending: dict[str, q.QueuedJob] = {}
+        self.running: dict[str, tuple[q.RunningJob, Attempt, asyncio.Task]] = {}
+        self.waiting: dict[str, q.WaitInfo] = {}
+        self.done_events: dict[str, asyncio.Event] = {}
+        self._client: Any = None
+        self._client_address: str | None = None
+        self._dispatch_scheduled = False
+        self._safety: asyncio.Task | None = None
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    def recover(self) -> None:
+        """Re-queue what a crash interrupted: running → pending with a ``server_restart`` attempt."""
+        for job in self.store.unfinished_jobs():
+            if job["status"] == "running":
+                for attempt in self.store.attempts(job["job_id"]):
+                    if attempt["ended_at"] is None:
+                        self.store.end_attempt(attempt["id"], "server_restart", "the server stopped during the attempt")
+                self.store.update_job(job["job_id"], status="pending", eta_seconds=None, estimated_completion_at=None)
+            self.pending[job["job_id"]] = self._queued(job)
+        if self.pending:
+            log.info("recovered %d unfinished job(s)", len(self.pending))
+
+    def start(self) -> None:
+        self.recover()
+        self.service.sampler.listeners.append(self._on_sample)
+        self._safety = asyncio.get_running_loop().create_task(self._safety_net())
+        self.kick()
+
+    async def stop(self) -> None:
+        """Stop without recording outcomes: interrupted attempts are recovered at next start."""
+        self._stopping = True
+        if self._safety:
+            self._safety.cancel()
+        for _, attempt, task in list(self.running.values()):
+            attempt.stop_reason = "shutdown"
+            task.cancel()
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, client.close, 2), 4)
+            except Exception:
+                log.debug("compute client close failed", exc_info=True)
+
+    async def _safety_net(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_check_interval)
+            self.kick()
+
+    # -- submission --------------------------------------------------------------
+    def capacity(self) -> q.Capacity:
+        snap, cluster = self.service.sampler.latest, self.service.cluster
+        up = cluster.running and snap.get("n_workers", 0) > 0
+        return q.Capacity(total_cores=snap.get("total_cores", 0) if up else 0,
+                          total_memory_gb=(snap.get("total_memory_bytes", 0) / 1e9) if up else 0.0,
+                          max_concurrent=self.settings.max_concurrent_jobs, running=up)
+
+    def _ceiling(self) -> q.Capacity | None:
+        """What the cluster could give a job: now when running, else the configured size."""
+        cap = self.capacity()
+        if cap.running:
+            return cap
+        if self.service.cluster.mode != "local":
+            return None
+        from dask.utils import parse_bytes
+
+        s = self.settings
+        return q.Capacity(s.n_workers * s.threads_per_worker, s.n_workers * parse_bytes(s.memory_limit) / 1e9,
+                          s.max_concurrent_jobs)
+
+    def submit(self, body: Any) -> dict[str, Any]:
+        """Validate everything, then record the job as pending and ask for a dispatch pass."""
+        req = self._validate(body)
+        if len(self.pending) >= self.settings.max_queued_jobs:
+            raise TooManyRequests(f"{len(self.pending)} jobs are waiting (MAX_QUEUED_JOBS); retry later",
+                                  retry_after=max(1, int(self.settings.job_check_interval)))
+        job_id = f"job_{uuid.uuid4().hex[:12]}"
+        job = self.store.insert_job({
+            "job_id": job_id, "operation": req.operation, "dataset_id": req.dataset_id,
+            "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
+            "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": utcnow(),
+            "attempt_count": 0, "eta_history": {},
+        })
+        self.pending[job_id] = self._queued(job)
+        self.kick()
+        return job
+
+    def _validate(self, body: Any) -> JobRequest:
+        from .models import build
+
+        req = build(JobRequest, body)
+        op = get_operation(req.operation)
+        ds = self.service.datasets.get(req.dataset_id)
+        op.parse(req.parameters, self.service.datasets.schema(ds))
+        req.max_memory_gb = req.max_memory_gb or self.settings.default_max_memory_gb
+        req.max_cores = req.max_cores or self.settings.default_max_cores
+        ceiling = self._ceiling()
+        if ceiling is not None:
+            problem = q.fits_ever(req.max_cores, req.max_memory_gb, ceiling)
+            if problem:
+                raise InvalidRequest(f"this job {problem}", {"total_cores": ceiling.total_cores,
+                                                             "total_memory_gb": round(ceiling.total_memory_gb, 2)})
+        return req
+
+    def _queued(self, job: dict[str, Any]) -> q.QueuedJob:
+        return q.QueuedJob(job["job_id"], job["priority"], float(job["max_cores"]), float(job["max_memory_gb"]),
+                           _ts(job["created_at"]) or time.time(), int(job["seq"]))
+
+    # -- dispatch ----------------------------------------------------------------
+    def kick(self) -> None:
+        """Ask for one dispatch pass soon (coalesced)."""
+        if self._dispatch_scheduled or self._stopping:
+            return
+        self._dispatch_scheduled = True
+        asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        if self._stopping:
+            return
+        running = [r for r, _, _ in self.running.values()]
+        plan = q.plan(list(self.pending.values()), running, self.capacity(), time.time(), self.policy)
+        for job_id in plan.preempt:
+            self._interrupt(job_id, "preempted")
+        for job_id in plan.start:
+            self._start(job_id)
+        self.waiting = plan.waiting
+
+    def _start(self, job_id: str) -> None:
+        queued = self.pending.pop(job_id)
+        job = self.store.get_job(job_id)
+        ds = self.store.get_dataset(job["dataset_id"])
+        if ds is None:
+            self._finish(job_id, "failed", error={"type": "NotFound", "message": f"dataset '{job['dataset_id']}' no longer exists"})
+            return
+        number = int(job["attempt_count"] or 0) + 1
+        attempt = Attempt(job_id, number, job["operation"], job["parameters"] or {}, job["priority"], ds,
+                          self.service.datasets.read_source(ds), self.settings.data_dir,
+                          self.settings.result_inline_rows, started_at=time.time())
+        now = utcnow()
+        attempt.attempt_id = self.store.add_attempt(job_id, number, now)
+        self.store.update_job(job_id, status="running", attempt_count=number, started_at=job["started_at"] or now)
+        running = q.RunningJob(job_id, queued.priority, queued.cores, queued.memory_gb, attempt.started_at)
+        task = asyncio.get_running_loop().create_task(self._run(attempt))
+        self.running[job_id] = (running, attempt, task)
+
+    async def _run(self, attempt: Attempt) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            client = await self._compute_client()
+            outcome = await loop.run_in_executor(self.executor, execute, client, attempt)
+        except asyncio.CancelledError:
+            return  # shutdown: the store still says running; recovery re-queues it
+        except BaseException as exc:  # noqa: BLE001 - every failure is recorded
+            await self._failed(attempt, exc)
+        else:
+            await self._succeeded(attempt, outcome)
+        finally:
+            if not self._stopping:
+                self.running.pop(attempt.job_id, None)
+                self.kick()
+
+    async def _compute_client(self) -> Any:
+        """A synchronous client for the job threads, made once per scheduler address."""
+        address = self.service.cluster.scheduler_address
+        if address is None:
+            raise ConnectionError("the cluster is not running")
+        if self._client is None or self._client_address != address:
+            from distributed import Client
+
+            old, self._client_address = self._client, address
+            self._client = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: Client(address, set_as_default=False, timeout="20s"))
+            if old is not None:
+                asyncio.get_running_loop().run_in_executor(None, old.close)
+        return self._client
+
+    # -- outcomes ----------------------------------------------------------------
+    async def _succeeded(self, attempt: Attempt, outcome: dict[str, Any]) -> None:
+        if attempt.stop_reason:
+            return self._stopped(attempt)
+        job_id = attempt.job_id
+        result_dataset_id = None
+        if outcome.get("partitions"):
+            info = {**outcome["partitions"], "created_at": utcnow()}
+            self.service.datasets.set_partitions(attempt.dataset["dataset_id"], info)
+        path = outcome.get("dataset_path")
+        if path:
+            ds = await self.service.datasets.register(
+                path, f"{job_id}_result", f"Result of {attempt.operation} ({job_id})",
+                f"Written by {job_id} from {attempt.dataset['dataset_id']}", "parquet", managed=True,
+                origin_job_id=job_id)
+            result_dataset_id = ds["dataset_id"]
+        result = outcome["result"]
+        if isinstance(result, dict) and result_dataset_id:
+            result = {**result, "result_dataset_id": result_dataset_id}
+        self.store.end_attempt(attempt.attempt_id, "completed")
+        self._finish(job_id, "completed", result=result, result_kind=outcome.get("kind"),
+                     result_dataset_id=result_dataset_id)
+
+    async def _failed(self, attempt: Attempt, exc: BaseException) -> None:
+        if attempt.stop_reason and attempt.stop_reason != "memory":
+            return self._stopped(attempt)
+        job_id = attempt.job_id
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        if attempt.stop_reason == "memory":
+            self.store.end_attempt(attempt.attempt_id, "failed", message)
+            return self._finish(job_id, "failed", error={"type": "MemoryLimit", "message": message})
+        if is_transient(exc) and not self.service.cluster.state == "stopping":
+            failures = sum(1 for a in self.store.attempts(job_id) if a["outcome"] not in NOT_FAILURES) + 1
+            self.store.end_attempt(attempt.attempt_id, "worker_lost", message)
+            if failures < self.settings.job_max_attempts:
+                log.warning("job %s attempt %d lost (%s); retrying", job_id, attempt.number, message)
+                return self._requeue(job_id)
+        else:
+            self.store.end_attempt(attempt.attempt_id, "failed", message)
+        log.info("job %s failed: %s", job_id, message)
+        self._finish(job_id, "failed", error={"type": type(exc).__name__, "message": message})
+
+    def _stopped(self, attempt: Attempt) -> None:
+        """An attempt the engine stopped: cancelled → done; preempted → back in the queue."""
+        if attempt.stop_reason == "preempted":
+            self.store.end_attempt(attempt.attempt_id, "preempted", "room was needed for a CRITICAL job")
+        # cancellation was recorded when it was asked for
+
+    def _requeue(self, job_id: str) -> None:
+        self.store.update_job(job_id, status="pending", eta_seconds=None, estimated_completion_at=None)
+        self.pending[job_id] = self._queued(self.store.get_job(job_id))
+
+    def _finish(self, job_id: str, status: str, **values: Any) -> None:
+        """Record a terminal state, then wake whoever waits for it."""
+        if status == "completed":
+            job = self.store.get_job(job_id) or {}
+            history = job.get("eta_history") or {}
+            values.update(progress=100.0, eta_seconds=0.0, estimated_completion_at=None,
+                          tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": utcnow()})
+        self.store.update_job(job_id, status=status, completed_at=utcnow(), **values)
+        self._forget(job_id)
+        event = self.done_events.pop(job_id, None)
+        if event:
+            event.set()
+
+    def _forget(self, job_id: str) -> None:
+        self.pending.pop(job_id, None)
+        self.waiting.pop(job_id, None)
+        client = self.service.cluster.client
+        if client is not None and not self._stopping:
+            from .progress import forget_job
+
+            for key in [k for k in self.service.sampler.latest.get("jobs", {}) if k.startswith(job_id + "/")]:
+                asyncio.get_running_loop().create_task(_quiet(client.run_on_scheduler(forget_job, job=key)))
+
+    # -- cancel and preemption -----------------------------------------------------
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job at once, or a running one (its futures are cancelled)."""
+        job = self.get(job_id)
+        if job["status"] in TERMINAL:
+            raise Conflict(f"job {job_id} is already {job['status']}; only pending or running jobs can be cancelled",
+                           {"status": job["status"]}, code="job_finished")
+        if job_id in self.running:
+            _, attempt, _ = self.running.pop(job_id)
+            self._interrupt_attempt(attempt, "cancelled")
+            self.store.end_attempt(attempt.attempt_id, "cancelled", "cancelled by request")
+        self._finish(job_id, "cancelled", error=None)
+        self.kick()
+        return self.status(job_id)
+
+    def _interrupt(self, job_id: str, reason: str) -> None:
+        """Stop a running attempt from the loop; a preempted job goes back to the queue."""
+        entry = self.running.pop(job_id, None)
+        if entry is None:
+            return
+        _, attempt, _ = entry
+        self._interrupt_attempt(attempt, reason)
+        if reason == "preempted":
+            self.store.end_attempt(attempt.attempt_id, "preempted", "room was needed for a CRITICAL job")
+            attempt.stop_reason = "preempted-recorded"
+            self._requeue(job_id)
+
+    def _interrupt_attempt(self, attempt: Attempt, reason: str) -> None:
+        with attempt.lock:
+            attempt.stop_reason = reason
+            futures = list(attempt.futures)
+        if futures and self._client is not None:
+            asyncio.get_running_loop().run_in_executor(self.executor, _cancel, self._client, futures)
+
+    # -- progress ------------------------------------------------------------------
+    def _on_sample(self, snap: dict[str, Any]) -> None:
+        """Per tick: progress and ETA of running jobs from the plugin's counts."""
+        counts = snap.get("jobs", {})
+        now = snap["ts"]
+        for job_id, (running, attempt, _) in list(self.running.items()):
+            stats = counts.get(attempt.annotation)
+            if not stats or not stats["total"]:
+                continue
+            self._progress(job_id, attempt, stats, now)
+        if self.pending:
+            self.kick()
+
+    def _progress(self, job_id: str, attempt: Attempt, stats: dict[str, Any], now: float) -> None:
+        job = self.store.get_job(job_id)
+        if job is None or job["status"] != "running":
+            return
+        share = 100.0 * stats["done"] / stats["total"]
+        progress = round(max(float(job["progress"] or 0.0), min(99.0, share)), 2)
+        elapsed = max(1e-3, now - attempt.started_at)
+        eta = elapsed * (100.0 - share) / share if share > 0 else None
+        values: dict[str, Any] = {
+            "progress": progress, "tasks_total": stats["total"], "tasks_done": stats["done"],
+            "eta_seconds": round(eta, 2) if eta is not None else None,
+            "estimated_completion_at": iso(now + eta) if eta is not None else None,
+            "resources": {"peak_memory_bytes": stats["peak_held_bytes"], "held_memory_bytes": stats["held_bytes"],
+                          "task_cpu_seconds": round(stats["cpu_s"], 3), "tasks": stats["total"]},
+        }
+        history = dict(job.get("eta_history") or {})
+        for mark in ETA_MARKS:
+            if share >= mark and str(mark) not in history and eta is not None:
+                history[str(mark)] = {"at": iso(now), "eta_seconds": round(eta, 2), "predicted_end": iso(now + eta)}
+                values["eta_history"] = history
+        self.store.update_job(job_id, **values)
+        entry = self.running.get(job_id)
+        if entry and eta is not None:
+            self.running[job_id] = (q.RunningJob(entry[0].job_id, entry[0].priority, entry[0].cores,
+                                                 entry[0].memory_gb, entry[0].started_at, now + eta), *entry[1:])
+        limit = float(job["max_memory_gb"] or 0) * 1e9 * MEMORY_MARGIN
+        if self.settings.enforce_job_memory and limit and stats["held_bytes"] > limit:
+            self._memory_stop(job_id, attempt, stats["held_bytes"], float(job["max_memory_gb"]))
+
+    def _memory_stop(self, job_id: str, attempt: Attempt, held: int, declared: float) -> None:
+        log.warning("job %s holds %.2f GB, over its declared %.2f GB: stopping it", job_id, held / 1e9, declared)
+        self._interrupt_attempt(attempt, "memory")
+        self.running.pop(job_id, None)
+        message = (f"the job held {held / 1e9:.2f} GB of results on the workers, more than "
+                   f"{MEMORY_MARGIN}× its declared max_memory_gb={declared:g}; resubmit with more memory")
+        self.store.end_attempt(attempt.attempt_id, "failed", message)
+        self._finish(job_id, "failed", error={"type": "MemoryLimit", "message": message})
+        self.kick()
+
+    # -- reading -------------------------------------------------------------------
+    def get(self, job_id: str) -> dict[str, Any]:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job '{job_id}'", {"job_id": job_id}, code="job_not_found")
+        return job
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The contract's status fields plus queue, ETA, attempts, resources and result."""
+        job = self.get(job_id)
+        view = self.summary(job)
+        wait = self.waiting.get(job_id)
+        view.update({
+            "dataset_id": job["dataset_id"], "parameters": job["parameters"],
+            "max_memory_gb": job["max_memory_gb"], "max_cores": job["max_cores"],
+            "completed_at": job["completed_at"], "updated_at": job["updated_at"],
+            "queue_position": wait.position if wait and job["status"] == "pending" else None,
+            "pending_reason": wait.reason if wait and job["status"] == "pending" else None,
+            "estimated_start_at": iso(wait.estimated_start_at) if wait and wait.estimated_start_at else None,
+            "eta_seconds": job["eta_seconds"] if job["status"] == "running" else (0.0 if job["status"] == "completed" else None),
+            "estimated_completion_at": job["estimated_completion_at"] if job["status"] == "running" else None,
+            "eta_history": job["eta_history"] or {},
+            "tasks_total": job["tasks_total"], "tasks_done": job["tasks_done"],
+            "resources": job["resources"] or {},
+            "error": job["error"], "result_kind": job["result_kind"],
+            "result": job["result"], "result_dataset_id": job["result_dataset_id"],
+            "attempts": [{k: a[k] for k in ("number", "started_at", "ended_at", "outcome", "cause")}
+                         for a in self.store.attempts(job_id)],
+        })
+        if job["status"] == "pending" and wait is None:
+            view["pending_reason"] = "waiting for the next dispatch pass"
+        return view
+
+    def summary(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The contract's list entry."""
+        return {
+            "job_id": job["job_id"], "type": job["operation"], "operation": job["operation"],
+            "status": job["status"], "priority": job["priority"], "progress": job["progress"] or 0.0,
+            "created_at": job["created_at"], "started_at": job["started_at"],
+            "dataset_id": job["dataset_id"], "attempt_count": job["attempt_count"] or 0,
+        }
+
+    def list(self, status: list[str], priority: list[str], limit: int, offset: int) -> dict[str, Any]:
+        from .models import PRIORITIES
+
+        statuses = ("pending", "running", *TERMINAL)
+        for values, allowed, name in ((status, statuses, "status"), (priority, PRIORITIES, "priority")):
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise InvalidRequest(f"unknown {name} {', '.join(bad)}; allowed: {', '.join(allowed)}", {"field": name})
+        total, rows = self.store.list_jobs(status or None, priority or None, limit, offset)
+        jobs = []
+        for row in rows:
+            item = self.summary(row)
+            wait = self.waiting.get(row["job_id"])
+            item.update(eta_seconds=row["eta_seconds"] if row["status"] == "running" else None,
+                        queue_position=wait.position if wait and row["status"] == "pending" else None,
+                        pending_reason=wait.reason if wait and row["status"] == "pending" else None)
+            jobs.append(item)
+        return {"total": total, "limit": limit, "offset": offset, "jobs": jobs}
+
+    def queue_status(self) -> dict[str, Any]:
+        """The contract's queue shape, with the reservations of running jobs."""
+        from .models import PRIORITIES
+
+        by_status = self.store.count_jobs("status")
+        pending_by_priority = self.store.count_jobs("priority", ["pending"])
+        running = [r for r, _, _ in self.running.values()]
+        cap = self.capacity()
+        snap = self.service.sampler.latest
+        used_cores = sum(r.cores for r in running)
+        used_mem = sum(r.memory_gb for r in running)
+        total_mem = snap.get("total_memory_bytes", 0) / 1e9 if cap.running else 0.0
+        actual_mem = snap.get("used_memory_bytes", 0) / 1e9 if cap.running else 0.0
+        return {
+            "scheduler_running": cap.running,
+            "queue_status": {
+                "total_queued": by_status.get("pending", 0), "total_running": by_status.get("running", 0),
+                "total_completed": by_status.get("completed", 0), "total_failed": by_status.get("failed", 0),
+                "total_cancelled": by_status.get("cancelled", 0),
+                "priority_breakdown": {p: pending_by_priority[p] for p in reversed(PRIORITIES) if pending_by_priority.get(p)},
+                "running_by_priority": _count(r.priority for r in running),
+                "max_concurrent_jobs": self.settings.max_concurrent_jobs,
+            },
+            "resource_usage": {"cluster_resources": {
+                "total_memory_gb": round(total_mem, 2), "used_memory_gb": round(actual_mem, 2),
+                "available_memory_gb": round(max(0.0, total_mem - actual_mem), 2),
+                "memory_usage_percent": snap.get("memory_usage_percent", 0.0) if cap.running else 0.0,
+                "total_cores": cap.total_cores, "used_cores": used_cores,
+                "available_cores": max(0, cap.total_cores - used_cores),
+                "reserved_cores": used_cores, "reserved_memory_gb": round(used_mem, 2),
+                "unreserved_memory_gb": round(max(0.0, total_mem - used_mem), 2),
+            }},
+        }
+
+    async def result(self, job_id: str, offset: int, limit: int) -> dict[str, Any]:
+        """A page of a job's result: rows of its result dataset, or of the inline table."""
+        job = self.get(job_id)
+        if job["status"] != "completed":
+            raise Conflict(f"job {job_id} is {job['status']}; results exist once it is completed",
+                           {"status": job["status"]}, code="job_not_completed")
+        base = {"job_id": job_id, "result_kind": job["result_kind"], "offset": offset, "limit": limit,
+                "result_dataset_id": job["result_dataset_id"]}
+        if job["result_dataset_id"]:
+            path = str(results_dir(self.settings.data_dir, job_id))
+            total, rows = await asyncio.get_running_loop().run_in_executor(self.executor, read_rows, path, offset, limit)
+            return {**base, "total": total, "rows": rows}
+        result = job["result"]
+        rows = result.get("rows") if isinstance(result, dict) else None
+        if isinstance(rows, list):
+            return {**base, "total": len(rows), "rows": rows[offset: offset + limit],
+                    "result": {k: v for k, v in result.items() if k != "rows"}}
+        return {**base, "total": None, "result": result}
+
+    async def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """The job's status once it ends, or after ``timeout`` seconds."""
+        if self.get(job_id)["status"] not in TERMINAL:
+            event = self.done_events.setdefault(job_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.status(job_id)
+
+    def uses_dataset(self, dataset_id: str) -> bool:
+        total, _ = self.store.list_jobs(["pending", "running"], None, 1, 0, dataset_id=dataset_id)
+        return total > 0
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _cancel(client: Any, futures: list[Any]) -> None:
+    try:
+        client.cancel(futures, force=True)
+    except Exception:
+        log.debug("cancelling futures failed", exc_info=True)
+
+
+async def _quiet(coro: Any) -> None:
+    try:
+        await coro
+    except Exception:
+        log.debug("scheduler call failed", exc_info=True)

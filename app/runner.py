@@ -1,0 +1,219 @@
+"""Runs one attempt of a job in an executor thread, on the Dask cluster.
+
+The thread builds the graph (reading metadata is I/O, so never on the server loop),
+submits it with a ``job`` annotation the progress plugin counts, and waits. It
+returns a plain outcome; the engine on the loop records it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import warnings
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import pandas as pd
+import param
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import operations, readers
+from .errors import InvalidRequest, ProcessingError
+from .models import PRIORITIES, PartitionRequest, public_params
+from .operations.base import Operation, Schema, jsonable
+from .partition import plan_partitions, write_partitions
+
+PRIORITY_WEIGHT = {p: 10 * i for i, p in enumerate(PRIORITIES)}
+# dask-expr warns that annotations are ignored; distributed's client applies them on compute,
+# which is what the progress plugin counts (checked: every task of a job carried its annotation)
+warnings.filterwarnings("ignore", message="Dask annotations .* detected")
+
+
+class PartitionParams(param.Parameterized):
+    """Partition parameters: n_partitions wins over partition_size_mb."""
+
+    partition_size_mb = public_params(PartitionRequest)["partition_size_mb"]
+    n_partitions = public_params(PartitionRequest)["n_partitions"]
+
+
+class PartitionOperation(Operation):
+    """Rewrite a dataset as balanced, compressed Parquet partitions (the datasets' copy)."""
+
+    name = "partition"
+    title = "Partition dataset"
+    description = "Rewrite the dataset as balanced Parquet partitions that later jobs read."
+    Params = PartitionParams
+    result_kind = "record"
+
+
+PARTITION = PartitionOperation()
+
+
+def get_operation(name: Any) -> Operation:
+    """Any job operation, including ``partition``."""
+    if name == PARTITION.name:
+        return PARTITION
+    try:
+        return operations.get(name)
+    except InvalidRequest as exc:
+        names = sorted([*operations.REGISTRY, PARTITION.name])
+        raise InvalidRequest(f"unknown operation '{name}'; available: {', '.join(names)}",
+                             {"operations": names}) from exc
+
+
+def catalogue() -> list[dict[str, Any]]:
+    return sorted([*operations.catalogue(), PARTITION.entry()], key=lambda e: e["name"])
+
+
+@dataclass
+class Attempt:
+    """What one running attempt needs, and what the engine may do to it from the loop."""
+
+    job_id: str
+    number: int
+    operation: str
+    parameters: dict[str, Any]
+    priority: str
+    dataset: dict[str, Any]
+    read: tuple[str, str, dict[str, Any]]
+    data_dir: Path
+    inline_rows: int
+    attempt_id: int = 0
+    started_at: float = 0.0
+    stop_reason: str | None = None  # "cancelled", "preempted", "memory", "shutdown"
+    futures: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def annotation(self) -> str:
+        return f"{self.job_id}/{self.number}"
+
+
+class Stopped(Exception):
+    """The engine stopped this attempt (cancel, preemption, memory, shutdown)."""
+
+
+def execute(client: Any, attempt: Attempt) -> dict[str, Any]:
+    """Run the attempt to completion; returns ``{"result": …, "dataset": …}``."""
+    op = get_operation(attempt.operation)
+    schema: Schema = {c["name"]: c["dtype"] for c in attempt.dataset.get("schema") or []}
+    p = op.parse(attempt.parameters, schema)
+    weight = PRIORITY_WEIGHT[attempt.priority]
+    with dask.annotate(job=attempt.annotation, priority=weight):
+        if op is PARTITION:
+            return _partition(client, attempt, p)
+        source, fmt, options = attempt.read
+        ddf = readers.read_ddf(source, fmt, options, columns=op.columns(p))
+        graph = op.build(ddf, p)
+        if op.writes_dataset:
+            return _write_dataset(client, attempt, graph)
+        value = _compute(client, attempt, graph, weight)
+    result = op.finalize(value, p)
+    return _maybe_spill(attempt, op.kind(p), result)
+
+
+def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:
+    with attempt.lock:
+        if attempt.stop_reason:
+            raise Stopped(attempt.stop_reason)
+        future = client.compute(graph, priority=weight)
+        attempt.futures.append(future)
+    return future.result()
+
+
+def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:
+    ds = attempt.dataset
+    n = plan_partitions(int(ds.get("size_bytes") or 0), p.n_partitions, p.partition_size_mb)
+    ddf = readers.read_ddf(ds["source"], ds["format"], ds.get("options") or {}, blocksize="64MB")
+    out = attempt.data_dir / "managed" / "partitions" / ds["dataset_id"] / attempt.job_id
+    if out.exists():  # a previous attempt's partial output
+        shutil.rmtree(out)
+    with dask.config.set(scheduler=client):
+        if attempt.stop_reason:
+            raise Stopped(attempt.stop_reason)
+        info = write_partitions(ddf, out, n)
+    partitions = {
+        "path": str(out), "n_partitions": info["n_partitions"], "rows": info["rows"],
+        "size_bytes": info["size_bytes"], "columns": info["columns"],
+        "partition_rows": info["partition_rows"], "partition_bytes": info["partition_bytes"],
+        "job_id": attempt.job_id,
+    }
+    result = {"n_partitions": info["n_partitions"], "columns": info["columns"],
+              "estimated_size_mb": round(int(ds.get("size_bytes") or 0) / 1e6, 2),
+              "written_size_mb": round(info["size_bytes"] / 1e6, 2), "rows": info["rows"],
+              "partition_rows": info["partition_rows"]}
+    return {"result": result, "partitions": partitions, "kind": "record"}
+
+
+# -- datasets written by jobs, partition by partition (the checkpoint) ------------
+
+def results_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "managed" / "results" / job_id
+
+
+def _write_part(frame: pd.DataFrame, path: str) -> int:
+    """Write one output partition atomically: a present file is a complete one."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    frame = frame.reset_index(drop=frame.index.name is None)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+    os.replace(tmp, path)
+    return len(frame)
+
+
+def _write_dataset(client: Any, attempt: Attempt, ddf: Any) -> dict[str, Any]:
+    out = results_dir(attempt.data_dir, attempt.job_id)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = ddf.to_delayed()
+    paths = [str(out / f"part-{i:05d}.parquet") for i in range(len(parts))]
+    todo = [i for i, path in enumerate(paths) if not os.path.exists(path)]
+    writes = [dask.delayed(_write_part)(parts[i], paths[i]) for i in todo]
+    if writes:
+        _compute(client, attempt, writes, PRIORITY_WEIGHT[attempt.priority])
+    rows = sum(pq.read_metadata(p).num_rows for p in paths)
+    result = {"rows": rows, "n_partitions": len(paths), "partitions_written": len(todo),
+              "partitions_reused": len(paths) - len(todo), "columns": [str(c) for c in ddf.columns]}
+    return {"result": result, "dataset_path": str(out), "kind": "dataset"}
+
+
+def _maybe_spill(attempt: Attempt, kind: str, result: Any) -> dict[str, Any]:
+    """Large table results become a managed dataset; small ones stay inline."""
+    rows = result.get("rows") if isinstance(result, dict) else None
+    if not isinstance(rows, list) or len(rows) <= attempt.inline_rows:
+        return {"result": result, "kind": kind}
+    out = results_dir(attempt.data_dir, attempt.job_id)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_part(pd.DataFrame.from_records(rows), str(out / "part-00000.parquet"))
+    head = {**result, "rows": rows[: attempt.inline_rows], "truncated": True, "total_rows": len(rows)}
+    return {"result": head, "kind": kind, "dataset_path": str(out)}
+
+
+def read_rows(path: str, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Rows ``offset``..``offset+limit`` of a managed Parquet folder, reading only the files needed."""
+    files = sorted(str(p) for p in Path(path).glob("*.parquet"))
+    counts = [pq.read_metadata(f).num_rows for f in files]
+    total, frames, start = sum(counts), [], 0
+    for f, n in zip(files, counts):
+        end = start + n
+        if end > offset and start < offset + limit:
+            table = pq.read_table(f)
+            lo = max(0, offset - start)
+            frames.append(table.slice(lo, offset + limit - start - lo).to_pandas())
+        start = end
+    if not frames:
+        return total, []
+    return total, jsonable(readers.records(pd.concat(frames, ignore_index=True)))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worker or scheduler loss: worth another attempt. Data and code errors are not."""
+    from distributed import KilledWorker
+    from distributed.comm.core import CommClosedError
+
+    if isinstance(exc, ProcessingError):
+        return False
+    return isinstance(exc, (KilledWorker, CommClosedError, ConnectionError, TimeoutError, OSError)) \
+        and not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
