@@ -6,6 +6,7 @@ returns a plain outcome; the engine on the loop records it.
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import threading
@@ -36,8 +37,10 @@ warnings.filterwarnings("ignore", message="Dask annotations .* detected")
 class PartitionParams(param.Parameterized):
     """Partition parameters: n_partitions wins over partition_size_mb."""
 
-    partition_size_mb = public_params(PartitionRequest)["partition_size_mb"]
-    n_partitions = public_params(PartitionRequest)["n_partitions"]
+    # copies: a Parameter assigned to a second class is re-owned by it, which renamed
+    # PartitionRequest's validation messages to 'PartitionParams.…'
+    partition_size_mb = copy.copy(public_params(PartitionRequest)["partition_size_mb"])
+    n_partitions = copy.copy(public_params(PartitionRequest)["n_partitions"])
 
 
 class PartitionOperation(Operation):
@@ -120,9 +123,13 @@ def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:
     with attempt.lock:
         if attempt.stop_reason:
             raise Stopped(attempt.stop_reason)
-        future = client.compute(graph, priority=weight)
-        attempt.futures.append(future)
-    return future.result()
+        submitted = client.compute(graph, priority=weight)
+        many = isinstance(submitted, list)
+        attempt.futures.extend(submitted if many else [submitted])
+    if not many:
+        return submitted.result()
+    values = client.gather(submitted)
+    return tuple(values) if isinstance(graph, tuple) else values
 
 
 def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:

@@ -1,0 +1,125 @@
+"""Faults injected by really killing processes, cancellation under load, and bursts."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import random
+import signal
+import sqlite3
+import time
+
+import pytest
+import requests
+
+from app.demo import generate_expression
+from app.models import PRIORITIES
+from tests.helpers import AGG_MEAN, register_generated, status, submit, wait_job
+from tests.server import ServerProcess
+
+LONG = {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}
+
+
+def expected_nunique(rows: int) -> dict[str, int]:
+    return generate_expression(rows).groupby("sample_id").expression_level.nunique().to_dict()
+
+
+def wait_running(srv: ServerProcess, job: str, min_progress: float = 1.0, timeout: float = 90) -> dict:
+    return srv.wait_for(lambda: (s := status(srv, job))["status"] == "running" and s["progress"] >= min_progress and s,
+                        timeout, interval=0.1)
+
+
+def worker_processes(srv: ServerProcess) -> list:
+    return [p for p in srv.descendants() if "multiprocessing" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def rows_by_id(result: dict, rows: list) -> dict:
+    return {r["sample_id"]: r["nunique"] for r in rows}
+
+
+def test_killed_worker_mid_job_still_gives_the_right_result(make_server):
+    srv = make_server({"DEMO_DATASET": "0"})
+    srv.wait_workers(2)
+    ds = register_generated(srv, 400_000, 8, "csv")
+    job = submit(srv, "aggregate", ds["dataset_id"], LONG)
+    wait_running(srv, job, 5)
+    victims = worker_processes(srv)
+    assert len(victims) == 2, [p.cmdline() for p in srv.descendants()]
+    victims[0].send_signal(signal.SIGKILL)
+    final = wait_job(srv, job, 180)
+    assert final["status"] == "completed", final
+    rows = srv.get(f"/api/processing/jobs/{job}/result?limit=10000").json()["rows"]
+    assert rows_by_id(final, rows) == expected_nunique(400_000)
+
+
+def test_killed_server_mid_job_resumes_after_restart(make_server, tmp_path):
+    srv = make_server({"DEMO_DATASET": "0"}, data_dir=tmp_path / "data")
+    srv.wait_workers(2)
+    ds = register_generated(srv, 400_000, 8, "csv")
+    queued = submit(srv, "aggregate", ds["dataset_id"], AGG_MEAN, priority="LOW")
+    job = submit(srv, "aggregate", ds["dataset_id"], LONG, priority="CRITICAL")
+    wait_running(srv, job, 5)
+    srv.kill()  # SIGKILL: no chance to record anything
+    srv.cleanup()  # reap the orphaned Dask processes of the dead server
+    again = make_server({"DEMO_DATASET": "0"}, data_dir=tmp_path / "data")
+    listed = {j["job_id"] for j in again.get("/api/processing/jobs/list?limit=100").json()["jobs"]}
+    assert {job, queued} <= listed, "every accepted job survives the crash"
+    final = wait_job(again, job, 180)
+    assert final["status"] == "completed", final
+    outcomes = [a["outcome"] for a in final["attempts"]]
+    assert outcomes == ["server_restart", "completed"], final["attempts"]
+    rows = again.get(f"/api/processing/jobs/{job}/result?limit=10000").json()["rows"]
+    assert rows_by_id(final, rows) == expected_nunique(400_000)
+    assert wait_job(again, queued)["status"] == "completed"
+
+
+def test_cancel_running_job_frees_room_for_the_next(make_server):
+    srv = make_server({"DEMO_DATASET": "0", "MAX_CONCURRENT_JOBS": "1"})
+    srv.wait_workers(2)
+    ds = register_generated(srv, 400_000, 8, "csv")
+    long_job = submit(srv, "aggregate", ds["dataset_id"], LONG)
+    wait_running(srv, long_job, 1)
+    small = submit(srv, "aggregate", ds["dataset_id"], {"column": "p_value", "operation": "max"})
+    waiting = srv.wait_for(lambda: (s := status(srv, small))["pending_reason"] and s)
+    assert waiting["status"] == "pending" and waiting["queue_position"] == 1
+    assert waiting["pending_reason"] == "1 of 1 concurrent jobs running"
+    r = srv.post(f"/api/processing/jobs/{long_job}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert wait_job(srv, small, 60)["status"] == "completed"
+    cancelled = status(srv, long_job)
+    assert cancelled["status"] == "cancelled"
+    assert [a["outcome"] for a in cancelled["attempts"]] == ["cancelled"]
+    assert srv.post(f"/api/processing/jobs/{long_job}/cancel").status_code == 409
+    # a queued job is cancelled at once
+    srv.post("/api/processing/cluster/stop")
+    queued = submit(srv, "aggregate", ds["dataset_id"], AGG_MEAN)
+    assert srv.wait_for(lambda: status(srv, queued)["pending_reason"]) == "cluster not running"
+    assert srv.post(f"/api/processing/jobs/{queued}/cancel").json()["status"] == "cancelled"
+
+
+def test_burst_of_200_all_accepted_and_started_in_priority_order(make_server):
+    srv = make_server({"MAX_CONCURRENT_JOBS": "1"})
+    srv.wait_for(lambda: srv.get("/api/processing/datasets/demo_expression?preview_rows=0").status_code == 200)
+    srv.post("/api/processing/cluster/stop")  # hold everything in the queue
+    rng = random.Random(7)
+    priorities = [rng.choice(PRIORITIES) for _ in range(200)]
+
+    def one(priority: str) -> requests.Response:
+        return requests.post(srv.url + "/api/processing/jobs/submit", timeout=60, json={
+            "operation": "aggregate", "dataset_id": "demo_expression", "parameters": AGG_MEAN,
+            "priority": priority, "max_cores": 1, "max_memory_gb": 0.5})
+
+    with cf.ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(one, priorities))
+    assert [r.status_code for r in responses] == [201] * 200
+    ids = [r.json()["job_id"] for r in responses]
+    db = sqlite3.connect(srv.data_dir / "processing.db")
+    assert db.execute("SELECT COUNT(*) FROM jobs WHERE job_id IN (%s)" % ",".join("?" * 200), ids).fetchone()[0] == 200
+    srv.post("/api/processing/cluster/start")
+    srv.wait_for(lambda: srv.get("/api/processing/queue/status").json()["queue_status"]["total_completed"] == 200,
+                 timeout=240, interval=1)
+    rows = db.execute("SELECT priority, seq, started_at FROM jobs WHERE job_id IN (%s) ORDER BY started_at, seq"
+                      % ",".join("?" * 200), ids).fetchall()
+    db.close()
+    rank = {p: i for i, p in enumerate(PRIORITIES)}
+    started = [(-rank[p], seq) for p, seq, _ in rows]
+    assert started == sorted(started), "with one slot, jobs start by priority, then FIFO"
