@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import readers
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound
+from .errors import Conflict, InvalidRequest, NotFound
 from .settings import Settings
 from .store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
 DEMO_ID = "demo_expression"
+RESERVED_IDS = {"upload"}  # /datasets/upload is a route, so a dataset by that id could not be shown
 UPLOAD_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
                    ".json": "json", ".jsonl": "json", ".ndjson": "json"}
 
@@ -85,13 +86,22 @@ class DatasetRegistry:
         return ds["source"], ds["format"], ds.get("options") or {}
 
     # -- registering -------------------------------------------------------
+    def check_id_free(self, dataset_id: str | None) -> None:
+        """Conflict when ``dataset_id`` is taken or reserved (None is always free)."""
+        if dataset_id is None:
+            return
+        if dataset_id in RESERVED_IDS:
+            raise InvalidRequest(f"'{dataset_id}' is a reserved word; choose another dataset_id",
+                                 {"field": "dataset_id"})
+        if dataset_id in self._reserved or self.store.get_dataset(dataset_id) is not None:
+            raise Conflict(f"dataset '{dataset_id}' already exists; choose another id or delete it first",
+                           {"dataset_id": dataset_id}, code="dataset_exists")
+
     def _claim_id(self, dataset_id: str | None, hint: str) -> str:
         if dataset_id is None:
             stem = "".join(ch if ch.isalnum() else "_" for ch in hint.lower())[:40].strip("_") or "dataset"
             dataset_id = f"{stem}_{uuid.uuid4().hex[:6]}"
-        if dataset_id in self._reserved or self.store.get_dataset(dataset_id) is not None:
-            raise Conflict(f"dataset '{dataset_id}' already exists; choose another id or delete it first",
-                           {"dataset_id": dataset_id}, code="dataset_exists")
+        self.check_id_free(dataset_id)
         self._reserved.add(dataset_id)
         return dataset_id
 
@@ -103,18 +113,23 @@ class DatasetRegistry:
             raise InvalidRequest("'source' must name a path, glob or URL", {"field": "source"})
         dataset_id = self._claim_id(dataset_id, Path(source.rstrip("/*")).stem or "dataset")
         try:
-            info = await self._run(self._inspect, source, fmt, options or {})
-            row = {
-                "dataset_id": dataset_id, "name": name or dataset_id, "description": description,
-                "source": info["source"], "format": info["format"], "options": options or {},
-                "schema": info["schema"], "files": info["files"][:1000], "file_count": info["file_count"],
-                "size_bytes": info["size_bytes"], "estimated_rows": info["estimated_rows"],
-                "managed": int(managed), "created_at": utcnow(), "partitions": None,
-                "origin_job_id": origin_job_id,
-            }
-            self.store.insert_dataset(row)
+            return await self._register_claimed(source, dataset_id, name, description, fmt, options or {},
+                                                managed, origin_job_id)
         finally:
             self._reserved.discard(dataset_id)
+
+    async def _register_claimed(self, source: str, dataset_id: str, name: str | None, description: str,
+                                fmt: str | None, options: dict[str, Any], managed: bool,
+                                origin_job_id: str | None) -> dict[str, Any]:
+        info = await self._run(self._inspect, source, fmt, options)
+        self.store.insert_dataset({
+            "dataset_id": dataset_id, "name": name or dataset_id, "description": description,
+            "source": info["source"], "format": info["format"], "options": options,
+            "schema": info["schema"], "files": info["files"][:1000], "file_count": info["file_count"],
+            "size_bytes": info["size_bytes"], "estimated_rows": info["estimated_rows"],
+            "managed": int(managed), "created_at": utcnow(), "partitions": None,
+            "origin_job_id": origin_job_id,
+        })
         return public(self.get(dataset_id))
 
     def _inspect(self, source: str, fmt: str | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -135,19 +150,23 @@ class DatasetRegistry:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         return tmp_dir / f"{uuid.uuid4().hex}{suffix}", UPLOAD_SUFFIXES[suffix]
 
-    async def adopt_upload(self, tmp: Path, dataset_id: str | None, name: str | None, description: str,
-                           options: dict[str, Any]) -> dict[str, Any]:
+    async def adopt_upload(self, tmp: Path, filename: str, dataset_id: str | None, name: str | None,
+                           description: str, options: dict[str, Any]) -> dict[str, Any]:
         """Move a complete upload into place (atomic rename) and register it."""
-        dataset_id = self._claim_id(dataset_id, name or "upload")
-        self._reserved.discard(dataset_id)  # register() claims it again
+        # the id stays claimed until the row exists: a second upload with the same id
+        # must not replace (or, failing, delete) this one's folder
+        dataset_id = self._claim_id(dataset_id, name or Path(filename).stem or "upload")
         final_dir = self.managed_root / "uploads" / dataset_id
-        final = final_dir / f"data{tmp.suffix}"
-        await self._run(_move, tmp, final)
         try:
-            return await self.register(str(final), dataset_id, name, description, None, options, managed=True)
+            final = final_dir / f"data{tmp.suffix}"
+            await self._run(_move, tmp, final)
+            return await self._register_claimed(str(final), dataset_id, name, description, None, options,
+                                                True, None)
         except Exception:
             await self._run(shutil.rmtree, final_dir, True)
             raise
+        finally:
+            self._reserved.discard(dataset_id)
 
     # -- deleting --------------------------------------------------------------
     async def delete(self, dataset_id: str, busy: bool) -> dict[str, Any]:
@@ -162,21 +181,23 @@ class DatasetRegistry:
 
     def _remove_managed_files(self, ds: dict[str, Any]) -> list[str]:
         removed = []
-        candidates = [(ds.get("partitions") or {}).get("path")]
+        # the whole folder of partitioned copies, including ones a failed job left behind
+        candidates = [(ds.get("partitions") or {}).get("path"), str(self.partitions_root(ds["dataset_id"]))]
         if ds.get("managed"):
             candidates.append(str(Path(ds["source"]).parent) if Path(ds["source"]).is_file() else ds["source"])
         root = self.managed_root.resolve()
         for path in filter(None, candidates):
             real = Path(path).resolve()
-            if root not in real.parents:  # only ever delete inside the managed tree
+            if root not in real.parents or not real.exists():  # only ever delete inside the managed tree
                 continue
             shutil.rmtree(real, ignore_errors=True)
             removed.append(str(real.relative_to(self.settings.data_dir.resolve())))
         return removed
 
     # -- partitioned copies ------------------------------------------------------
-    def partition_dir(self, dataset_id: str, job_id: str) -> Path:
-        return self.managed_root / "partitions" / dataset_id / job_id
+    def partitions_root(self, dataset_id: str) -> Path:
+        """Where partition jobs write the dataset's copies (``<root>/<job_id>``)."""
+        return self.managed_root / "partitions" / dataset_id
 
     def set_partitions(self, dataset_id: str, info: dict[str, Any]) -> None:
         """Point the dataset at its new partitioned copy; remove the previous copy."""
@@ -184,7 +205,7 @@ class DatasetRegistry:
         old = (ds.get("partitions") or {}).get("path")
         self.store.update_dataset(dataset_id, partitions=info)
         if old and old != info.get("path") and self.managed_root.resolve() in Path(old).resolve().parents:
-            shutil.rmtree(old, ignore_errors=True)
+            self.executor.submit(shutil.rmtree, old, True)  # called on the loop: never wait for the disk
 
     # -- demo --------------------------------------------------------------------
     async def ensure_demo(self) -> None:
@@ -215,7 +236,3 @@ def _write_demo(out: Path, rows: int) -> None:
     n_files = max(1, min(8, rows // 100_000))
     write_dataset(generate_expression(rows), out, "parquet", n_files=n_files)
 
-
-def check_inside(path: Path, root: Path) -> None:
-    if root.resolve() not in path.resolve().parents:
-        raise Forbidden(f"{path} is outside {root}")

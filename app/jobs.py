@@ -204,7 +204,9 @@ class JobEngine:
             await self._succeeded(attempt, outcome)
         finally:
             if not self._stopping:
-                self.running.pop(attempt.job_id, None)
+                entry = self.running.get(attempt.job_id)
+                if entry is not None and entry[1] is attempt:  # a requeued job may already run again
+                    del self.running[attempt.job_id]
                 self.kick()
 
     async def _compute_client(self) -> Any:

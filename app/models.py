@@ -22,9 +22,13 @@ _JSON_TYPES = {
 }
 
 
+_INHERITED_NAME_DOC = param.Parameterized.param["name"].doc
+
+
 def public_params(model: type[param.Parameterized]) -> dict[str, param.Parameter]:
-    """The model's parameters without param's inherited ``name``."""
-    return {k: p for k, p in model.param.objects("existing").items() if k != "name"}
+    """The model's parameters without param's inherited ``name`` (a model may declare its own)."""
+    return {k: p for k, p in model.param.objects("existing").items()
+            if k != "name" or p.doc != _INHERITED_NAME_DOC}
 
 
 def _check_type(model: type, key: str, p: param.Parameter, value: Any) -> None:
@@ -77,6 +81,8 @@ def build(model: type[M], data: Any, *, allow_extra: bool = False) -> M:
     kwargs = {k: v for k, v in data.items() if k in fields}
     for key, value in kwargs.items():
         _check_type(model, key, fields[key], value)
+    if "name" in fields:  # param would otherwise fill a declared ``name`` with "Model00042"
+        kwargs.setdefault("name", None)
     try:
         return model(**kwargs)
     except ValueError as exc:
@@ -86,9 +92,10 @@ def build(model: type[M], data: Any, *, allow_extra: bool = False) -> M:
 
 
 def json_schema(model: type[param.Parameterized]) -> dict[str, Any]:
-    """The JSON schema of a request model, as param emits it, without ``name``."""
+    """The JSON schema of a request model, as param emits it, without param's inherited ``name``."""
     props = model.param.schema()
-    props.pop("name", None)
+    if "name" not in public_params(model):
+        props.pop("name", None)
     for key, spec in props.items():
         spec.pop("title", None)
         if "enum" in spec:  # param writes anyOf[string, string] beside the enum

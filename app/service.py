@@ -19,6 +19,7 @@ from .datasets import DatasetRegistry
 from .jobs import JobEngine
 from .errors import InvalidRequest
 from .metrics import Sampler, fmt_gb
+from .partition import plan_partitions
 from .settings import Settings
 from .store import Store, iso, utcnow
 
@@ -179,6 +180,9 @@ class ProcessingService:
     async def partition(self, dataset_id: str, n_partitions: int | None, partition_size_mb: float | None,
                         priority: str = "HIGH") -> tuple[bool, dict[str, Any]]:
         """Partition as a job; (finished, status) once it ends or PARTITION_WAIT_S passes."""
+        ds = self.datasets.get(dataset_id)
+        # refuse a size that plans too many files now (400), not as a failed job (422)
+        plan_partitions(int(ds.get("size_bytes") or 0), n_partitions, partition_size_mb)
         job = self.jobs.submit({
             "operation": "partition", "dataset_id": dataset_id, "priority": priority,
             "parameters": {k: v for k, v in (("n_partitions", n_partitions), ("partition_size_mb", partition_size_mb)) if v is not None},

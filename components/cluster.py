@@ -1,38 +1,45 @@
-"""Cluster components: live status cards and the start/stop/scale controls."""
+"""Cluster components: live status cards, the start/stop/scale controls, the
+per-worker table and the history of cluster events."""
 from __future__ import annotations
 
 import html
 from typing import Any
 
+import pandas as pd
 import panel as pn
 import param
 
 from app.errors import ProcessingError
 from app.service import ProcessingService
 
-from .theme import CSS
-
-STATUS_COLORS = {"running": "#2f9e44", "starting": "#f08c00", "stopping": "#f08c00", "stopped": "#868e96", "error": "#c92a2a"}
+from .live import LiveFeed
+from .theme import CSS, STATUS_COLORS, fmt_bytes
 
 
 class ClusterCards(pn.viewable.Viewer):
     """Status, workers, cores, memory and active tasks, refreshed from the shared sampler."""
 
     service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
-    period_ms = param.Integer(default=1000, bounds=(200, None), doc="Refresh period of this session.")
+    feed = param.ClassSelector(class_=LiveFeed, default=None, doc="The session's live feed (one is made when absent).")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
+        if self.feed is None:
+            self.feed = LiveFeed(service=self.service)
         self._cards = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[CSS])
         self._memory_bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="info")
         self.refresh()
-        pn.state.add_periodic_callback(self.refresh, period=self.period_ms)
+        self.feed.subscribe(lambda _snap: self.refresh())
 
     def refresh(self) -> None:
         """Copy the sampler's latest reading into the page (no Dask query)."""
         s = self.service.cluster_status()
-        self._cards.object = render_cards(s)
-        self._memory_bar.value = int(min(100, s["memory_usage_percent"]))
+        text = render_cards(s)
+        if text != self._cards.object:
+            self._cards.object = text
+        percent = int(min(100, s["memory_usage_percent"]))
+        if percent != self._memory_bar.value:
+            self._memory_bar.value = percent
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self._cards, self._memory_bar, sizing_mode="stretch_width")
@@ -48,20 +55,24 @@ def render_cards(s: dict[str, Any]) -> str:
     color = STATUS_COLORS.get(s["status"], "#868e96")
     error = f"<div class='pc-error'>{html.escape(s['error'])}</div>" if s.get("error") else ""
     url = s.get("dashboard_url")
-    link = f"<a href='{html.escape(url)}' target='_blank'>Dask dashboard ↗</a>" if url else ""
+    link = f"<a href='{html.escape(url)}' target='_blank' data-testid='dask-dashboard-link'>Dask dashboard ↗</a>" if url else ""
     adaptive = s.get("adaptive")
     scaling = f" · adaptive {adaptive['minimum']}–{adaptive['maximum']}" if adaptive else ""
+    memory = f"{s['used_memory_bytes'] / 1e9:.2f} <small>/ {s['total_memory_bytes'] / 1e9:.2f} GB</small>"
     cards = "".join([
         _card("Workers", s["n_workers"], "card-workers"),
         _card("Cores", s["total_cores"], "card-cores"),
-        _card("Memory", f"{s['used_memory']} / {s['total_memory']}", "card-memory"),
+        _card("Memory", memory, "card-memory"),
+        _card("CPU", f"{s['cpu_percent']:.0f}<small> %</small>", "card-cpu"),
         _card("Active tasks", s["active_tasks"], "card-tasks"),
     ])
+    sampled = (s.get("sampled_at") or "")[11:19]
     return (
         f"<div class='pc-status'>Cluster: <b style='color:{color}' data-testid='cluster-status'>{s['status']}</b>"
         f" <span class='pc-muted'>({s['mode']}{scaling})</span> {link}</div>{error}"
         f"<div class='pc-cards'>{cards}</div>"
-        f"<div class='pc-muted'>Memory used {s['memory_usage_percent']:.1f}% · sampled {s['sampled_at']}</div>"
+        f"<div class='pc-muted'>Memory used {s['memory_usage_percent']:.1f}% · "
+        f"{s['tasks_per_second']:.1f} tasks/s · sampled {sampled} UTC</div>"
     )
 
 
@@ -69,9 +80,12 @@ class ClusterControls(pn.viewable.Viewer):
     """Start, stop and scale buttons with feedback while they work."""
 
     service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
+    feed = param.ClassSelector(class_=LiveFeed, default=None, allow_None=True,
+                               doc="The session's live feed: when given, scaling reports workers as they arrive.")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
+        self._target: int | None = None
         limit = self.service.settings.max_workers
         self._start = pn.widgets.Button(label="Start cluster", color="success", css_classes=["start-cluster"])
         self._stop = pn.widgets.Button(label="Stop cluster", color="danger", css_classes=["stop-cluster"])
@@ -85,6 +99,19 @@ class ClusterControls(pn.viewable.Viewer):
         self._stop.on_click(self._on_stop)
         self._scale.on_click(self._on_scale)
         self._mode.param.watch(self._on_mode, "value")
+        if self.feed is not None:
+            self.feed.subscribe(self._on_sample)
+
+    def _on_sample(self, snap: dict[str, Any]) -> None:
+        """While scaling to a fixed size: say how many workers are up."""
+        if self._target is None:
+            return
+        n = snap.get("n_workers", 0)
+        if n == self._target:
+            self._say(f"Scaled: {n} workers running")
+            self._target = None
+        else:
+            self._say(f"Scaling to {self._target} workers… {n} running now", "info")
 
     def _on_mode(self, event: Any) -> None:
         adaptive = event.new == "Adaptive"
@@ -120,7 +147,8 @@ class ClusterControls(pn.viewable.Viewer):
         async def act() -> str:
             if self._mode.value == "Fixed":
                 await self.service.scale_cluster(n_workers=self._n.value)
-                return f"Scaling to {self._n.value} workers"
+                self._target = self._n.value
+                return f"Scaling to {self._n.value} workers…"
             await self.service.scale_cluster(adaptive={"minimum": self._min.value, "maximum": self._max.value})
             return f"Adaptive scaling between {self._min.value} and {self._max.value} workers"
         await self._run(self._scale, "Scaling…", act)
@@ -133,3 +161,88 @@ class ClusterControls(pn.viewable.Viewer):
         )
 
 
+
+
+WORKER_COLUMNS = {"name": "Worker", "address": "Address", "nthreads": "Threads", "memory": "Memory",
+                  "memory_pct": "Memory %", "cpu_percent": "CPU %", "executing": "Executing",
+                  "active_tasks": "Active tasks", "heartbeat_age_s": "Heartbeat (s)", "status": "Status"}
+
+
+def worker_frame(workers: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per worker, as the table shows it."""
+    rows = []
+    for w in workers:
+        limit = w.get("memory_limit_bytes") or 0
+        rows.append({
+            "name": w["name"], "address": w["address"], "nthreads": w["nthreads"],
+            "memory": f"{fmt_bytes(w['memory_bytes'])} / {fmt_bytes(limit)}",
+            "memory_pct": round(100.0 * w["memory_bytes"] / limit, 1) if limit else 0.0,
+            "cpu_percent": round(float(w["cpu_percent"]), 1), "executing": w["executing"],
+            "active_tasks": w["active_tasks"], "heartbeat_age_s": round(float(w["heartbeat_age_s"]), 1),
+            "status": w["status"],
+        })
+    return pd.DataFrame(rows, columns=list(WORKER_COLUMNS))
+
+
+class WorkerTable(pn.viewable.Viewer):
+    """Per-worker memory, CPU, tasks and heartbeat from the sampler's last reading."""
+
+    service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
+    feed = param.ClassSelector(class_=LiveFeed, doc="The session's live feed.")
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self._table = pn.widgets.Tabulator(
+            worker_frame(self.service.workers()), show_index=False, disabled=True, selectable=False,
+            titles=WORKER_COLUMNS, layout="fit_data_stretch", sizing_mode="stretch_width", height=240,
+            formatters={"memory_pct": {"type": "progress", "max": 100, "legend": True, "color": "#7048e8"},
+                        "cpu_percent": {"type": "progress", "max": 100, "legend": True, "color": "#1c7ed6"}},
+            css_classes=["worker-table"])
+        self._empty = pn.pane.HTML("<div class='pc-muted'>No workers: start or scale the cluster.</div>",
+                                   stylesheets=[CSS], visible=False)
+        self.refresh()
+        self.feed.subscribe(lambda _snap: self.refresh())
+
+    def refresh(self) -> None:
+        frame = worker_frame(self.service.workers())
+        self._empty.visible = frame.empty
+        if not frame.equals(self._table.value):
+            self._table.value = frame
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(self._empty, self._table, sizing_mode="stretch_width")
+
+
+class ClusterEvents(pn.viewable.Viewer):
+    """The latest start, scale and stop events; re-read when the cluster's state changes."""
+
+    service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
+    feed = param.ClassSelector(class_=LiveFeed, doc="The session's live feed.")
+    limit = param.Integer(default=8, bounds=(1, 100), doc="Events shown.")
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self._html = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
+        self._seen: tuple = ()
+        self.refresh()
+        self.feed.subscribe(self._on_sample)
+
+    def _on_sample(self, snap: dict[str, Any]) -> None:
+        key = (snap.get("status"), snap.get("n_workers"), self.service.cluster.adaptive is not None)
+        if key != self._seen:
+            self._seen = key
+            self.refresh()
+
+    def refresh(self) -> None:
+        """One small store read: the newest events."""
+        _, events = self.service.cluster_events(self.limit, 0)
+        rows = "".join(
+            f"<tr><td>{html.escape((e.get('timestamp') or '')[:19].replace('T', ' '))}</td>"
+            f"<td><b>{html.escape(e['event'])}</b></td>"
+            f"<td>{html.escape(', '.join(f'{k}={v}' for k, v in (e.get('details') or {}).items()))}</td></tr>"
+            for e in events)
+        self._html.object = (f"<table class='pc-table' data-testid='cluster-events'><tr><th>When (UTC)</th><th>Event</th>"
+                             f"<th>Details</th></tr>{rows}</table>" if rows else "<div class='pc-muted'>No events yet.</div>")
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._html

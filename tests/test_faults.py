@@ -123,3 +123,19 @@ def test_burst_of_200_all_accepted_and_started_in_priority_order(make_server):
     rank = {p: i for i, p in enumerate(PRIORITIES)}
     started = [(-rank[p], seq) for p, seq, _ in rows]
     assert started == sorted(started), "with one slot, jobs start by priority, then FIFO"
+
+
+def test_critical_job_preempts_a_running_low_job(make_server):
+    srv = make_server({"DEMO_DATASET": "0", "MAX_CONCURRENT_JOBS": "1"})
+    srv.wait_workers(2)
+    ds = register_generated(srv, 400_000, 8, "csv")
+    low = submit(srv, "aggregate", ds["dataset_id"], LONG, priority="LOW")
+    wait_running(srv, low, 1)
+    critical = submit(srv, "aggregate", ds["dataset_id"], AGG_MEAN, priority="CRITICAL")
+    assert wait_job(srv, critical, 90)["status"] == "completed"
+    final = wait_job(srv, low, 180)
+    assert final["status"] == "completed", final
+    assert [a["outcome"] for a in final["attempts"]] == ["preempted", "completed"]
+    assert final["attempt_count"] == 2
+    rows = srv.get(f"/api/processing/jobs/{low}/result?limit=10000").json()["rows"]
+    assert rows_by_id(final, rows) == expected_nunique(400_000)

@@ -16,7 +16,7 @@ import param
 from tornado import web
 
 from ..errors import InvalidRequest, NotFound, ProcessingError
-from ..models import build
+from ..models import build, public_params
 
 if TYPE_CHECKING:
     from ..service import ProcessingService
@@ -108,14 +108,12 @@ class BaseHandler(web.RequestHandler):
     def parse_query(self, model: type[param.Parameterized]) -> Any:
         """Query arguments validated by ``model`` (numbers converted first)."""
         values: dict[str, Any] = {}
-        params = model.param.objects("existing")
+        params = public_params(model)
         for key in self.request.query_arguments:
             raw = self.get_query_argument(key)
             p = params.get(key)
-            if p is None or key == "name":
-                raise InvalidRequest(
-                    f"unknown query parameter '{key}'; allowed: {', '.join(k for k in params if k != 'name')}"
-                )
+            if p is None:
+                raise InvalidRequest(f"unknown query parameter '{key}'; allowed: {', '.join(params)}")
             values[key] = _convert(key, raw, p)
         return build(model, values)
 

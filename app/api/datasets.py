@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,11 +58,13 @@ class UploadHandler(BaseHandler):
     openapi = {"post": Endpoint(
         "Upload a file as a new dataset (raw body, streamed to disk; limit MAX_UPLOAD_MB)",
         query=UploadQuery, content_type="application/octet-stream",
-        responses={201: "Registered", 413: "Over MAX_UPLOAD_MB", 415: "Multipart body", 422: "Unreadable"},
+        responses={201: "Registered", 400: "Bad extension or empty body", 409: "Id taken",
+                   413: "Over MAX_UPLOAD_MB", 415: "Multipart body", 422: "Unreadable"},
         tags=("datasets",))}
 
     _file: BinaryIO | None = None
     _tmp: Path | None = None
+    _writing: asyncio.Future | None = None
 
     def prepare(self) -> None:
         self._received = 0
@@ -76,48 +77,65 @@ class UploadHandler(BaseHandler):
                                        "not multipart form data")
         length = int(self.request.headers.get("Content-Length") or 0)
         if length > self._limit:
-            raise PayloadTooLarge(f"upload of {length / 1e6:.1f} MB is over MAX_UPLOAD_MB "
-                                  f"({self.service.settings.max_upload_mb:g} MB)", {"limit_bytes": self._limit})
-        self.request.connection.set_max_body_size(self._limit + 1)
+            raise self._too_large(f"an upload of {length / 1e6:.1f} MB")
+        self.service.datasets.check_id_free(self.query.dataset_id)  # 409 before the body is sent
+        # data_received enforces the limit with the JSON error shape; Tornado's own
+        # limit would answer a chunked body with a bare 400
+        self.request.connection.set_max_body_size(max(self._limit, length) + 2**20)
         self._tmp, self._format = self.service.datasets.upload_target(self.query.filename)
         self._file = open(self._tmp, "wb")
 
+    def _too_large(self, what: str = "the upload") -> PayloadTooLarge:
+        limit_mb = self.service.settings.max_upload_mb
+        return PayloadTooLarge(f"{what} is over MAX_UPLOAD_MB ({limit_mb:g} MB)", {"limit_bytes": self._limit})
+
     async def data_received(self, chunk: bytes) -> None:
         self._received += len(chunk)
-        if self._file is None or self._received > self._limit:
+        if self._file is None:
             return
-        await asyncio.get_running_loop().run_in_executor(self.service.executor, self._file.write, chunk)
+        if self._received > self._limit:
+            # answer now and drop the connection (Tornado closes it): reading on would
+            # only let a client stream without end
+            self._discard()
+            self._handle_request_exception(self._too_large())
+            return
+        self._writing = asyncio.get_running_loop().run_in_executor(self.service.executor, self._file.write, chunk)
+        await self._writing
 
     def on_connection_close(self) -> None:
         self._discard()  # an aborted upload leaves nothing behind
+        super().on_connection_close()  # ends the request waiting for the rest of the body
 
     def on_finish(self) -> None:
         self._discard()
 
     def _discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+        file, tmp, self._file, self._tmp = self._file, self._tmp, None, None
+
+        def remove(_: Any = None) -> None:
+            if file is not None:
+                file.close()
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+        if self._writing is not None and not self._writing.done():
+            self._writing.add_done_callback(remove)  # a write is in flight in a thread: close after it
+        else:
+            remove()
 
     async def post(self) -> None:
-        assert self._file is not None and self._tmp is not None
-        self._file.close()
-        self._file = None
-        if self._received > self._limit:
-            raise PayloadTooLarge(f"upload is over MAX_UPLOAD_MB ({self.service.settings.max_upload_mb:g} MB)",
-                                  {"limit_bytes": self._limit})
-        if self._received == 0:
-            raise InvalidRequest("the upload is empty: send the file as the request body")
-        q = self.query
-        options = {"delimiter": q.delimiter} if q.delimiter else {}
-        tmp, self._tmp = self._tmp, None
+        file, tmp, self._file, self._tmp = self._file, self._tmp, None, None
+        assert file is not None and tmp is not None
         try:
-            ds = await self.service.datasets.adopt_upload(tmp, q.dataset_id, q.name, q.description, options)
+            file.close()
+            if self._received == 0:
+                raise InvalidRequest("the upload is empty: send the file as the request body")
+            q = self.query
+            options = {"delimiter": q.delimiter} if q.delimiter else {}
+            ds = await self.service.datasets.adopt_upload(tmp, q.filename, q.dataset_id, q.name, q.description,
+                                                          options)
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # gone already once adopted
         self.write_json({"message": "Dataset uploaded successfully", "dataset": ds,
                          "received_bytes": self._received}, 201)
 
