@@ -85,7 +85,7 @@ def build(model: type[M], data: Any, *, allow_extra: bool = False) -> M:
         kwargs.setdefault("name", None)
     try:
         return model(**kwargs)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         field = next((k for k in kwargs if f"'{model.__name__}.{k}'" in str(exc)), None)
         message = str(exc).replace(f"{model.__name__}.", "")
         raise InvalidRequest(message, {"field": field} if field else {}) from None

@@ -1,0 +1,96 @@
+"""Summary statistics of the numeric columns, like ``pandas.DataFrame.describe``."""
+from __future__ import annotations
+
+from typing import Any
+
+import dask.dataframe as dd
+import pandas as pd
+import param
+
+from ..errors import InvalidRequest
+from ._stats import exact_quantiles
+from .base import Operation, Schema, kind_of, require_names, require_numeric, table
+
+PROBS = [0.25, 0.5, 0.75]
+MAX_COLUMNS = 200
+
+
+class DescribeParams(param.Parameterized):
+    """Count, mean, std, min, quartiles and max of numeric columns."""
+
+    columns = param.List(
+        default=None,
+        allow_None=True,
+        item_type=str,
+        bounds=(1, MAX_COLUMNS),
+        doc="The numeric columns to describe; all numeric columns when omitted.",
+    )
+    quantiles = param.Selector(
+        objects=["exact", "approximate"],
+        default="exact",
+        doc="exact counts each distinct value (memory grows with the number of distinct "
+        "values); approximate uses Dask's sketch-based percentiles.",
+    )
+
+
+class Describe(Operation):
+    """One row per numeric column."""
+
+    name = "describe"
+    title = "Describe"
+    description = "Count, mean, standard deviation, min, quartiles and max of numeric columns."
+    Params = DescribeParams
+    result_kind = "table"
+
+    def check(self, p: Any, schema: Schema) -> None:
+        """Named columns must be numeric; without names, the dataset needs one numeric column."""
+        if p.columns is None:
+            numeric = [c for c, dtype in schema.items() if kind_of(dtype) == "numeric"]
+            if not numeric:
+                raise InvalidRequest("the dataset has no numeric columns to describe", {"field": "columns"})
+            if len(numeric) > MAX_COLUMNS:
+                raise InvalidRequest(
+                    f"the dataset has {len(numeric)} numeric columns; name at most {MAX_COLUMNS} in 'columns'",
+                    {"field": "columns"},
+                )
+            p.columns = numeric
+            return
+        require_names(p.columns, "columns")
+        for column in p.columns:
+            require_numeric(schema, column, "columns")
+
+    def columns(self, p: Any) -> list[str] | None:
+        return list(p.columns)
+
+    def build(self, ddf: dd.DataFrame, p: Any) -> Any:
+        frame = ddf[list(p.columns)]
+        moments = (frame.count(), frame.mean(), frame.std(), frame.min(), frame.max())
+        if p.quantiles == "exact":
+            quartiles = tuple(exact_quantiles(frame[c], PROBS) for c in p.columns)
+        else:
+            quartiles = (frame.quantile(PROBS),)
+        return moments + quartiles
+
+    def finalize(self, computed: Any, p: Any) -> Any:
+        count, mean, std, low, high, *quartiles = computed
+        if p.quantiles == "exact":
+            q = pd.DataFrame({c: s.to_numpy() for c, s in zip(p.columns, quartiles)}, index=PROBS)
+        else:
+            q = quartiles[0]
+        frame = pd.DataFrame(
+            {
+                "column": list(p.columns),
+                "count": count[p.columns].to_numpy(),
+                "mean": mean[p.columns].to_numpy(),
+                "std": std[p.columns].to_numpy(),
+                "min": low[p.columns].to_numpy(),
+                "25%": q.loc[0.25, p.columns].to_numpy(),
+                "50%": q.loc[0.5, p.columns].to_numpy(),
+                "75%": q.loc[0.75, p.columns].to_numpy(),
+                "max": high[p.columns].to_numpy(),
+            }
+        )
+        return table(frame, quantiles=p.quantiles)
+
+
+OPERATION = Describe()

@@ -1,0 +1,109 @@
+"""Counts of a numeric column's values in bins, with ``numpy.histogram`` semantics.
+
+Each partition runs ``np.histogram`` against the same bins and a grouped sum
+adds the counts. Without a ``range`` the column's min and max are lazy Dask
+scalars fed to that step, so one graph does both passes. Bins are closed on
+the left except the last; values outside an explicit range or edges are not
+counted; nulls are never counted.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import param
+
+from ..errors import InvalidRequest
+from ..models import required
+from .base import Operation, Schema, jsonable, require_numeric
+
+MAX_BINS = 10_000
+
+
+class HistogramParams(param.Parameterized):
+    """Binned counts of one numeric column."""
+
+    column = required(param.String(default=None, doc="The numeric column."))
+    bins = param.ClassSelector(
+        class_=(int, list),
+        default=20,
+        doc=f"A number of equal-width bins (1..{MAX_BINS}) or a list of increasing bin edges.",
+    )
+    range = param.List(
+        default=None,
+        allow_None=True,
+        bounds=(2, 2),
+        doc="[low, high] for equal-width bins; the column's min and max when omitted.",
+    )
+
+
+class Histogram(Operation):
+    """{"column", "edges", "counts", "min", "max"}; edges has one more entry than counts."""
+
+    name = "histogram"
+    title = "Histogram"
+    description = "Counts of a numeric column's values in equal-width bins or between given edges."
+    Params = HistogramParams
+    result_kind = "histogram"
+
+    def check(self, p: Any, schema: Schema) -> None:
+        require_numeric(schema, p.column, "column")
+        if isinstance(p.bins, list):
+            if not 2 <= len(p.bins) <= MAX_BINS + 1 or not all(_is_number(e) for e in p.bins):
+                raise InvalidRequest(f"'bins' as a list needs 2 to {MAX_BINS + 1} numbers", {"field": "bins"})
+            if any(b <= a for a, b in zip(p.bins, p.bins[1:])):
+                raise InvalidRequest("'bins' edges must be strictly increasing", {"field": "bins"})
+            if p.range is not None:
+                raise InvalidRequest("give either 'range' or a list of 'bins' edges, not both", {"field": "range"})
+        elif isinstance(p.bins, bool) or not 1 <= p.bins <= MAX_BINS:
+            raise InvalidRequest(
+                f"'bins' must be an integer from 1 to {MAX_BINS} or a list of edges", {"field": "bins"}
+            )
+        if p.range is not None:
+            if not all(_is_number(v) for v in p.range) or not p.range[0] < p.range[1]:
+                raise InvalidRequest("'range' must be [low, high] numbers with low < high", {"field": "range"})
+
+    def columns(self, p: Any) -> list[str] | None:
+        return [p.column]
+
+    def build(self, ddf: dd.DataFrame, p: Any) -> Any:
+        series = ddf[p.column]
+        low, high = series.min(), series.max()
+        bounds = (low, high) if p.range is None else tuple(float(v) for v in p.range)
+        meta = pd.DataFrame({"bin": pd.Series([], dtype="int64"), "count": pd.Series([], dtype="int64")})
+        counts = series.map_partitions(_counts, p.bins, *bounds, meta=meta)
+        return counts.groupby("bin")["count"].sum(split_out=1), low, high
+
+    def finalize(self, computed: Any, p: Any) -> Any:
+        counts, low, high = computed
+        result = {"column": p.column, "min": jsonable(low), "max": jsonable(high)}
+        if isinstance(p.bins, list):
+            edges = np.asarray(p.bins, dtype="float64")
+        elif p.range is not None:
+            edges = np.histogram_bin_edges(np.empty(0), bins=p.bins, range=tuple(p.range))
+        elif pd.isna(low):
+            return {**result, "edges": [], "counts": []}  # the column holds no values
+        else:
+            edges = np.histogram_bin_edges(np.empty(0), bins=p.bins, range=(float(low), float(high)))
+        full = counts.reindex(range(len(edges) - 1), fill_value=0)
+        return {**result, "edges": jsonable(edges), "counts": jsonable(full.to_numpy())}
+
+
+def _counts(values: pd.Series, bins: int | list, low: float, high: float) -> pd.DataFrame:
+    x = values.dropna().to_numpy(dtype="float64")
+    if isinstance(bins, list):
+        counts, _ = np.histogram(x, bins=np.asarray(bins, dtype="float64"))
+    elif not (pd.isna(low) or pd.isna(high)):
+        counts, _ = np.histogram(x, bins=bins, range=(float(low), float(high)))
+    else:
+        counts = np.zeros(0, dtype="int64")
+    return pd.DataFrame({"bin": np.arange(len(counts), dtype="int64"), "count": counts.astype("int64")})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+OPERATION = Histogram()

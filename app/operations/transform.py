@@ -1,0 +1,139 @@
+"""Add derived numeric columns; writes a new dataset.
+
+Every transform is one partition-wise step, so rows never move. The global (or
+per-group) statistics a transform needs are lazy Dask values handed to that
+step: mean/std or min/max as Dask scalars (per group: a small one-partition
+aggregate), and for ``rank`` the value-count table of ``_stats`` (exact, ties
+get the average rank as in pandas ``rank(method="average")``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import param
+
+from ..errors import InvalidRequest
+from ..models import required
+from ._stats import lookup, lookup_ranks, rank_table
+from .base import Operation, Schema, dataset_summary, parse_items, require_column, require_numeric
+
+FUNCTIONS = ("log2", "log10", "log1p", "zscore", "minmax", "rank")
+_GROUPABLE = ("zscore", "minmax", "rank")
+_LOGS = {"log2": np.log2, "log10": np.log10, "log1p": np.log1p}
+
+
+class Transform(param.Parameterized):
+    """One derived column."""
+
+    column = required(param.String(default=None, doc="The numeric column to transform."))
+    fn = required(
+        param.Selector(
+            objects=list(FUNCTIONS),
+            default=None,
+            doc="log2/log10/log1p (numpy semantics: log of 0 is -inf, of a negative NaN); "
+            "zscore (x - mean) / std with ddof=1; minmax (x - min) / (max - min); "
+            "rank: average rank of ties, from 1. A constant column gives NaN for zscore and minmax.",
+        )
+    )
+    group_by = param.String(
+        default=None,
+        allow_None=True,
+        doc="For zscore, minmax and rank: compute the statistics within each group of this "
+        "column (rows with a null key get NaN).",
+    )
+    output = param.String(
+        default=None, allow_None=True, doc="The new column's name; '<column>_<fn>' when omitted."
+    )
+
+
+class TransformParams(param.Parameterized):
+    """Columns to derive, in order; a later transform may use an earlier output."""
+
+    transforms = required(
+        param.List(
+            default=None,
+            allow_None=True,
+            item_type=dict,
+            bounds=(1, 50),
+            doc="Transforms, each {column, fn, group_by?, output?}.",
+        )
+    )
+
+
+class TransformOperation(Operation):
+    """The dataset with the new columns, written as a new dataset."""
+
+    name = "transform"
+    title = "Transform columns"
+    description = "Add log, z-score, min-max or rank columns, globally or within groups; writes a new dataset."
+    Params = TransformParams
+    result_kind = "dataset"
+    writes_dataset = True
+    item_models = {"transforms": Transform}
+
+    def check(self, p: Any, schema: Schema) -> None:
+        """Inputs are numeric, group keys exist, outputs are new names; fills default outputs."""
+        p.transforms = parse_items(Transform, p.transforms, "transforms")
+        columns = dict(schema)
+        for i, t in enumerate(p.transforms):
+            where = f"transforms[{i}]"
+            require_numeric(columns, t["column"], f"{where}.column")
+            if t["group_by"] is not None:
+                if t["fn"] not in _GROUPABLE:
+                    raise InvalidRequest(
+                        f"{where}: 'group_by' applies to {', '.join(_GROUPABLE)} only", {"field": f"{where}.group_by"}
+                    )
+                require_column(columns, t["group_by"], f"{where}.group_by")
+            t["output"] = t["output"] or f"{t['column']}_{t['fn']}"
+            if t["output"] in columns:
+                raise InvalidRequest(
+                    f"{where}: the dataset already has a column '{t['output']}'; choose another 'output'",
+                    {"field": f"{where}.output"},
+                )
+            columns[t["output"]] = "float64"
+
+    def build(self, ddf: dd.DataFrame, p: Any) -> dd.DataFrame:
+        for t in p.transforms:
+            meta = ddf._meta.assign(**{t["output"]: pd.Series([], dtype="float64")})
+            ddf = ddf.map_partitions(_apply, t, *_statistics(ddf, t), meta=meta, align_dataframes=False)
+        return ddf
+
+    def finalize(self, computed: Any, p: Any) -> Any:
+        return dataset_summary(self.name, p, computed)
+
+
+def _statistics(ddf: dd.DataFrame, t: dict) -> tuple:
+    """The lazy statistics ``_apply`` needs for one transform."""
+    fn, column, key = t["fn"], t["column"], t["group_by"]
+    if fn == "rank":
+        return (rank_table(ddf, column, [key] if key else []),)
+    pair = ("mean", "std") if fn == "zscore" else ("min", "max")
+    if key:
+        per_group = ddf.groupby(key, dropna=True)[column].agg(list(pair), split_out=1)
+        # Private names, so that the group key can never clash with them in ``lookup``.
+        return (per_group.rename(columns=dict(zip(pair, ("__a", "__b")))),)
+    return tuple(getattr(ddf[column], stat)() for stat in pair)
+
+
+def _apply(part: pd.DataFrame, t: dict, *stats: Any) -> pd.DataFrame:
+    fn, key = t["fn"], t["group_by"]
+    x = part[t["column"]].to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if fn in _LOGS:
+            out = _LOGS[fn](x)
+        elif fn == "rank":
+            out = lookup_ranks(part, stats[0])
+        else:
+            if key:
+                per_row = lookup(part, stats[0])
+                a, b = (per_row.iloc[:, i].to_numpy(dtype="float64") for i in (0, 1))
+            else:
+                a, b = float(stats[0]), float(stats[1])
+            out = (x - a) / b if fn == "zscore" else (x - a) / (b - a)
+    return part.assign(**{t["output"]: out})
+
+
+OPERATION = TransformOperation()

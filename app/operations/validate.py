@@ -1,0 +1,198 @@
+"""A data-quality profile of the columns, and optional rules with their violations.
+
+The profile gives per column the dtype, null count and share, min and max
+(numeric and datetime columns) and an approximate distinct count: Dask's
+HyperLogLog ``nunique_approx``, one cheap pass per column where an exact count
+would shuffle every distinct value (a null may count as one value).
+A rule reports how many rows violate it and up to five of them. ``unique``
+counts every row whose value occurs more than once; ``range`` and
+``allowed_values`` ignore nulls (``not_null`` is the rule for those).
+The result kind is "table": the profile is the table, ``rules`` rides along.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import dask.dataframe as dd
+import pandas as pd
+import param
+
+from ..errors import InvalidRequest
+from ..models import required
+from .base import (
+    Operation,
+    Schema,
+    kind_of,
+    parse_items,
+    records,
+    require_column,
+    require_kind,
+    require_names,
+    scalar_for,
+    table,
+)
+
+RULES = ("not_null", "unique", "range", "allowed_values")
+EXAMPLES = 5
+_ORDERED = ("numeric", "datetime")
+
+
+class Rule(param.Parameterized):
+    """One expectation about one column."""
+
+    column = required(param.String(default=None, doc="The column the rule is about."))
+    rule = required(
+        param.Selector(
+            objects=list(RULES),
+            default=None,
+            doc="not_null: no missing values; unique: no value twice; range: min <= value <= max; "
+            "allowed_values: every value is one of 'values'.",
+        )
+    )
+    min = param.ClassSelector(
+        class_=(int, float, str), default=None, doc="For range: the lowest allowed value (ISO text for dates)."
+    )
+    max = param.ClassSelector(
+        class_=(int, float, str), default=None, doc="For range: the highest allowed value (ISO text for dates)."
+    )
+    values = param.List(
+        default=None, allow_None=True, bounds=(1, 10_000), doc="For allowed_values: the allowed values."
+    )
+
+
+class ValidateParams(param.Parameterized):
+    """Profile columns and check rules."""
+
+    columns = param.List(
+        default=None, allow_None=True, item_type=str, bounds=(1, 500), doc="The columns to profile; all when omitted."
+    )
+    rules = param.List(
+        default=[], item_type=dict, bounds=(0, 100), doc="Rules, each {column, rule, min?, max?, values?}."
+    )
+
+
+class Validate(Operation):
+    """The profile table plus, under "rules", each rule's violations and examples."""
+
+    name = "validate"
+    title = "Validate data"
+    description = (
+        "Per column nulls, dtype, min/max and approximate distinct count; optional rules "
+        "(not_null, unique, range, allowed_values) with violation counts and example rows."
+    )
+    Params = ValidateParams
+    result_kind = "table"
+    item_models = {"rules": Rule}
+
+    def check(self, p: Any, schema: Schema) -> None:
+        if p.columns is not None:
+            require_names(p.columns, "columns")
+            for column in p.columns:
+                require_column(schema, column, "columns")
+        else:
+            p.columns = list(schema)
+        p.rules = parse_items(Rule, p.rules, "rules")
+        for i, rule in enumerate(p.rules):
+            _check_rule(rule, schema, f"rules[{i}]")
+
+    def columns(self, p: Any) -> list[str] | None:
+        return None if p.rules else list(p.columns)
+
+    def build(self, ddf: dd.DataFrame, p: Any) -> Any:
+        dtypes = {c: str(t) for c, t in ddf.dtypes.items()}
+        profiled = {c: dtypes[c] for c in p.columns}
+        meta = pd.DataFrame({"null_count": pd.Series([], dtype="int64"), "dtype": pd.Series([], dtype=object)})
+        # The dtypes ride along in the graph so that finalize needs nothing but the results.
+        nulls = ddf[list(p.columns)].isna().sum().map_partitions(_with_dtypes, profiled, meta=meta)
+        ordered = [c for c in p.columns if kind_of(dtypes[c]) in _ORDERED]
+        profile = [ddf.shape[0], nulls]
+        profile += [ddf[c].min() for c in ordered] + [ddf[c].max() for c in ordered]
+        profile += [ddf[c].nunique_approx() for c in p.columns]
+        checks = []
+        for rule in p.rules:
+            bad = _violating_rows(ddf, rule, dtypes[rule["column"]])
+            checks += [bad.shape[0], bad.head(EXAMPLES, npartitions=-1, compute=False)]
+        return tuple(profile + checks)
+
+    def finalize(self, computed: Any, p: Any) -> Any:
+        n_rows, nulls, *rest = computed
+        ordered = [c for c in p.columns if kind_of(nulls.at[c, "dtype"]) in _ORDERED]
+        k, n = len(ordered), len(p.columns)
+        lows, highs, distinct, checks = rest[:k], rest[k : 2 * k], rest[2 * k : 2 * k + n], rest[2 * k + n :]
+        frame = nulls.loc[list(p.columns), ["dtype", "null_count"]].rename_axis("column").reset_index()
+        frame["null_share"] = frame["null_count"] / n_rows if n_rows else None
+        frame["min"] = frame["column"].map(dict(zip(ordered, lows))).astype(object)
+        frame["max"] = frame["column"].map(dict(zip(ordered, highs))).astype(object)
+        frame["distinct_approx"] = [round(float(d)) for d in distinct]
+        rules = [
+            {**rule, "violations": int(violations), "examples": records(examples)}
+            for rule, violations, examples in zip(p.rules, checks[0::2], checks[1::2])
+        ]
+        result = table(frame, row_count=n_rows, rules=rules)
+        result["passed"] = all(r["violations"] == 0 for r in rules)
+        return result
+
+
+def _with_dtypes(nulls: pd.Series, dtypes: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({"null_count": nulls.astype("int64"), "dtype": pd.Series(dtypes, dtype=object)})
+
+
+def _check_rule(rule: dict, schema: Schema, where: str) -> None:
+    require_column(schema, rule["column"], f"{where}.column")
+    extra = [k for k in ("min", "max", "values") if rule[k] is not None]
+    allowed = {"range": ["min", "max"], "allowed_values": ["values"]}.get(rule["rule"], [])
+    if set(extra) - set(allowed):
+        raise InvalidRequest(
+            f"{where}: '{rule['rule']}' takes no {', '.join(sorted(set(extra) - set(allowed)))}",
+            {"field": where},
+        )
+    if rule["rule"] == "range":
+        require_kind(schema, rule["column"], f"{where}.column", _ORDERED, "a numeric or datetime")
+        if rule["min"] is None and rule["max"] is None:
+            raise InvalidRequest(f"{where}: 'range' needs 'min', 'max' or both", {"field": where})
+        dtype = schema[rule["column"]]
+        bounds = [scalar_for(rule[k], rule["column"], dtype, where) for k in ("min", "max") if rule[k] is not None]
+        if len(bounds) == 2 and bounds[0] > bounds[1]:
+            raise InvalidRequest(f"{where}: 'min' must not be above 'max'", {"field": f"{where}.min"})
+    if rule["rule"] == "allowed_values":
+        if rule["values"] is None:
+            raise InvalidRequest(f"{where}: 'allowed_values' needs 'values'", {"field": f"{where}.values"})
+        for value in rule["values"]:
+            scalar_for(value, rule["column"], schema[rule["column"]], where)
+
+
+def _violating_rows(ddf: dd.DataFrame, rule: dict, dtype: str) -> dd.DataFrame:
+    """The lazy frame of rows that break ``rule``."""
+    column = rule["column"]
+    args: tuple = ()
+    if rule["rule"] == "unique":
+        counts = ddf[column].value_counts(split_out=1)
+        args = (counts[counts > 1],)
+    elif rule["rule"] == "range":
+        args = tuple(None if rule[k] is None else scalar_for(rule[k], column, dtype, "") for k in ("min", "max"))
+    elif rule["rule"] == "allowed_values":
+        args = ([scalar_for(v, column, dtype, "") for v in rule["values"]],)
+    return ddf.map_partitions(_select, rule["rule"], column, *args, meta=ddf._meta, align_dataframes=False)
+
+
+def _select(part: pd.DataFrame, rule: str, column: str, *args: Any) -> pd.DataFrame:
+    s = part[column]
+    if rule == "not_null":
+        return part[s.isna().to_numpy(dtype=bool)]
+    present = s.notna()
+    if rule == "unique":
+        bad = s.isin(args[0].index.to_numpy())
+    elif rule == "range":
+        low, high = args
+        bad = pd.Series(False, index=s.index)
+        if low is not None:
+            bad |= s < low
+        if high is not None:
+            bad |= s > high
+    else:
+        bad = ~s.isin(args[0])
+    keep = pd.array(present & bad, dtype="boolean").fillna(False).to_numpy(dtype=bool)
+    return part[keep]
+
+
+OPERATION = Validate()

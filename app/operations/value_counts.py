@@ -1,0 +1,64 @@
+"""The most frequent values of a column."""
+from __future__ import annotations
+
+from typing import Any
+
+import dask.dataframe as dd
+import param
+
+from ..models import required
+from .base import Operation, Schema, jsonable, require_column, table
+
+
+class ValueCountsParams(param.Parameterized):
+    """The most frequent values of one column."""
+
+    column = required(param.String(default=None, doc="The column whose values to count."))
+    top = param.Integer(default=20, bounds=(1, 10_000), doc="How many of the most frequent values to return.")
+    normalize = param.Boolean(
+        default=False, doc="Also give each value's share of the non-null values ('proportion')."
+    )
+
+
+class ValueCounts(Operation):
+    """A table of value, count (and proportion), most frequent first."""
+
+    name = "value_counts"
+    title = "Value counts"
+    description = "The most frequent values of a column with their counts; nulls are counted apart."
+    Params = ValueCountsParams
+    result_kind = "table"
+
+    def check(self, p: Any, schema: Schema) -> None:
+        require_column(schema, p.column, "column")
+
+    def columns(self, p: Any) -> list[str] | None:
+        return [p.column]
+
+    def build(self, ddf: dd.DataFrame, p: Any) -> Any:
+        series = ddf[p.column]
+        counts = series.value_counts(split_out=1)
+        # Values tied with the last one kept may be cut either way; finalize orders ties by value.
+        return counts.nlargest(p.top), series.count(), series.isna().sum(), counts.size
+
+    def finalize(self, computed: Any, p: Any) -> Any:
+        top, total, nulls, distinct = computed
+        frame = top.rename("count").rename_axis("value").reset_index()
+        frame = frame.sort_values(["count", "value"], ascending=[False, True], kind="stable", key=_sortable)
+        if p.normalize:
+            frame["proportion"] = frame["count"] / total if total else float("nan")
+        return table(
+            frame.reset_index(drop=True),
+            column=p.column,
+            total=jsonable(total),
+            nulls=jsonable(nulls),
+            distinct=jsonable(distinct),
+        )
+
+
+def _sortable(column: Any) -> Any:
+    # Mixed-type object columns cannot be compared; order their values by text.
+    return column if column.name == "count" or column.dtype != object else column.astype(str)
+
+
+OPERATION = ValueCounts()
