@@ -1,0 +1,238 @@
+"""Monitoring endpoints: metric history, the live buffer, Prometheus text and
+recommendations. Reads that may take more than a millisecond run in an executor."""
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import param
+from tornado.ioloop import IOLoop
+
+from .. import prometheus, recommendations
+from ..errors import InvalidRequest
+from ..metrics import fmt_gb
+from ..store import iso
+from .base import BaseHandler, Endpoint
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+WINDOW = re.compile(r"^(\d+)([smhd])$")
+UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_WINDOW_S = 366 * 86400
+EPOCH_MAX = 1e11  # larger numbers are epoch milliseconds, not seconds
+
+
+class HistoryQuery(param.Parameterized):
+    """Which metric history to return: a time range (or a window), a row limit and an optional step."""
+
+    since = param.String(default=None, allow_None=True,
+                         doc="Start: ISO-8601 (2024-01-01T10:00:00Z) or epoch seconds.")
+    until = param.String(default=None, allow_None=True, doc="End (inclusive): ISO-8601 or epoch seconds; default now.")
+    window = param.String(default=None, allow_None=True,
+                          doc="Shortcut for since=now-window: 5m, 1h, 24h, 7d (any <n>s|m|h|d). Not with since.")
+    limit = param.Integer(default=1000, bounds=(1, 10000), doc="Most rows returned, the newest (1–10000).")
+    step = param.Number(default=None, allow_None=True, bounds=(1, None),
+                        doc="Downsample: at most one row (the last) per step-second bucket (≥ 1).")
+
+
+class LiveQuery(param.Parameterized):
+    """How much of the sampler's in-memory buffer to return."""
+
+    seconds = param.Number(default=60, bounds=(1, 3600), doc="Samples of the last this many seconds (1–3600).")
+
+
+def parse_instant(key: str, raw: str) -> float:
+    """Epoch seconds from ISO-8601 (naive = UTC) or a number of epoch seconds."""
+    try:
+        value = float(raw)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value) or not 0 <= value < EPOCH_MAX:
+            raise InvalidRequest(f"'{key}' must be epoch seconds (not milliseconds) or ISO-8601, got {raw!r}",
+                                 {"field": key})
+        return value
+    text = raw.strip()
+    if "T" in text and " " in text.split("T", 1)[1]:
+        text = text.replace(" ", "+")  # an unescaped '+' of a UTC offset arrives as a space
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"'{key}' must be an ISO-8601 timestamp (e.g. 2024-01-01T10:00:00Z) or epoch seconds, got {raw!r}",
+            {"field": key}) from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def parse_window(raw: str) -> float:
+    """Seconds of a window such as ``5m``, ``1h``, ``24h`` or ``7d``."""
+    match = WINDOW.match(raw.strip())
+    seconds = int(match.group(1)) * UNIT_S[match.group(2)] if match else 0
+    if not 0 < seconds <= MAX_WINDOW_S:
+        raise InvalidRequest(f"'window' must be a duration such as 5m, 1h, 24h or 7d (at most 366d), got {raw!r}",
+                             {"field": "window"})
+    return seconds
+
+
+def time_range(q: HistoryQuery, now: float) -> tuple[float | None, float | None]:
+    """(since, until) in epoch seconds from the query's since/until/window."""
+    if q.window is not None and q.since is not None:
+        raise InvalidRequest("give either 'since' or 'window', not both", {"field": "window"})
+    until = parse_instant("until", q.until) if q.until is not None else None
+    since = parse_instant("since", q.since) if q.since is not None else None
+    if q.window is not None:
+        since = (until if until is not None else now) - parse_window(q.window)
+    if since is not None and until is not None and until < since:
+        raise InvalidRequest(f"'until' ({iso(until)}) is before 'since' ({iso(since)})", {"field": "until"})
+    return since, until
+
+
+# -- downsampled history (to move into Store.query_metrics: reads under the lock) --------
+
+# Walks back from the newest row, one index seek per bucket (ts < start of the bucket
+# just taken): O(buckets) seeks however many rows, where GROUP BY sorts every row.
+DOWNSAMPLE_SQL = """
+WITH RECURSIVE pick(ts, n) AS (
+  SELECT MAX(ts), 1 FROM metrics WHERE ts >= ?1 AND ts < ?2
+  UNION ALL
+  SELECT (SELECT MAX(ts) FROM metrics WHERE ts >= ?1 AND ts < CAST(pick.ts / ?3 AS INTEGER) * ?3), n + 1
+  FROM pick WHERE pick.ts IS NOT NULL AND n < ?4
+)
+SELECT * FROM metrics WHERE id IN (
+  SELECT (SELECT MAX(id) FROM metrics m WHERE m.ts = pick.ts) FROM pick WHERE pick.ts IS NOT NULL
+) ORDER BY ts"""
+BUCKETS_SQL = "SELECT COUNT(DISTINCT CAST(ts / ?3 AS INTEGER)) FROM metrics WHERE ts >= ?1 AND ts < ?2"
+# work done per hold of the store lock, so the loop never waits long for it
+CHUNK_BUCKETS = 500
+CHUNK_SPAN_S = 6 * 3600.0
+
+
+def _bucket(ts: float, step: float) -> float:
+    return int(ts / step) * step  # as SQLite's CAST(ts / step AS INTEGER) * step
+
+
+def _pick(store: "Store", lo: float, hi: float, step: float, limit: int) -> list[dict[str, Any]]:
+    """The newest row of each of the newest ``limit`` buckets in [lo, hi), oldest first."""
+    chunks: list[list[dict[str, Any]]] = []
+    left = limit
+    while left > 0:
+        want = min(CHUNK_BUCKETS, left)
+        rows = store._rows("metrics", DOWNSAMPLE_SQL, [lo, hi, step, want])
+        if rows:
+            chunks.append(rows)
+            left -= len(rows)
+            hi = _bucket(rows[0]["ts"], step)
+        if len(rows) < want:
+            break
+    return [row for rows in reversed(chunks) for row in rows]
+
+
+def _count_buckets(store: "Store", lo: float, hi: float, step: float) -> int:
+    """Buckets holding rows in [lo, hi), counted over spans aligned on buckets."""
+    with store._lock:
+        first = store.db.execute("SELECT MIN(ts) FROM metrics WHERE ts >= ? AND ts < ?", [lo, hi]).fetchone()[0]
+    if first is None:
+        return 0
+    base, span = _bucket(first, step), step * max(1, math.ceil(CHUNK_SPAN_S / step))
+    total, k = 0, 0
+    while base + k * span < hi:
+        with store._lock:
+            total += store.db.execute(
+                BUCKETS_SQL, [max(lo, base + k * span), min(hi, base + (k + 1) * span), step]).fetchone()[0]
+        k += 1
+    return total
+
+
+def metric_history(store: "Store", since: float | None, until: float | None, limit: int,
+                   step: float | None) -> tuple[int, list[dict[str, Any]]]:
+    """(total, rows oldest first): the newest ``limit`` rows, or buckets when ``step`` is given."""
+    if not step:
+        return store.query_metrics(since=since, until=until, limit=limit)
+    lo = since if since is not None else 0.0
+    hi = math.nextafter(until, math.inf) if until is not None else math.inf
+    rows = _pick(store, lo, hi, step, limit)
+    total = len(rows)
+    if total == limit:  # older buckets were cut off: count them
+        total += _count_buckets(store, lo, _bucket(rows[0]["ts"], step), step)
+    return total, rows
+
+
+def history_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A stored metric row in the contract's shape, plus numbers."""
+    total, used = r.get("total_memory_bytes") or 0, r.get("used_memory_bytes") or 0
+    return {
+        "timestamp": r["timestamp"], "ts": r["ts"], "n_workers": r.get("n_workers") or 0,
+        "total_memory": fmt_gb(total), "used_memory": fmt_gb(used), "total_cores": r.get("total_cores") or 0,
+        "active_tasks": r.get("active_tasks") or 0, "total_memory_bytes": total, "used_memory_bytes": used,
+        "memory_usage_percent": round(100.0 * used / total, 2) if total else 0.0,
+        "cpu_percent": r.get("cpu_percent") or 0.0, "tasks_per_second": r.get("tasks_per_second") or 0.0,
+        "status": r.get("status"), "queue": r.get("queue"),
+    }
+
+
+def live_row(s: dict[str, Any]) -> dict[str, Any]:
+    """A sampler reading without its per-worker list."""
+    row = {k: v for k, v in s.items() if k != "workers"}
+    row["total_memory"] = fmt_gb(s.get("total_memory_bytes"))
+    row["used_memory"] = fmt_gb(s.get("used_memory_bytes"))
+    return row
+
+
+class ClusterMetricsHandler(BaseHandler):
+    openapi = {"get": Endpoint(
+        "Cluster metric history from SQLite, oldest first: since/until or window, limit, step (downsampling)",
+        query=HistoryQuery, tags=("metrics",),
+    )}
+
+    async def get(self) -> None:
+        q = self.parse_query(HistoryQuery)
+        since, until = time_range(q, time.time())
+        total, rows = await IOLoop.current().run_in_executor(
+            None, metric_history, self.service.store, since, until, q.limit, q.step)
+        body: dict[str, Any] = {"total": total, "metrics": [history_row(r) for r in rows]}
+        if q.step:
+            body["step"] = q.step
+        body.update({k: iso(v) for k, v in (("since", since), ("until", until)) if v is not None})
+        self.write_json(body)
+
+
+class LiveMetricsHandler(BaseHandler):
+    openapi = {"get": Endpoint("The sampler's in-memory readings of the last seconds (no per-worker lists)",
+                               query=LiveQuery, tags=("metrics",))}
+
+    def get(self) -> None:
+        q = self.parse_query(LiveQuery)
+        samples = [live_row(s) for s in self.service.sampler.history(q.seconds)]
+        self.write_json({"total": len(samples), "interval_s": self.service.settings.live_interval,
+                         "samples": samples})
+
+
+class PrometheusHandler(BaseHandler):
+    openapi = {"get": Endpoint("Prometheus text exposition (text/plain; version=0.0.4): cluster, jobs, attempts",
+                               tags=("metrics",))}
+
+    async def get(self) -> None:
+        body = await IOLoop.current().run_in_executor(None, prometheus.render, self.service)
+        self.set_header("Content-Type", prometheus.CONTENT_TYPE)
+        self.finish(body)
+
+
+class RecommendationsHandler(BaseHandler):
+    openapi = {"get": Endpoint("Scale up/down and per-job memory advice, with the evidence", tags=("metrics",))}
+
+    async def get(self) -> None:
+        body = await IOLoop.current().run_in_executor(None, recommendations.from_service, self.service)
+        self.write_json(body)
+
+
+ROUTES = [
+    (r"/api/processing/metrics/cluster", ClusterMetricsHandler),
+    (r"/api/processing/metrics/live", LiveMetricsHandler),
+    (r"/api/processing/metrics/prometheus", PrometheusHandler),
+    (r"/metrics", PrometheusHandler),
+    (r"/api/processing/recommendations", RecommendationsHandler),
+]

@@ -1,0 +1,246 @@
+"""Monitoring through the real API: metric history, the live buffer, Prometheus text
+and recommendations; plus the store's retention and the collector's SQL, without a server."""
+from __future__ import annotations
+
+import math
+import time
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import prometheus, recommendations
+from app.api import metrics as metrics_api
+from app.api.metrics import metric_history
+from app.store import Store, iso
+
+CONTRACT_FIELDS = {"timestamp", "n_workers", "total_memory", "used_memory", "total_cores", "active_tasks"}
+HISTORY = "/api/processing/metrics/cluster"
+
+
+def history(server, **params) -> dict:
+    r = server.get(HISTORY, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.fixture(scope="module")
+def until(server) -> float:
+    """A fixed end once at least 8 rows exist, so queries in a test see the same rows."""
+    server.wait_for(lambda: history(server)["total"] >= 8, timeout=30)
+    return time.time()
+
+
+def test_history_is_in_time_order_with_contract_fields(server, until):
+    body = history(server, until=until)
+    rows = body["metrics"]
+    assert body["total"] == len(rows) >= 8 and "step" not in body
+    assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
+    assert all(r["timestamp"].endswith("Z") for r in rows)
+    last = rows[-1]
+    assert CONTRACT_FIELDS <= set(last)
+    assert last["n_workers"] >= 1 and last["status"] == "running"
+    assert last["total_memory"] == f"{last['total_memory_bytes'] / 1e9:.2f}GB"
+    assert last["used_memory"].endswith("GB") and isinstance(last["cpu_percent"], float)
+
+
+def test_limit_keeps_the_newest_rows(server, until):
+    everything = history(server, until=until)["metrics"]
+    body = history(server, until=until, limit=3)
+    assert body["total"] == len(everything)
+    assert [r["ts"] for r in body["metrics"]] == [r["ts"] for r in everything[-3:]]
+
+
+def test_step_keeps_one_row_per_bucket(server, until):
+    everything = history(server, until=until)["metrics"]
+    body = history(server, until=until, step=3)
+    rows = body["metrics"]
+    assert body["step"] == 3 and body["total"] == len(rows)
+    buckets = [math.floor(r["ts"] / 3) for r in rows]
+    assert len(set(buckets)) == len(buckets) and 0 < len(rows) < len(everything)
+    # each kept row is the newest of its bucket
+    newest = {}
+    for r in everything:
+        newest[math.floor(r["ts"] / 3)] = r["ts"]
+    assert [r["ts"] for r in rows] == [newest[b] for b in buckets] and set(buckets) == set(newest)
+    limited = history(server, until=until, step=3, limit=2)
+    assert limited["total"] == len(rows) and [r["ts"] for r in limited["metrics"]] == [r["ts"] for r in rows[-2:]]
+
+
+def test_since_as_iso_or_epoch_and_window(server, until):
+    rows = history(server, until=until)["metrics"]
+    since = rows[-4]["ts"]
+    as_epoch = history(server, since=since, until=until)
+    as_iso = history(server, since=iso(since), until=iso(until + 0.001))
+    assert len(as_epoch["metrics"]) == 4 and as_epoch["since"] == iso(since)
+    assert [r["ts"] for r in as_iso["metrics"]] == [r["ts"] for r in as_epoch["metrics"]]
+    recent = history(server, window="5m")
+    assert recent["metrics"] and all(r["ts"] >= time.time() - 300 - 5 for r in recent["metrics"])
+    assert history(server, window="7d", step=3600)["total"] >= 1
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"limit": 0}, "at least 1"),
+    ({"limit": 10001}, "at most 10000"),
+    ({"limit": "many"}, "must be an integer"),
+    ({"step": 0.5}, "at least 1"),
+    ({"step": "abc"}, "must be a number"),
+    ({"since": "yesterday"}, "ISO-8601"),
+    ({"until": "1700000000000"}, "not milliseconds"),
+    ({"window": "5x"}, "duration such as 5m"),
+    ({"window": "0m"}, "duration such as 5m"),
+    ({"window": "5m", "since": "1700000000"}, "either 'since' or 'window'"),
+    ({"since": "2024-01-02T00:00:00Z", "until": "2024-01-01T00:00:00Z"}, "is before"),
+    ({"from": "1700000000"}, "unknown query parameter"),
+])
+def test_bad_history_params_are_400(server, params, needle):
+    r = server.get(HISTORY, params=params)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and needle in err["message"], err["message"]
+
+
+def test_live_returns_recent_samples_without_worker_lists(server):
+    body = server.get("/api/processing/metrics/live", params={"seconds": 5}).json()
+    samples = body["samples"]
+    assert body["total"] == len(samples) >= 2 and body["interval_s"] == 0.5
+    assert all(s["ts"] >= time.time() - 10 for s in samples)
+    assert [s["ts"] for s in samples] == sorted(s["ts"] for s in samples)
+    assert "workers" not in samples[-1] and samples[-1]["n_workers"] >= 1
+    assert samples[-1]["total_memory"].endswith("GB")
+    r = server.get("/api/processing/metrics/live", params={"seconds": 0})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+
+
+def scrape(server, path: str) -> dict:
+    r = server.get(path)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/api/processing/metrics/prometheus"])
+def test_prometheus_exposes_cluster_and_jobs(server, path):
+    server.wait_workers(2)
+    families = scrape(server, path)
+    value = {name: f.samples[0].value for name, f in families.items() if len(f.samples) == 1}
+    assert value["processing_cluster_up"] == 1 and value["processing_cluster_workers"] == 2
+    assert value["processing_cluster_cores"] == 2 and value["processing_cluster_memory_total_bytes"] == 2e9
+    assert value["processing_cluster_memory_used_bytes"] > 0
+    assert {"processing_cluster_cpu_percent", "processing_cluster_active_tasks",
+            "processing_cluster_tasks_per_second", "processing_sampler_last_sample_age_seconds"} <= set(value)
+    assert len(families["processing_worker_memory_used_bytes"].samples) == 2
+    jobs = families["processing_jobs"]
+    assert len(jobs.samples) == 20 and {s.labels["priority"] for s in jobs.samples} == {"LOW", "NORMAL", "HIGH", "CRITICAL"}
+    for name in ("processing_job_queue_wait_seconds", "processing_job_duration_seconds"):
+        assert families[name].type == "histogram"
+    for name in ("processing_job_retries", "processing_job_preemptions", "processing_job_attempts"):
+        assert families[name].type == "counter"
+
+
+def test_recommendations_have_a_shape(server):
+    r = server.get("/api/processing/recommendations")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["generated_at"].endswith("Z") and body["thresholds"]["pending_wait_s"] == 300
+    for item in body["recommendations"]:
+        assert item["action"] in {"scale_up", "scale_down", "raise_job_memory"}
+        assert {"reason", "evidence", "suggested"} <= set(item)
+
+
+# -- without a server -------------------------------------------------------------------
+
+def metric_row(ts: float) -> dict:
+    return {"ts": ts, "timestamp": iso(ts), "status": "running", "n_workers": 2, "total_cores": 2,
+            "total_memory_bytes": 2_000_000_000, "used_memory_bytes": 500_000_000, "cpu_percent": 1.0,
+            "active_tasks": 0, "tasks_per_second": 0.0, "queue": {"queued": 0}}
+
+
+def test_prune_metrics_drops_rows_older_than_retention(tmp_path):
+    store = Store(tmp_path / "m.db")
+    now = time.time()
+    for hours in (100, 80, 73, 71, 1, 0):
+        store.insert_metric(metric_row(now - hours * 3600))
+    assert store.prune_metrics(now - 72 * 3600) == 3
+    total, rows = store.query_metrics()
+    assert total == 3 and [round((now - r["ts"]) / 3600) for r in rows] == [71, 1, 0]
+    assert rows[0]["queue"] == {"queued": 0}
+    assert store.prune_metrics(now - 72 * 3600) == 0
+    store.close()
+
+
+@pytest.mark.parametrize("chunk_buckets, chunk_span_s", [(500, 6 * 3600.0), (3, 50.0)])
+def test_downsampling_matches_the_store_and_counts_cut_buckets(tmp_path, monkeypatch, chunk_buckets, chunk_span_s):
+    monkeypatch.setattr(metrics_api, "CHUNK_BUCKETS", chunk_buckets)
+    monkeypatch.setattr(metrics_api, "CHUNK_SPAN_S", chunk_span_s)
+    store = Store(tmp_path / "m.db")
+    start = 1_700_000_000.0
+    for i in range(300):
+        if not 100 <= i < 150:  # a gap: the server was down
+            store.insert_metric(metric_row(start + i * 2 + 0.25))
+    for since, until in ((start + 20, start + 500.25), (None, None)):
+        for step, limit in ((10, 1000), (10, 7), (60, 1000), (1, 50), (7.5, 20), (1, 1000)):
+            expected = store.query_metrics(since=since, until=until, limit=limit, step=step)
+            total, rows = metric_history(store, since, until, limit, step)
+            assert total == expected[0] and [r["id"] for r in rows] == [r["id"] for r in expected[1]], (step, limit)
+    store.close()
+
+
+def test_collector_histograms_and_counters_from_the_store(tmp_path, monkeypatch):
+    store = Store(tmp_path / "j.db")
+    now = time.time()
+    timings = [(2, 10), (40, 400), (7200, 3)]  # (queue wait, run) in seconds
+    for i, (wait, run) in enumerate(timings):
+        created = now - 3600 - wait - run
+        store.insert_job({"job_id": f"c{i}", "status": "completed", "priority": "HIGH", "created_at": iso(created),
+                          "started_at": iso(created + wait), "completed_at": iso(created + wait + run)})
+    old = now - 3 * 86400
+    store.insert_job({"job_id": "old", "status": "completed", "priority": "LOW", "created_at": iso(old),
+                      "started_at": iso(old + 1), "completed_at": iso(old + 2)})
+    store.insert_job({"job_id": "p", "status": "pending", "priority": "NORMAL", "created_at": iso(now - 90)})
+    outcomes = {"c0": ["worker_lost", "completed"], "c1": ["preempted", "server_restart", "completed"],
+                "c2": ["failed"]}
+    for job_id, ends in outcomes.items():
+        for number, outcome in enumerate(ends, 1):
+            store.end_attempt(store.add_attempt(job_id, number, iso(now)), outcome)
+    service = SimpleNamespace(store=store, cluster=SimpleNamespace(state="stopped"),
+                              sampler=SimpleNamespace(latest={"workers": []}, last_tick_at=None))
+    monkeypatch.setattr(prometheus, "CHUNK_ROWS", 2)  # several chunks per table
+    families = {f.name: f for f in text_string_to_metric_families(prometheus.render(service).decode())}
+    wait = {s.labels.get("le"): s.value for s in families["processing_job_queue_wait_seconds"].samples}
+    assert wait["5.0"] == 1 and wait["60.0"] == 2 and wait["3600.0"] == 2 and wait["+Inf"] == 3
+    run = {s.labels.get("le"): s.value for s in families["processing_job_duration_seconds"].samples}
+    assert run["5.0"] == 1 and run["15.0"] == 2 and run["+Inf"] == 3 and abs(run[None] - 413) < 0.5  # _sum
+    jobs = {(s.labels["status"], s.labels["priority"]): s.value for s in families["processing_jobs"].samples}
+    assert jobs[("completed", "HIGH")] == 3 and jobs[("pending", "NORMAL")] == 1 and jobs[("failed", "LOW")] == 0
+    oldest = families["processing_jobs_oldest_pending_age_seconds"].samples[0].value
+    assert 89 <= oldest < 120
+    value = {f.name: f.samples[0].value for f in families.values() if f.samples and len(f.samples) == 1}
+    assert value["processing_job_retries"] == 2 and value["processing_job_preemptions"] == 1
+    assert value["processing_cluster_up"] == 0
+    attempts = {s.labels["outcome"]: s.value for s in families["processing_job_attempts"].samples}
+    assert attempts == {"completed": 2, "failed": 1, "preempted": 1, "server_restart": 1, "worker_lost": 1}
+    store.close()
+
+
+def test_recommendations_read_jobs_and_history_from_the_store(tmp_path):
+    store = Store(tmp_path / "r.db")
+    now = time.time()
+    for i in range(200):  # 10 idle minutes, memory fine
+        store.insert_metric(metric_row(now - 600 + i * 3))
+    store.insert_job({"job_id": "old-fail", "status": "failed", "priority": "LOW", "created_at": iso(now - 7200),
+                      "completed_at": iso(now - 3 * 86400), "error": {"type": "MemoryLimit", "message": "too big"}})
+    store.insert_job({"job_id": "oom", "status": "failed", "priority": "LOW", "created_at": iso(now - 700),
+                      "completed_at": iso(now - 650), "max_memory_gb": 1.5,
+                      "error": {"type": "KilledWorker", "message": "worker died"}})
+    store.insert_job({"job_id": "wait", "status": "pending", "priority": "HIGH", "created_at": iso(now - 400),
+                      "max_cores": 1, "max_memory_gb": 1.0})
+    settings = SimpleNamespace(max_workers=4, default_max_cores=2, default_max_memory_gb=2.0, metrics_interval=1.0)
+    status = {"status": "running", "n_workers": 2, "total_cores": 2, "total_memory_bytes": 2_000_000_000,
+              "adaptive": None}
+    service = SimpleNamespace(store=store, settings=settings, cluster_status=lambda: status)
+    body = recommendations.from_service(service, now)
+    actions = {(r["action"], r["suggested"].get("job_id")) for r in body["recommendations"]}
+    assert actions == {("scale_up", None), ("raise_job_memory", "oom")}  # idle, but a job is pending
+    assert body["generated_at"] == iso(now)
+    store.close()
