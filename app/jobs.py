@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NOT_FAILURES = ("preempted", "server_restart", "cancelled", "completed", None)
 ETA_MARKS = (25, 50)
-MEMORY_MARGIN = 1.5  # a job is stopped when it holds this many times its declared memory
+MEMORY_MARGIN = 1.5
+DISPATCH_WINDOW = 256  # jobs considered per pass; the rest keep their place (bounds loop time)  # a job is stopped when it holds this many times its declared memory
 
 
 def _ts(value: str | None) -> float | None:
@@ -166,7 +167,8 @@ class JobEngine:
         if self._stopping:
             return
         running = [r for r, _, _ in self.running.values()]
-        plan = q.plan(list(self.pending.values()), running, self.capacity(), time.time(), self.policy)
+        plan = q.plan(list(self.pending.values()), running, self.capacity(), time.time(), self.policy,
+                      window=DISPATCH_WINDOW)
         for job_id in plan.preempt:
             self._interrupt(job_id, "preempted")
         for job_id in plan.start:

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from .models import PRIORITIES
 
 CRITICAL = len(PRIORITIES) - 1
+_PRIORITY_NAME = dict(enumerate(PRIORITIES))
 # Sums of float cores/memory drift by ulps; don't let that refuse a job that fits.
 _EPS = 1e-9
 
@@ -154,14 +155,19 @@ class _Pool:
         self.give_back(job)
 
 
+_RANKS = {p: i for i, p in enumerate(PRIORITIES)}
+
+
 def _rank(priority: str) -> int:
-    return PRIORITIES.index(priority)
+    return _RANKS[priority]
 
 
 def effective_rank(job: QueuedJob, now: float, policy: QueuePolicy) -> int:
     """Base rank plus one level per ``aging_s`` waited, capped at CRITICAL."""
-    waited = max(0.0, now - job.submitted_at)
-    return min(CRITICAL, _rank(job.priority) + math.floor(waited / policy.aging_s))
+    waited = now - job.submitted_at
+    if waited < policy.aging_s:  # the common case, without the division
+        return _RANKS[job.priority]
+    return min(CRITICAL, _RANKS[job.priority] + math.floor(waited / policy.aging_s))
 
 
 def order(queued: Iterable[QueuedJob], now: float, policy: QueuePolicy) -> list[QueuedJob]:
@@ -187,9 +193,24 @@ def plan(
     capacity: Capacity,
     now: float,
     policy: QueuePolicy = QueuePolicy(),
+    window: int | None = None,
 ) -> Plan:
-    """Decide which queued jobs start now, which running jobs to preempt, and why the rest wait."""
+    """Decide which queued jobs start now, which running jobs to preempt, and why the rest wait.
+
+    With ``window``, only the first ``window`` jobs in order are considered for starting
+    (and backfill); the rest keep their position with a plain reason. This bounds the cost
+    of a pass when thousands of jobs wait.
+    """
     ordered = order(queued, now, policy)
+    if window is not None and len(ordered) > window:
+        head_plan = plan(ordered[:window], running, capacity, now, policy)
+        ahead = len(head_plan.waiting)
+        tail = {
+            job.job_id: WaitInfo(ahead + i + 1, f"queued: {ahead + i} jobs ahead",
+                                 _PRIORITY_NAME[effective_rank(job, now, policy)], None)
+            for i, job in enumerate(ordered[window:])
+        }
+        return Plan(head_plan.start, head_plan.preempt, {**head_plan.waiting, **tail})
     if not capacity.running:
         reasons = {j.job_id: "cluster not running" for j in ordered}
         return Plan([], [], _wait_infos(ordered, reasons, None, set(), now, policy))

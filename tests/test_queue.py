@@ -428,3 +428,15 @@ def test_policy_rejects_nonsense() -> None:
         QueuePolicy(aging_s=0)
     with pytest.raises(ValueError):
         QueuePolicy(backfill_window_s=-1)
+
+
+def test_window_bounds_the_pass_and_keeps_positions():
+    now = 1000.0
+    jobs = [QueuedJob(f"j{i}", "NORMAL", 1, 1, now - 1, i) for i in range(50)]
+    cap = Capacity(total_cores=2, total_memory_gb=8, max_concurrent=4)
+    full = plan(jobs, [], cap, now)
+    windowed = plan(jobs, [], cap, now, window=10)
+    assert windowed.start == full.start == ["j0", "j1"]
+    assert [windowed.waiting[f"j{i}"].position for i in range(2, 50)] == list(range(1, 49))
+    assert windowed.waiting["j49"].reason == "queued: 47 jobs ahead"
+    assert {k: w.position for k, w in full.waiting.items()} == {k: w.position for k, w in windowed.waiting.items()}
