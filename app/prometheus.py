@@ -60,8 +60,8 @@ WORKER_GAUGES = (
 )
 
 
-# -- reads (to move into the store) ----------------------------------------------------
-# Each runs over rowid ranges of CHUNK_ROWS, taking the store's lock per range: the
+# -- reads ----------------------------------------------------
+# Each runs over rowid ranges of CHUNK_ROWS, one short store read per range: the
 # loop, which calls the store too, never waits long however big the tables grow.
 
 CHUNK_ROWS = 5_000  # ~2-5 ms of SQLite work per hold
@@ -69,14 +69,11 @@ CHUNK_ROWS = 5_000  # ~2-5 ms of SQLite work per hold
 
 def _chunked(store: "Store", table: str, sql: str, params: list[Any] | None = None) -> Iterator[tuple]:
     """Rows of ``sql`` (whose last two parameters bound ``rowid``) over every range of ``table``."""
-    with store._lock:
-        lo, hi = store.db.execute(f"SELECT MIN(rowid), MAX(rowid) FROM {table}").fetchone()
+    lo, hi = store.read(f"SELECT MIN(rowid), MAX(rowid) FROM {table}")[0]
     if lo is None:
         return
     for start in range(lo, hi + 1, CHUNK_ROWS):
-        with store._lock:
-            rows = store.db.execute(sql, [*(params or []), start, start + CHUNK_ROWS - 1]).fetchall()
-        yield from rows
+        yield from store.read(sql, [*(params or []), start, start + CHUNK_ROWS - 1])
 
 
 COUNTS_SQL = "SELECT status, priority, COUNT(*) FROM jobs WHERE rowid BETWEEN ? AND ? GROUP BY status, priority"
@@ -91,8 +88,8 @@ def job_counts(store: "Store") -> dict[tuple[str, str], int]:
 
 
 def oldest_pending_created_at(store: "Store") -> str | None:
-    with store._lock:  # the status index makes this one seek
-        return store.db.execute("SELECT MIN(created_at) FROM jobs WHERE status = 'pending'").fetchone()[0]
+    # the status index makes this one seek
+    return store.read("SELECT MIN(created_at) FROM jobs WHERE status = 'pending'")[0][0]
 
 
 def _bucket_sql(expr: str, bounds: tuple[float, ...]) -> str:

@@ -260,7 +260,7 @@ def from_service(service: "ProcessingService", now: float | None = None) -> Row:
     _, samples = store.query_metrics(since=now - history_s, limit=10000)
     _, pending = store.list_jobs(status=["pending"], limit=500, newest_first=False)
     counts = store.count_jobs(by="status", where_status=["pending", "running"])
-    finished = store._rows("jobs", FINISHED_SQL, [RECENT_JOBS, iso(now - FINISHED_WINDOW_S)])
+    finished = store.read_rows("jobs", FINISHED_SQL, [RECENT_JOBS, iso(now - FINISHED_WINDOW_S)])
     recs = recommend(
         now=now, cluster=status, samples=samples, pending=pending, finished=finished,
         active_jobs=counts.get("pending", 0) + counts.get("running", 0), max_workers=settings.max_workers,

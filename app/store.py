@@ -143,6 +143,15 @@ class Store:
             rows = list(self.db.query(sql, list(params)))
         return [self._decode(table, r) for r in rows]  # type: ignore[misc]
 
+    def read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """A read-only query for monitoring modules (parameterised; keep each one short)."""
+        with self._lock:
+            return self.db.execute(sql, list(params)).fetchall()
+
+    def read_rows(self, table: str, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of ``table`` as dicts (JSON columns decoded) from a read-only query."""
+        return self._rows(table, sql, params)
+
     def ping(self) -> bool:
         """True when the database answers and is writable."""
         with self._lock:

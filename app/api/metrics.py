@@ -121,7 +121,7 @@ def _pick(store: "Store", lo: float, hi: float, step: float, limit: int) -> list
     left = limit
     while left > 0:
         want = min(CHUNK_BUCKETS, left)
-        rows = store._rows("metrics", DOWNSAMPLE_SQL, [lo, hi, step, want])
+        rows = store.read_rows("metrics", DOWNSAMPLE_SQL, [lo, hi, step, want])
         if rows:
             chunks.append(rows)
             left -= len(rows)
@@ -133,16 +133,13 @@ def _pick(store: "Store", lo: float, hi: float, step: float, limit: int) -> list
 
 def _count_buckets(store: "Store", lo: float, hi: float, step: float) -> int:
     """Buckets holding rows in [lo, hi), counted over spans aligned on buckets."""
-    with store._lock:
-        first = store.db.execute("SELECT MIN(ts) FROM metrics WHERE ts >= ? AND ts < ?", [lo, hi]).fetchone()[0]
+    first = store.read("SELECT MIN(ts) FROM metrics WHERE ts >= ? AND ts < ?", [lo, hi])[0][0]
     if first is None:
         return 0
     base, span = _bucket(first, step), step * max(1, math.ceil(CHUNK_SPAN_S / step))
     total, k = 0, 0
     while base + k * span < hi:
-        with store._lock:
-            total += store.db.execute(
-                BUCKETS_SQL, [max(lo, base + k * span), min(hi, base + (k + 1) * span), step]).fetchone()[0]
+        total += store.read(BUCKETS_SQL, [max(lo, base + k * span), min(hi, base + (k + 1) * span), step])[0][0]
         k += 1
     return total
 
@@ -213,7 +210,7 @@ class LiveMetricsHandler(BaseHandler):
 
 class PrometheusHandler(BaseHandler):
     openapi = {"get": Endpoint("Prometheus text exposition (text/plain; version=0.0.4): cluster, jobs, attempts",
-                               tags=("metrics",))}
+                               tags=("metrics",), response_type=prometheus.CONTENT_TYPE)}
 
     async def get(self) -> None:
         body = await IOLoop.current().run_in_executor(None, prometheus.render, self.service)
