@@ -106,7 +106,9 @@ class ClusterManager:
                 else:
                     self.cluster = await loop.run_in_executor(None, self._make_cluster)
                     address = self.cluster.scheduler_address
-                self.client = await Client(address, asynchronous=True, timeout="20s")
+                # a factory's cluster may speak TLS (Dask Gateway always does): use its security
+                security = getattr(self.cluster, "security", None)
+                self.client = await Client(address, asynchronous=True, timeout="20s", security=security)
             except Exception as exc:
                 self.state, self.error = ERROR, f"{type(exc).__name__}: {exc}"
                 log.exception("cluster start failed")
