@@ -44,14 +44,14 @@ def plan_partitions(size_bytes: int, n_partitions: int | None, partition_size_mb
             or not math.isfinite(size_mb) or size_mb <= 0:
         raise InvalidRequest("partition_size_mb must be a number greater than 0",
                              {"field": "partition_size_mb"})
-    count = max(1, math.ceil(size_bytes / (size_mb * MB)))
-    if count > max_partitions:
+    ratio = size_bytes / (size_mb * MB)  # inf for a subnormal size: compare before ceil()
+    if ratio > max_partitions:
         smallest = size_bytes / max_partitions / MB
         raise InvalidRequest(
-            f"partition_size_mb={size_mb:g} would make {count} partitions, more than "
-            f"{max_partitions}; use at least {smallest:.3g}",
+            f"partition_size_mb={size_mb:g} would make more than {max_partitions} partitions; "
+            f"use at least {smallest:.3g}",
             {"field": "partition_size_mb", "min": smallest, "max_partitions": max_partitions})
-    return count
+    return max(1, math.ceil(ratio))
 
 
 def write_partitions(ddf: dd.DataFrame, out_dir: Path, n_partitions: int) -> dict[str, Any]:

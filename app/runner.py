@@ -139,7 +139,9 @@ def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:
     out = attempt.data_dir / "managed" / "partitions" / ds["dataset_id"] / attempt.job_id
     if out.exists():  # a previous attempt's partial output
         shutil.rmtree(out)
-    with dask.config.set(scheduler=client):
+    # as_current is this thread's alone; dask.config.set(scheduler=client) was process-wide,
+    # and a nanny restarting a worker then failed to pickle the config holding the client
+    with client.as_current():
         if attempt.stop_reason:
             raise Stopped(attempt.stop_reason)
         info = write_partitions(ddf, out, n)

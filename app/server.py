@@ -46,6 +46,25 @@ def check_binding(settings: Settings) -> None:
     log.warning("serving on %s WITHOUT a token (PROCESSING_ALLOW_INSECURE=1)", settings.host)
 
 
+def describe_access(settings: Settings) -> list[str]:
+    """One start-up line per access rule in force, so the log says how open the service is."""
+    if not settings.api_token:
+        lines = [f"no PROCESSING_API_TOKEN: the API and the pages are open to anyone who can reach {settings.host}"]
+        lines += [f"{name} has no effect without PROCESSING_API_TOKEN"
+                  for name, value in (("PROCESSING_READ_TOKEN", settings.read_token), ("WALL_TOKEN", settings.wall_token))
+                  if value]
+    else:
+        lines = ["API: bearer token required (except /api/processing/health and the API description); "
+                 "pages: sign-in required"]
+        if settings.read_token:
+            lines.append("PROCESSING_READ_TOKEN accepted for GET requests")
+        if settings.wall_token:
+            lines.append("/wall opens with ?token=<WALL_TOKEN>")
+    origins = ", ".join(settings.cors_origins) or "none"
+    lines.append(f"CORS origins allowed: {origins}")
+    return lines
+
+
 def websocket_origins(settings: Settings) -> list[str]:
     port = settings.port
     hosts = {"localhost", "127.0.0.1", settings.host}
@@ -58,6 +77,8 @@ def serve(argv: list[str]) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
     check_binding(settings)
+    for line in describe_access(settings):
+        log.info("access: %s", line)
 
     import panel as pn
     from tornado.ioloop import IOLoop
@@ -66,6 +87,7 @@ def serve(argv: list[str]) -> int:
 
     from . import runtime
     from .api.routes import api_routes
+    from .auth import dashboard_auth
     from .service import ProcessingService
 
     service = ProcessingService(settings)
@@ -73,7 +95,7 @@ def serve(argv: list[str]) -> int:
     server = pn.serve(
         PAGES, port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
         show=False, start=False, title="Processing Cluster", extra_patterns=api_routes(service),
-        static_dirs={"assets": str(STATIC_DIR)}, verbose=False,
+        static_dirs={"assets": str(STATIC_DIR)}, verbose=False, **dashboard_auth(settings),
     )
     loop = IOLoop.current()
     stopping = {"flag": False}

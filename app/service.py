@@ -183,10 +183,13 @@ class ProcessingService:
         ds = self.datasets.get(dataset_id)
         # refuse a size that plans too many files now (400), not as a failed job (422)
         plan_partitions(int(ds.get("size_bytes") or 0), n_partitions, partition_size_mb)
+        cap = self.jobs.capacity()
         job = self.jobs.submit({
             "operation": "partition", "dataset_id": dataset_id, "priority": priority,
             "parameters": {k: v for k, v in (("n_partitions", n_partitions), ("partition_size_mb", partition_size_mb)) if v is not None},
-            "max_cores": min(self.settings.default_max_cores, max(1, self.jobs.capacity().total_cores or 1)),
+            "max_cores": min(self.settings.default_max_cores, max(1, cap.total_cores or 1)),
+            # it streams: never ask for more memory than a running cluster has (workers of 512MB)
+            "max_memory_gb": min(self.settings.default_max_memory_gb, cap.total_memory_gb) if cap.running else None,
         })
         status = await self.jobs.wait(job["job_id"], self.settings.partition_wait_s)
         return status["status"] in ("completed", "failed", "cancelled"), status

@@ -13,7 +13,7 @@ from app.errors import ProcessingError
 from app.service import ProcessingService
 
 from .live import LiveFeed
-from .theme import CSS, STATUS_COLORS, fmt_bytes
+from .theme import CSS, STATUS_COLORS, fmt_bytes, progress_bar
 
 
 class ClusterCards(pn.viewable.Viewer):
@@ -27,7 +27,6 @@ class ClusterCards(pn.viewable.Viewer):
         if self.feed is None:
             self.feed = LiveFeed(service=self.service)
         self._cards = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[CSS])
-        self._memory_bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="info")
         self.refresh()
         self.feed.subscribe(lambda _snap: self.refresh())
 
@@ -37,12 +36,9 @@ class ClusterCards(pn.viewable.Viewer):
         text = render_cards(s)
         if text != self._cards.object:
             self._cards.object = text
-        percent = int(min(100, s["memory_usage_percent"]))
-        if percent != self._memory_bar.value:
-            self._memory_bar.value = percent
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._cards, self._memory_bar, sizing_mode="stretch_width")
+        return self._cards
 
 
 def _card(label: str, value: Any, testid: str) -> str:
@@ -67,12 +63,14 @@ def render_cards(s: dict[str, Any]) -> str:
         _card("Active tasks", s["active_tasks"], "card-tasks"),
     ])
     sampled = (s.get("sampled_at") or "")[11:19]
+    memory_bar = progress_bar(s["memory_usage_percent"], testid="memory-bar",
+                              label=f"memory {s['memory_usage_percent']:.0f}% used")
     return (
         f"<div class='pc-status'>Cluster: <b style='color:{color}' data-testid='cluster-status'>{s['status']}</b>"
         f" <span class='pc-muted'>({s['mode']}{scaling})</span> {link}</div>{error}"
         f"<div class='pc-cards'>{cards}</div>"
-        f"<div class='pc-muted'>Memory used {s['memory_usage_percent']:.1f}% · "
-        f"{s['tasks_per_second']:.1f} tasks/s · sampled {sampled} UTC</div>"
+        f"{memory_bar}"
+        f"<div class='pc-muted' style='margin-top:6px'>{s['tasks_per_second']:.1f} tasks/s · sampled {sampled} UTC</div>"
     )
 
 
@@ -93,7 +91,7 @@ class ClusterControls(pn.viewable.Viewer):
         self._n = pn.widgets.IntInput(name="Workers", value=self.service.settings.n_workers, start=0, end=limit, width=120)
         self._min = pn.widgets.IntInput(name="Minimum", value=1, start=0, end=limit, width=120, visible=False)
         self._max = pn.widgets.IntInput(name="Maximum", value=max(1, self.service.settings.n_workers), start=0, end=limit, width=120, visible=False)
-        self._scale = pn.widgets.Button(label="Scale", color="primary", css_classes=["scale-cluster"])
+        self._scale = pn.widgets.Button(label="Scale", color="primary", css_classes=["scale-cluster"], align="end")
         self._message = pn.pane.Alert("", alert_type="light", visible=False)
         self._start.on_click(self._on_start)
         self._stop.on_click(self._on_stop)
@@ -156,7 +154,9 @@ class ClusterControls(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
             pn.Row(self._start, self._stop),
-            pn.pane.Markdown("**Scale**"), self._mode, pn.Row(self._n, self._min, self._max, self._scale),
+            pn.pane.HTML("<b>Scale</b> <span class='pc-muted'>a fixed number of workers, or adaptive between a minimum "
+                         "and a maximum</span>", stylesheets=[CSS], margin=(14, 10, 0, 10)),
+            self._mode, pn.Row(self._n, self._min, self._max, self._scale),
             self._message, sizing_mode="stretch_width",
         )
 
@@ -194,7 +194,7 @@ class WorkerTable(pn.viewable.Viewer):
         super().__init__(**params)
         self._table = pn.widgets.Tabulator(
             worker_frame(self.service.workers()), show_index=False, disabled=True, selectable=False,
-            titles=WORKER_COLUMNS, layout="fit_data_stretch", sizing_mode="stretch_width", height=240,
+            titles=WORKER_COLUMNS, layout="fit_columns", sizing_mode="stretch_width",
             formatters={"memory_pct": {"type": "progress", "max": 100, "legend": True, "color": "#7048e8"},
                         "cpu_percent": {"type": "progress", "max": 100, "legend": True, "color": "#1c7ed6"}},
             css_classes=["worker-table"])

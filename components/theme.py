@@ -85,7 +85,7 @@ def style_figure(fig: Any, dark: bool = False, font_size: str = "11pt") -> Any:
     fig.border_fill_color = bg
     fig.outline_line_color = None
     fig.min_border_left = 10
-    fig.min_border_right = 16
+    fig.min_border_right = 36  # room for the last tick label
     for axis in (*fig.xaxis, *fig.yaxis):
         axis.major_label_text_color = fg
         axis.major_label_text_font_size = font_size

@@ -1,21 +1,28 @@
-"""The base of every API handler: JSON in and out, and the one error shape.
+"""The base of every API handler: access, CORS, JSON in and out, and the one error shape.
 
 Error body, for every status:
 ``{"error": {"code": "...", "message": "...", "details": {...}, "request_id": "..."}}``
+
+Before any handler's own ``prepare`` or method runs, :meth:`BaseHandler.check_request`
+checks the bearer token (unless the handler is ``public``) and the declared body
+size (``MAX_REQUEST_KB``); CORS preflights are answered by :meth:`BaseHandler.options`
+without a token. Every response carries ``X-Request-Id``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import param
 from tornado import web
 
-from ..errors import InvalidRequest, NotFound, ProcessingError
+from ..auth import allowed_origin, check_api_access
+from ..errors import InvalidRequest, NotFound, PayloadTooLarge, ProcessingError, Unauthorized
 from ..models import build, public_params
 
 if TYPE_CHECKING:
@@ -69,27 +76,158 @@ class Endpoint:
     responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
     tags: tuple[str, ...] = ()
     content_type: str = "application/json"
+    response_type: str = "application/json"
 
 
+CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After, Location, WWW-Authenticate"
+CORS_MAX_AGE_S = 600
+HTTP_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH")
+HANDLER_METHODS = ("get", "post", "delete", "put", "patch", "head")
+
+
+def _guarded_prepare(prepare: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(prepare)
+    def guarded(self: "BaseHandler") -> Any:
+        return prepare(self) if self.check_request() else None
+
+    return guarded
+
+
+def _guarded_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def guarded(self: "BaseHandler", *args: Any, **kwargs: Any) -> Any:
+        self.raise_refusal()
+        return method(self, *args, **kwargs)
+
+    return guarded
+
+
+@web.stream_request_body
 class BaseHandler(web.RequestHandler):
-    """JSON handler: parses, calls the service once, serializes."""
+    """JSON handler: parses, calls the service once, serializes.
+
+    The body is streamed so an over-long JSON body is refused (413) before it is
+    read; a handler that streams its own body (uploads) overrides ``data_received``
+    and enforces its own limit.
+    """
 
     openapi: dict[str, Endpoint] = {}
+    public: ClassVar[bool] = False  # served without a token (health probes, the API description)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # access control must not depend on each subclass calling super(): the checks
+        # run before every subclass's own prepare and HTTP methods
+        if "prepare" in cls.__dict__:
+            cls.prepare = _guarded_prepare(cls.__dict__["prepare"])  # type: ignore[method-assign]
+        for name in HANDLER_METHODS:
+            if name in cls.__dict__:
+                setattr(cls, name, _guarded_method(cls.__dict__[name]))
 
     def initialize(self, service: "ProcessingService") -> None:
         self._service = service
-        self.request_id = uuid.uuid4().hex[:12]
+        self._checked = False
+        self._refusal: ProcessingError | None = None
+        self._body_size = 0
+        self._cors_headers()
 
     @property
     def service(self) -> "ProcessingService":
         return self._service
 
     def set_default_headers(self) -> None:
+        # runs again after clear() on errors, so error responses carry the same headers
+        if not hasattr(self, "request_id"):
+            self.request_id = uuid.uuid4().hex[:12]
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Request-Id", self.request_id)
+        if hasattr(self, "_service"):
+            self._cors_headers()
 
     def check_xsrf_cookie(self) -> None:  # an API authenticated by headers, not cookies
         return None
+
+    # -- access ----------------------------------------------------------
+    def prepare(self) -> None:
+        self.check_request()
+
+    def check_request(self) -> bool:
+        """Token and size checks before the handler's own code; False while a refusal waits.
+
+        A refusal (401/403) is answered at once when the body will not be read anyway
+        (a handler streaming its own body, e.g. an upload), else once the body is in:
+        answering a streamed request before its body makes Tornado drop the
+        connection, which keep-alive clients see as a reset.
+        """
+        if self._checked or self.request.method == "OPTIONS":
+            return self._refusal is None
+        self._checked = True
+        if not self.public:
+            try:
+                check_api_access(self.service.settings, self.request.method or "",
+                                 self.request.headers.get("Authorization"))
+            except ProcessingError as exc:
+                self._refusal = exc
+        if type(self).data_received is not BaseHandler.data_received:
+            self.raise_refusal()
+            return True
+        length = self.request.headers.get("Content-Length", "0")
+        if length.isdigit() and int(length) > self._body_limit:
+            raise self._too_large(f"a body of {int(length)} bytes")
+        return self._refusal is None
+
+    def raise_refusal(self) -> None:
+        if self._refusal is not None:
+            raise self._refusal
+
+    def _cors_headers(self) -> None:
+        origin = allowed_origin(self.service.settings, self.request.headers.get("Origin"))
+        if self.service.settings.cors_origins:
+            self.set_header("Vary", "Origin")
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+
+    def _allowed_methods(self) -> list[str]:
+        return [m for m in HTTP_METHODS
+                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
+
+    def _allow_header(self) -> str:
+        return ", ".join([*self._allowed_methods(), "OPTIONS"])
+
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        """CORS preflight (never needs a token): 204, with the CORS grant for an allowed origin."""
+        methods = self._allow_header()
+        self.set_header("Allow", methods)
+        origin = allowed_origin(self.service.settings, self.request.headers.get("Origin"))
+        if origin is not None and self.request.headers.get("Access-Control-Request-Method"):
+            self.set_header("Access-Control-Allow-Methods", methods)
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", str(CORS_MAX_AGE_S))
+        self.set_status(204)
+        self.finish()
+
+    # -- body ------------------------------------------------------------
+    @property
+    def _body_limit(self) -> int:
+        return int(self.service.settings.max_request_kb * 1024)
+
+    def _too_large(self, what: str = "the body") -> PayloadTooLarge:
+        kb = self.service.settings.max_request_kb
+        return PayloadTooLarge(f"{what} is over MAX_REQUEST_KB ({kb:g} KB)", {"limit_bytes": self._body_limit})
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._body_size += len(chunk)
+        if self._body_size > self._body_limit:  # a chunked body with no Content-Length
+            self._handle_request_exception(self._too_large())  # answered now; Tornado then drops the connection
+            return
+        # bounded by MAX_REQUEST_KB: a few chunks, so plain concatenation is fine
+        self.request.body += chunk
 
     # -- input -----------------------------------------------------------
     def json_body(self) -> Any:
@@ -128,6 +266,8 @@ class BaseHandler(web.RequestHandler):
                 return
             if getattr(e, "retry_after", None):
                 self.set_header("Retry-After", str(e.retry_after))  # type: ignore[attr-defined]
+            if isinstance(e, Unauthorized):
+                self.set_header("WWW-Authenticate", 'Bearer realm="processing"')
             self.clear_header("Content-Length")
             self.write_json(error_body(e.code, e.message, e.details, self.request_id), e.status)
             return
@@ -139,6 +279,7 @@ class BaseHandler(web.RequestHandler):
             message = exc.log_message % exc.args if exc.args else exc.log_message
         elif status_code == 405:
             message = f"method {self.request.method} is not allowed on {self.request.path}"
+            self.set_header("Allow", self._allow_header())
         elif status_code >= 500:
             message = f"internal error; see the server log for request {self.request_id}"
             log.error("request %s failed: %s %s", self.request_id, self.request.method, self.request.path,
@@ -175,5 +316,8 @@ def _convert(key: str, raw: str, p: param.Parameter) -> Any:
 class NotFoundHandler(BaseHandler):
     """Any unknown path under /api: a JSON 404, never an HTML page."""
 
-    def prepare(self) -> None:
+    def _not_found(self, *args: Any, **kwargs: Any) -> None:
+        # raised from the methods, not prepare, so keep-alive connections survive (see check_request)
         raise NotFound(f"no API endpoint at {self.request.path}; see /api/processing/openapi.json")
+
+    get = post = delete = put = patch = head = _not_found

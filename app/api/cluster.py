@@ -8,6 +8,7 @@ from .base import BaseHandler, Endpoint
 
 class HealthHandler(BaseHandler):
     openapi = {"get": Endpoint("Service health (contract shape); 'degraded' with reasons", tags=("system",))}
+    public = True  # probes and the wall's watchdog poll it without a token
 
     def get(self) -> None:
         self.write_json(self.service.health())

@@ -1,0 +1,136 @@
+"""A burst of concurrent job submissions: every one answered 201 or 429, none lost,
+and the health endpoint answering throughout.
+
+    .venv/bin/python bench/bench_burst.py [--n 1000] [--max-queued 500] [--token T]
+
+Starts its own server (a temporary data dir, PROCESSING_API_TOKEN set), fires
+``--n`` submissions at once from one ``httpx.AsyncClient`` while a second client
+polls ``/api/processing/health`` every 20 ms, then counts the rows in the
+server's SQLite ``jobs`` table. Prints the figures; exits 1 when a target is missed
+(all answered 201/429, rows == 201s, health max latency < ``--health-ms``).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ServerProcess, median, pct  # noqa: E402
+
+SUBMISSION = {"operation": "aggregate", "dataset_id": "demo_expression",
+              "parameters": {"column": "expression_level", "operation": "mean"}, "max_cores": 1, "max_memory_gb": 0.5}
+HEALTH_EVERY_S = 0.02
+
+
+def _health_loop(url: str, stop: Any, out: Any) -> None:
+    """In a child process, so the client's own busy loop does not delay the probe."""
+    latencies, failures = [], []
+    with requests.Session() as session:  # one kept-alive connection, like a monitoring agent
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                status = session.get(url + "/api/processing/health", timeout=10).status_code
+                if status != 200:
+                    failures.append(f"health {status}")
+            except requests.RequestException as exc:
+                failures.append(f"health {type(exc).__name__}")
+            latencies.append((time.perf_counter() - t0) * 1000)
+            time.sleep(HEALTH_EVERY_S)
+    out.send((latencies, failures))
+
+
+async def _submit(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
+    try:
+        r = await client.post(url + "/api/processing/jobs/submit", json=SUBMISSION, headers=headers)
+    except httpx.HTTPError as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    body = r.json()
+    if r.status_code == 429 and not r.headers.get("Retry-After"):
+        return -429, "429 without Retry-After"
+    return r.status_code, body
+
+
+async def burst(url: str, token: str | None, n: int = 1000, concurrency: int = 1000) -> dict[str, Any]:
+    """Fire ``n`` submissions (``concurrency`` connections) while polling health; the tally."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    ctx = multiprocessing.get_context("spawn")
+    stop, (receive, send) = ctx.Event(), ctx.Pipe(duplex=False)
+    prober = ctx.Process(target=_health_loop, args=(url, stop, send), daemon=True)
+    prober.start()
+    await asyncio.sleep(1.0)  # a baseline before the burst
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        answers = await asyncio.gather(*(_submit(client, url, headers) for _ in range(n)))
+    elapsed = time.perf_counter() - t0
+    await asyncio.sleep(0.5)
+    stop.set()
+    latencies, failures = receive.recv()
+    prober.join(10)
+    statuses = Counter(code for code, _ in answers)
+    return {
+        "n": n, "elapsed_s": round(elapsed, 2), "statuses": dict(statuses),
+        "job_ids": [body["job_id"] for code, body in answers if code == 201 and isinstance(body, dict)],
+        "errors": sum(1 for code, _ in answers if code not in (201, 429)) + len(failures),
+        "error_samples": [body for code, body in answers if code not in (201, 429)][:5] + failures[:5],
+        "health_checks": len(latencies), "health_max_ms": round(max(latencies), 1),
+        "health_p50_ms": round(median(latencies), 1), "health_p99_ms": round(pct(latencies, 0.99), 1),
+    }
+
+
+def count_rows(db_path: Path, job_ids: list[str]) -> tuple[int, int]:
+    """(rows for these job ids, all rows) in the server's jobs table."""
+    with sqlite3.connect(db_path) as db:
+        total = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        found = 0
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start:start + 500]
+            found += db.execute(f"SELECT COUNT(*) FROM jobs WHERE job_id IN ({','.join('?' * len(chunk))})",
+                                chunk).fetchone()[0]
+    return found, total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="submissions in the burst")
+    parser.add_argument("--max-queued", type=int, default=500, help="MAX_QUEUED_JOBS of the server (429 beyond)")
+    parser.add_argument("--token", default="bench-burst-token", help="PROCESSING_API_TOKEN of the server")
+    parser.add_argument("--health-ms", type=float, default=100.0, help="target for the worst health latency")
+    args = parser.parse_args()
+    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="bench-burst-")),
+                        {"PROCESSING_API_TOKEN": args.token, "MAX_QUEUED_JOBS": str(args.max_queued),
+                         "LOG_LEVEL": "WARNING"})
+    try:
+        srv.start()
+        srv.wait_for(lambda: srv.get("/api/processing/cluster/status",
+                                     headers={"Authorization": f"Bearer {args.token}"}).json()["n_workers"] == 2)
+        result = asyncio.run(burst(srv.url, args.token, args.n, args.n))
+        found, total = count_rows(srv.data_dir / "processing.db", result["job_ids"])
+        result.update(rows_for_201s=found, rows_total=total, server_alive=srv.proc.poll() is None)  # type: ignore[union-attr]
+    finally:
+        srv.cleanup()
+    accepted = result["statuses"].get(201, 0)
+    ok = (result["errors"] == 0 and set(result["statuses"]) <= {201, 429} and found == total == accepted
+          and result["health_max_ms"] < args.health_ms)
+    print(json.dumps({k: v for k, v in result.items() if k != "job_ids"}, indent=2))
+    print("PASS" if ok else "FAIL", f"— {args.n} submissions in {result['elapsed_s']} s: {accepted} × 201, "
+          f"{result['statuses'].get(429, 0)} × 429; {found}/{total} rows; health max {result['health_max_ms']} ms "
+          f"(p99 {result['health_p99_ms']} ms) over {result['health_checks']} checks")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

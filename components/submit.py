@@ -1,0 +1,166 @@
+"""The job submission form, generated from the models: the job's own fields from
+``JobRequest`` and the operation's fields from ``get_operation(name).Params``."""
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+import param
+
+from app.errors import ProcessingError
+from app.models import JobRequest, public_params, required_fields
+from app.runner import catalogue, get_operation
+from app.service import ProcessingService
+
+from .forms import FieldError, ParamField, error_field
+from .theme import CSS, esc
+
+FORM_SKIPS = {"partition"}  # partitioning has its own form on the Data page
+JOB_LABELS = {"priority": "Priority", "max_cores": "Cores", "max_memory_gb": "Memory (GB)"}
+
+
+def dataset_choices(service: ProcessingService, limit: int = 500) -> dict[str, str]:
+    """Dataset picker options, "name (id)" → id, newest first."""
+    _, rows = service.datasets.list(limit, 0)
+    return {(f"{d['name']} ({d['dataset_id']})" if d["name"] != d["dataset_id"] else d["dataset_id"]): d["dataset_id"]
+            for d in rows}
+
+
+def default_dataset(service: ProcessingService) -> str | None:
+    """The newest dataset that is not a job's output (else the newest)."""
+    _, rows = service.datasets.list(500, 0)
+    own = [d for d in rows if not d.get("origin_job_id")]
+    return (own or rows or [{"dataset_id": None}])[0]["dataset_id"]
+
+
+class SubmitForm(pn.viewable.Viewer):
+    """Operation, dataset, the operation's parameters, priority and resources; errors inline."""
+
+    service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
+    operation = param.String(default="aggregate", doc="The operation selected first.")
+    dataset_id = param.String(default=None, allow_None=True, doc="The dataset selected first (default: the newest).")
+    submitted = param.String(default=None, allow_None=True, doc="The id of the job this form submitted last.")
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        entries = [e for e in catalogue() if e["name"] not in FORM_SKIPS]
+        self._entries = {e["name"]: e for e in entries}
+        first_op = self.operation if self.operation in self._entries else entries[0]["name"]
+        op_widget = pn.widgets.Select(name="Operation", options={e["title"]: e["name"] for e in entries},
+                                      value=first_op, sizing_mode="stretch_width")
+        choices = dataset_choices(self.service)
+        first_ds = self.dataset_id if self.dataset_id in choices.values() else default_dataset(self.service)
+        ds_widget = pn.widgets.Select(name="Dataset", options=choices, value=first_ds, sizing_mode="stretch_width")
+        self._operation = ParamField("job_operation", widget=op_widget)  # "operation" is also an aggregate parameter
+        self._dataset = ParamField("dataset_id", widget=ds_widget)
+        for field in (self._operation, self._dataset):
+            field.layout.width, field.layout.sizing_mode = None, "stretch_width"
+        self._about = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", margin=(0, 10))
+        self._job_fields = self._resource_fields()
+        self._fields: dict[str, ParamField] = {}
+        self._fields_box = pn.FlexBox(sizing_mode="stretch_width")
+        self._submit = pn.widgets.Button(label="Submit job", color="primary", css_classes=["submit-job"], width=160)
+        self._message = pn.pane.Alert("", alert_type="light", visible=False, sizing_mode="stretch_width")
+        self._columns: dict[str, str] = {}
+        op_widget.param.watch(lambda _e: self._build_fields(), "value")
+        ds_widget.param.watch(lambda _e: self._load_columns(), "value")
+        self._submit.on_click(self._on_submit)
+        self._load_columns()
+        self._build_fields()
+
+    def _resource_fields(self) -> dict[str, ParamField]:
+        s = self.service.settings
+        fields = {}
+        params = public_params(JobRequest)
+        for key, label in JOB_LABELS.items():
+            fields[key] = ParamField(key, params[key], label=label)
+        fields["max_cores"].widget.value = float(s.default_max_cores)
+        fields["max_memory_gb"].widget.value = float(s.default_max_memory_gb)
+        return fields
+
+    def refresh_datasets(self) -> None:
+        """Re-read the dataset list (after a dataset was registered elsewhere)."""
+        widget = self._dataset.widget
+        choices = dataset_choices(self.service)
+        keep = widget.value if widget.value in choices.values() else default_dataset(self.service)
+        widget.options, widget.value = choices, keep
+
+    def _load_columns(self) -> None:
+        ds_id = self._dataset.widget.value
+        try:
+            self._columns = self.service.datasets.schema(self.service.datasets.get(ds_id)) if ds_id else {}
+        except ProcessingError:
+            self._columns = {}
+        for field in self._fields.values():
+            field.set_columns(self._columns)
+
+    def _build_fields(self) -> None:
+        op = get_operation(self._operation.widget.value)
+        entry = self._entries[op.name]
+        required = set(required_fields(op.Params))
+        self._fields = {key: ParamField(key, p, key in required, self._columns, op.item_models.get(key))
+                        for key, p in public_params(op.Params).items()}
+        self._fields_box.objects = [f.layout for f in self._fields.values()]
+        self._about.object = (f"<div class='pc-help'>{esc(entry['description'])} "
+                              f"<span class='pc-muted'>Result: {esc(entry['result_kind'])}. * required.</span></div>")
+        self._message.visible = False
+
+    def _all_fields(self) -> dict[str, ParamField]:
+        return {"job_operation": self._operation, "dataset_id": self._dataset, **self._job_fields, **self._fields}
+
+    def _body(self) -> dict[str, Any]:
+        parameters = {}
+        for key, field in self._fields.items():
+            present, value = field.read()
+            if present:
+                parameters[key] = value
+        body: dict[str, Any] = {"operation": self._operation.widget.value, "dataset_id": self._dataset.widget.value,
+                                "parameters": parameters}
+        for key, field in self._job_fields.items():
+            present, value = field.read()
+            if present:
+                body[key] = value
+        return body
+
+    def _on_submit(self, _: Any) -> None:
+        fields = self._all_fields()
+        for field in fields.values():
+            field.show("")
+        try:
+            job = self.service.jobs.submit(self._body())
+        except FieldError as exc:
+            fields[exc.key].show(exc.message)
+            self._say("The job was not submitted: see the message under the field.", "danger")
+            return
+        except ProcessingError as exc:
+            self._show_error(exc, fields)
+            return
+        self._say(f"Submitted {job['job_id']} ({job['operation']}, {job['priority']}).", "success")
+        self.submitted = job["job_id"]
+
+    def _show_error(self, exc: ProcessingError, fields: dict[str, ParamField]) -> None:
+        keys = error_field(exc, set(fields))
+        if not keys and "total_cores" in exc.details:  # the job can never fit the cluster
+            keys = ["max_cores" if "core" in exc.message else "max_memory_gb"]
+        if exc.code == "dataset_not_found":
+            keys = ["dataset_id"]
+        if "operations" in exc.details:
+            keys = ["job_operation"]
+        for key in keys:
+            missing = key in (exc.details.get("missing") or [])
+            fields[key].show("required" if missing else exc.message)
+        if keys:
+            self._say("The job was not submitted: see the message under the field.", "danger")
+        else:
+            self._say(exc.message, "danger")
+
+    def _say(self, text: str, kind: str) -> None:
+        self._message.object, self._message.alert_type, self._message.visible = text, kind, True
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        job_row = pn.FlexBox(*[f.layout for f in self._job_fields.values()], sizing_mode="stretch_width")
+        return pn.Column(
+            pn.Row(self._operation.layout, self._dataset.layout, sizing_mode="stretch_width"),
+            self._about, self._fields_box, pn.pane.HTML("<b>Priority and resources</b>", margin=(10, 10, 0, 10)),
+            job_row, pn.Row(self._submit), self._message, sizing_mode="stretch_width",
+        )

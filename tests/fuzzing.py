@@ -1,0 +1,89 @@
+"""Schemathesis against a live server: the command, and the hooks it loads.
+
+Used by ``tests/test_fuzz.py`` (a bounded run) and ``bench/bench_fuzz.py`` (a long
+one). The hooks module is this file (``SCHEMATHESIS_HOOKS=tests.fuzzing``): it
+keeps generated dataset sources local, so the fuzzed server never reaches out to
+a remote URL it was handed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Everything the brief asks of each response, plus negative data, auth and methods;
+# not positive_data_acceptance: the schema cannot say every semantic rule (e.g.
+# "give n_workers or adaptive"), so a schema-valid body may rightly get a 400.
+CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
+          "response_headers_conformance,negative_data_rejection,ignored_auth,unsupported_method,"
+          "use_after_free,ensure_resource_availability")
+FUZZ_ENV = {"MAX_WORKERS": "2", "MAX_REQUEST_KB": "64", "PARTITION_WAIT_S": "1"}
+WAIT_CAP_S = 2
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+def command(url: str, token: str, examples: int, seed: int, report: Path | None = None,
+            phases: str = "examples,coverage,fuzzing,stateful") -> list[str]:
+    """The ``schemathesis run`` command line for the server at ``url``."""
+    cmd = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/api/processing/openapi.json",
+           "-H", f"Authorization: Bearer {token}", "--checks", CHECKS, "--max-examples", str(examples),
+           "--seed", str(seed), "--phases", phases, "--workers", "1", "--request-timeout", "60",
+           "--generation-database", "none", "--no-color", "--suppress-health-check", "all"]
+    if report is not None:
+        cmd += ["--report", "junit", "--report-junit-path", str(report)]
+    return cmd
+
+
+def run(url: str, token: str, examples: int, seed: int, timeout: float, report: Path | None = None,
+        phases: str = "examples,coverage,fuzzing,stateful") -> subprocess.CompletedProcess[str]:
+    """Run schemathesis with these hooks; its output is in ``stdout``."""
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzzing", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command(url, token, examples, seed, report, phases), cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def cases_generated(output: str) -> int:
+    """The case count from schemathesis' summary ("N generated")."""
+    match = re.search(r"(\d+) generated", output)
+    return int(match.group(1)) if match else 0
+
+
+# -- hooks -------------------------------------------------------------------------
+
+try:
+    import schemathesis
+except ImportError:  # only the test extra installs it
+    schemathesis = None
+
+if schemathesis is not None:
+
+    def _local(body: Any) -> Any:
+        if isinstance(body, dict) and isinstance(body.get("source"), str) and _URL.match(body["source"]):
+            return {**body, "source": "fuzz/" + re.sub(r"[^A-Za-z0-9_.-]", "_", body["source"])}
+        return body
+
+    @schemathesis.hook
+    def map_body(context: Any, body: Any) -> Any:
+        """A dataset ``source`` that looks like a URL becomes a local relative path."""
+        return _local(body)
+
+    def _short_wait(query: Any) -> Any:
+        # /wait may hold a request up to 300 s by design; keep a fuzz run's requests short
+        if isinstance(query, dict) and isinstance(query.get("timeout"), (int, float)) and query["timeout"] > WAIT_CAP_S:
+            return {**query, "timeout": WAIT_CAP_S}
+        return query
+
+    @schemathesis.hook
+    def map_query(context: Any, query: Any) -> Any:
+        return _short_wait(query)
+
+    @schemathesis.hook
+    def map_case(context: Any, case: Any) -> Any:
+        """The same for cases built outside Hypothesis (the coverage phase)."""
+        case.body = _local(case.body)
+        case.query = _short_wait(case.query)
+        return case

@@ -1,0 +1,132 @@
+"""The analyst's path in a real browser, on one private server (cluster started from the page):
+start the cluster, submit and follow a job to its result, cancel a long job, see a bad
+submission explained next to its field, upload a CSV, then screenshot every page."""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.server import ServerProcess
+from tests.ui.conftest import fill, module_server, pick, shot, watch_bar
+
+pytestmark = pytest.mark.ui
+
+PAGES = ("/", "/cluster", "/jobs", "/data", "/monitoring")
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # 2M demo rows: a describe runs for many seconds, long enough to watch and cancel
+    yield from module_server(tmp_path_factory, "analyst", {"CLUSTER_AUTOSTART": "0", "DEMO_ROWS": "2000000"})
+
+
+@pytest.fixture
+def running(srv: ServerProcess) -> ServerProcess:
+    """The module's server with its cluster up (started through the page by the first test)."""
+    if srv.get("/api/processing/cluster/status").json()["status"] != "running":
+        assert srv.post("/api/processing/cluster/start").status_code in (200, 201)
+    srv.wait_workers(2)
+    srv.wait_for(lambda: srv.get("/api/processing/datasets/demo_expression?preview_rows=0").status_code == 200, 60)
+    return srv
+
+
+def open_jobs(page, srv: ServerProcess, query: str = "") -> None:
+    page.goto(srv.url + "/jobs" + query)
+    page.locator(".pc-field-column select").wait_for(timeout=30_000)
+
+
+def submit(page) -> str:
+    page.get_by_role("button", name="Submit job").click()
+    page.get_by_text("Submitted job_").wait_for(timeout=15_000)
+    return page.get_by_test_id("job-id").inner_text(timeout=15_000)
+
+
+def test_start_cluster_from_the_overview(srv, page):
+    page.goto(srv.url + "/")
+    expect(page.get_by_test_id("cluster-status")).to_have_text("stopped", timeout=30_000)
+    page.get_by_role("button", name="Start cluster").click()
+    expect(page.get_by_test_id("cluster-status")).to_have_text("running", timeout=60_000)
+    expect(page.get_by_test_id("card-workers")).to_have_text("2", timeout=30_000)
+    assert srv.get("/api/processing/cluster/status").json()["n_workers"] == 2
+
+
+def test_aggregate_progress_reaches_100_and_shows_the_api_result(running, page):
+    open_jobs(page, running)
+    pick(page, "column", "expression_level (float64)")
+    job_id = submit(page)
+    seen = watch_bar(page, "job-progress", until=100, timeout=90)
+    assert seen == sorted(seen) and seen[-1] == 100, seen
+    value = page.get_by_test_id("result-value")
+    value.wait_for(timeout=15_000)
+    api = running.get(f"/api/processing/jobs/{job_id}/status").json()
+    assert api["status"] == "completed" and api["result_kind"] == "scalar"
+    assert json.loads(value.get_attribute("data-value")) == api["result"]["value"]
+    shown = float(value.inner_text().replace(",", ""))
+    assert shown == pytest.approx(api["result"]["value"], rel=1e-4)
+    expect(page.get_by_test_id("job-status")).to_have_text("completed")
+    page.get_by_test_id("job-attempts").wait_for()
+
+
+def test_a_long_job_moves_and_can_be_cancelled(running, page):
+    open_jobs(page, running)
+    pick(page, "job_operation", "Describe")
+    job_id = submit(page)
+    expect(page.get_by_test_id("job-status")).to_have_text("running", timeout=60_000)
+    seen = watch_bar(page, "job-progress", until=1, timeout=60)  # tasks are finishing: the bar moves
+    assert 0 < seen[-1] < 100, seen
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.get_by_test_id("job-status")).to_have_text("cancelled", timeout=30_000)
+    assert running.get(f"/api/processing/jobs/{job_id}/status").json()["status"] == "cancelled"
+    expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+
+
+def test_bad_submissions_are_explained_next_to_their_field(running, page):
+    before = running.get("/api/processing/jobs/list?limit=1").json()["total"]
+    open_jobs(page, running)
+    pick(page, "job_operation", "Histogram")
+    page.locator(".pc-field-bins input").wait_for()
+    pick(page, "column", "expression_level (float64)")
+    fill(page, "bins", "0")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.get_by_test_id("error-bins")).to_contain_text("'bins' must be an integer from 1 to", timeout=15_000)
+    expect(page.get_by_text("see the message under the field")).to_be_visible()
+
+    fill(page, "bins", "20")
+    pick(page, "column", "(none)")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.get_by_test_id("error-column")).to_have_text("required", timeout=15_000)
+    expect(page.get_by_test_id("error-bins")).to_have_text("")
+
+    pick(page, "column", "gene_id (object)")  # exists, but is not numeric
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.get_by_test_id("error-column")).to_contain_text("needs a numeric column", timeout=15_000)
+    assert running.get("/api/processing/jobs/list?limit=1").json()["total"] == before
+
+
+def test_upload_a_csv_and_see_its_columns(running, page, tmp_path):
+    csv = tmp_path / "tiny_counts.csv"
+    csv.write_text("gene_id,sample_id,count\nGENE1,S1,10\nGENE2,S1,3\nGENE1,S2,7\n")
+    page.goto(running.url + "/data")
+    page.locator(".upload-file input[type=file]").set_input_files(str(csv))
+    page.get_by_text("Ready to upload tiny_counts.csv").wait_for(timeout=15_000)
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Uploaded tiny_counts.csv as").wait_for(timeout=30_000)
+    expect(page.get_by_test_id("schema-column")).to_have_text(["gene_id", "sample_id", "count"], timeout=15_000)
+    datasets = running.get("/api/processing/datasets").json()["datasets"]
+    assert any(d["columns"] == ["gene_id", "sample_id", "count"] for d in datasets)
+
+
+def test_screenshots_of_every_page(running, page, wide_page):
+    jobs = running.get("/api/processing/jobs/list?status=completed&limit=1").json()["jobs"]
+    for pg, size in ((page, "1280x800"), (wide_page, "1920x1080")):
+        for path in PAGES:
+            query = f"?job={jobs[0]['job_id']}" if path == "/jobs" and jobs else ""
+            query = "?dataset=demo_expression" if path == "/data" else query
+            pg.goto(running.url + path + query)
+            pg.get_by_test_id("nav-overview").wait_for(timeout=30_000)
+            pg.wait_for_timeout(2500)  # live charts draw a few samples
+            name = "overview" if path == "/" else path.strip("/")
+            shot(pg, f"{name}-{size}")
