@@ -2,6 +2,7 @@
 validation, the OpenAPI document and the dashboard forms alike."""
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import param
@@ -87,8 +88,21 @@ def build(model: type[M], data: Any, *, allow_extra: bool = False) -> M:
         return model(**kwargs)
     except (ValueError, TypeError) as exc:
         field = next((k for k in kwargs if f"'{model.__name__}.{k}'" in str(exc)), None)
-        message = str(exc).replace(f"{model.__name__}.", "")
+        message = _readable(str(exc).replace(f"{model.__name__}.", ""))
         raise InvalidRequest(message, {"field": field} if field else {}) from None
+
+
+_ITEM_TYPES = {"dict": "objects", "str": "strings", "int": "integers", "float": "numbers", "bool": "booleans"}
+_ITEM_ERROR = re.compile(r"List parameter '(\w+)' items must be instances of <class '(\w+)'>, not <class '(\w+)'>")
+
+
+def _readable(message: str) -> str:
+    """param's item-type message in JSON words: "'x' items must be objects, got a str"."""
+    match = _ITEM_ERROR.search(message)
+    if match is None:
+        return message
+    name, want, got = match.groups()
+    return f"'{name}' items must be {_ITEM_TYPES.get(want, want)}, got {_ITEM_TYPES.get(got, got)}"
 
 
 def json_schema(model: type[param.Parameterized]) -> dict[str, Any]:

@@ -351,6 +351,6 @@ def test_burst_of_submissions_is_answered_201_or_429_and_none_lost(make_server):
     assert set(result["statuses"]) <= {201, 429}, result["error_samples"]
     assert result["statuses"].get(201, 0) >= 100 and result["statuses"].get(429, 0) > 0, result["statuses"]
     assert result["errors"] == 0, result["error_samples"]
-    assert result["health_max_ms"] < 1000, result
+    assert result["health_max_ms"] < 2500, result
     found, total = count_rows(srv.data_dir / "processing.db", result["job_ids"])
     assert found == total == result["statuses"][201] == len(result["job_ids"])
