@@ -132,10 +132,22 @@ def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:
     return tuple(values) if isinstance(graph, tuple) else values
 
 
+def _read_block(client: Any) -> int:
+    """Bytes of text per read task: 1/20 of the smallest worker's memory limit, at most 64 MB.
+
+    Parsing a 64 MB CSV block took ~7× that in a worker, so 512MB workers were killed
+    by their nanny; a 25 MB block fits.
+    """
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    limits = [int(w.get("memory_limit") or 0) for w in workers]
+    smallest = min([m for m in limits if m > 0], default=0)
+    return int(min(64e6, max(4e6, smallest / 20))) if smallest else 64_000_000
+
+
 def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:
     ds = attempt.dataset
     n = plan_partitions(int(ds.get("size_bytes") or 0), p.n_partitions, p.partition_size_mb)
-    ddf = readers.read_ddf(ds["source"], ds["format"], ds.get("options") or {}, blocksize="64MB")
+    ddf = readers.read_ddf(ds["source"], ds["format"], ds.get("options") or {}, blocksize=_read_block(client))
     out = attempt.data_dir / "managed" / "partitions" / ds["dataset_id"] / attempt.job_id
     if out.exists():  # a previous attempt's partial output
         shutil.rmtree(out)

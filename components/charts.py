@@ -46,6 +46,7 @@ class TimeSeriesChart(pn.viewable.Viewer):
     lines = param.List(default=[], doc="(column, label, colour) for each line.")
     title = param.String(default="", doc="Chart title (empty: none).")
     stacked = param.Boolean(default=False, doc="Stack the columns as areas instead of lines.")
+    total = param.String(default="queued", doc="Column drawn as a line over the stacked areas (their sum).")
     fill = param.Boolean(default=False, doc="Shade the area under the first line.")
     y_max = param.Number(default=None, allow_None=True, doc="Fixed top of the y axis (e.g. 100 for percent).")
     unit = param.String(default="", doc="Unit shown in the hover.")
@@ -61,6 +62,7 @@ class TimeSeriesChart(pn.viewable.Viewer):
         if self.stacked:
             fig.varea_stack([c for c, _, _ in self.lines], x="t", source=source, color=[c for _, _, c in self.lines],
                             legend_label=[label for _, label, _ in self.lines], alpha=0.85)
+            fig.line("t", self.total, source=source, color="#495057", line_width=1.5)  # visible at zero too
         else:
             for i, (column, label, color) in enumerate(self.lines):
                 if i == 0 and self.fill:

@@ -164,8 +164,8 @@ class ClusterControls(pn.viewable.Viewer):
 
 
 WORKER_COLUMNS = {"name": "Worker", "address": "Address", "nthreads": "Threads", "memory": "Memory",
-                  "memory_pct": "Memory %", "cpu_percent": "CPU %", "executing": "Executing",
-                  "active_tasks": "Active tasks", "heartbeat_age_s": "Heartbeat (s)", "status": "Status"}
+                  "memory_pct": "Mem %", "cpu_percent": "CPU %", "executing": "Running",
+                  "active_tasks": "Tasks", "heartbeat_age_s": "Beat (s)", "status": "Status"}
 
 
 def worker_frame(workers: list[dict[str, Any]]) -> pd.DataFrame:
@@ -195,6 +195,7 @@ class WorkerTable(pn.viewable.Viewer):
         self._table = pn.widgets.Tabulator(
             worker_frame(self.service.workers()), show_index=False, disabled=True, selectable=False,
             titles=WORKER_COLUMNS, layout="fit_columns", sizing_mode="stretch_width",
+            widths={"address": 190, "memory": 180},
             formatters={"memory_pct": {"type": "progress", "max": 100, "legend": True, "color": "#7048e8"},
                         "cpu_percent": {"type": "progress", "max": 100, "legend": True, "color": "#1c7ed6"}},
             css_classes=["worker-table"])

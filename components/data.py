@@ -68,6 +68,7 @@ class RegisterForm(_Form):
         super().__init__(**params)
         self._setup(_fields(RegisterDatasetRequest, ("source", "dataset_id", "name", "format", "description")))
         self.fields["source"].widget.placeholder = "/data/expression/*.parquet"
+        self.fields["source"].layout.width, self.fields["source"].layout.sizing_mode = None, "stretch_width"
         self._button = pn.widgets.Button(label="Register", color="primary", css_classes=["register-dataset"])
         self._button.on_click(self._on_register)
 
@@ -102,7 +103,8 @@ class UploadForm(_Form):
         fields = {"file": ParamField("file", widget=self._file)}
         fields.update(_fields(RegisterDatasetRequest, ("dataset_id", "name", "description")))
         fields["delimiter"] = ParamField("delimiter", widget=pn.widgets.TextInput(
-            name="delimiter", placeholder="CSV delimiter when not a comma", sizing_mode="stretch_width"))
+            name="delimiter", placeholder="if not a comma, e.g. ;", description="CSV delimiter when not a comma.",
+            sizing_mode="stretch_width"))
         self._setup(fields)
         fields["file"].layout.width, fields["file"].layout.sizing_mode = None, "stretch_width"
         self._button = pn.widgets.Button(label="Upload", color="primary", css_classes=["upload-dataset"])
@@ -207,7 +209,7 @@ class PartitionForm(_Form):
     def __init__(self, **params: Any):
         super().__init__(**params)
         self._setup(_fields(PartitionRequest, ("n_partitions", "partition_size_mb")))
-        self._button = pn.widgets.Button(label="Partition", color="primary", css_classes=["partition-dataset"])
+        self._button = pn.widgets.Button(label="Start partitioning", color="primary", css_classes=["partition-dataset"])
         self._progress = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
         self._result = pn.Column(sizing_mode="stretch_width")
         self._button.on_click(self._on_partition)
@@ -279,7 +281,8 @@ class DatasetDetail(pn.viewable.Viewer):
                                              layout="fit_data_table", sizing_mode="stretch_width", height=320,
                                              css_classes=["dataset-preview"])
         self.partition = PartitionForm(service=self.service)
-        self._partition_card = pn.Card(self.partition, title="Partition", visible=False, sizing_mode="stretch_width",
+        self._partition_card = pn.Card(self.partition, title="Partition as balanced Parquet files", visible=False,
+                                       sizing_mode="stretch_width", collapsible=False,
                                        collapsed=False)
         self.partition.param.watch(lambda _e: pn.state.execute(self.load), "finished")
 

@@ -21,6 +21,7 @@ from app.models import public_params
 from .theme import CSS, esc
 
 NONE_LABEL = "(none)"
+FIELD_WIDTH = 210
 
 
 class FieldError(Exception):
@@ -51,7 +52,7 @@ class ParamField:
         doc = ((p.doc if p is not None else "") or "").strip()
         self.widget = widget if widget is not None else self._widget(label, doc, columns or {})
         self.error = pn.pane.HTML(self._error_html(""), stylesheets=[CSS], margin=(0, 10), sizing_mode="stretch_width")
-        self.layout = pn.Column(self.widget, self.error, width=260, margin=(0, 4), css_classes=[f"pc-field-{key}"])
+        self.layout = pn.Column(self.widget, self.error, width=FIELD_WIDTH, margin=(0, 4), css_classes=[f"pc-field-{key}"])
 
     @staticmethod
     def _kind(key: str, p: param.Parameter) -> str:

@@ -28,7 +28,7 @@ from .theme import CSS, PRIORITY_COLORS, STATUS_COLORS, badge, esc, fmt_bytes, f
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TABLE_TITLES = {"job_id": "Job", "operation": "Operation", "dataset_id": "Dataset", "priority": "Priority",
                 "status": "Status", "progress": "Progress", "note": "ETA / waiting for", "attempts": "Tries",
-                "created": "Submitted (UTC)", "cancel": ""}
+                "created": "Submitted", "cancel": ""}
 CANCEL_HTML = "<span style='color:#c92a2a;font-weight:600;cursor:pointer'>✕ Cancel</span>"
 
 
@@ -79,8 +79,8 @@ class JobTable(pn.viewable.Viewer):
             layout="fit_columns", sizing_mode="stretch_width", css_classes=["job-table"],
             formatters={"progress": {"type": "progress", "max": 100, "legend": True, "color": "#339af0"},
                         "status": {"type": "html"}, "cancel": {"type": "html"}},
-            widths={"job_id": 150, "priority": 90, "status": 100, "progress": 110, "attempts": 70, "created": 100,
-                    "cancel": 90})
+            widths={"job_id": 145, "operation": 125, "priority": 100, "status": 100, "progress": 105, "attempts": 75,
+                    "created": 110, "cancel": 85})
         self._offset = 0
         self._total = 0
         self._memo: dict[str, float] = {}
@@ -185,6 +185,9 @@ class JobDetail(pn.viewable.Viewer):
         fig.line("t", "progress", source=self._source, line_width=2, color="#1c7ed6")
         fig.scatter("t", "progress", source=self._source, size=5, color="#1c7ed6")
         fig.xaxis.formatter = time_format()
+        fig.xaxis.ticker.desired_num_ticks = 3
+        for ticker in fig.xaxis.ticker.tickers:
+            ticker.desired_num_ticks = 3
         fig.yaxis.ticker.desired_num_ticks = 3
         fig.add_tools(HoverTool(formatters={"@t": "datetime"}, tooltips=[("time", "@t{%H:%M:%S}"), ("progress", "@progress{0.0} %")]))
         return style_figure(fig)

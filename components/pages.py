@@ -35,6 +35,8 @@ def navigation(active: str) -> pn.pane.HTML:
                     f"data-testid='nav-{label.lower()}'>{label}</a>" for href, label in NAV)
     extra = ("<hr><a href='./wall' target='_blank' data-testid='nav-wall'>Wall ↗</a>"
              "<a href='./docs' target='_blank'>API docs ↗</a>")
+    if get_service().settings.api_token:  # pages behind the sign-in form
+        extra += "<a href='./logout' data-testid='nav-logout'>Sign out</a>"
     return pn.pane.HTML(f"<nav class='pc-nav'>{links}{extra}</nav>", stylesheets=[CSS], sizing_mode="stretch_width")
 
 
@@ -115,7 +117,7 @@ def jobs_page() -> pn.template.FastListTemplate:
     table.param.watch(lambda e: open_job(e.new), "selected")
     return analyst_page(
         "Jobs",
-        pn.Row(card(form, "Submit a job", width=560, sizing_mode="fixed"), card(detail, "Job"),
+        pn.Row(card(form, "Submit a job", width=470, sizing_mode="fixed"), card(detail, "Job"),
                sizing_mode="stretch_width"),
         card(table, "Jobs"),
     )
@@ -136,6 +138,7 @@ def data_page() -> pn.template.FastListTemplate:
     for form in (register, upload):
         form.param.watch(lambda e: (table.refresh(), open_dataset(e.new)), "registered")
     table.param.watch(lambda e: open_dataset(e.new), "selected")
+    detail.partition.param.watch(lambda _e: table.refresh(), "finished")
     return analyst_page(
         "Data",
         pn.Row(card(upload, "Upload a file"), card(register, "Register by path"), sizing_mode="stretch_width"),

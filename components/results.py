@@ -10,6 +10,7 @@ from typing import Any
 import holoviews as hv
 import pandas as pd
 import panel as pn
+from bokeh.models import NumeralTickFormatter
 
 from .theme import CSS, esc, fmt_number
 
@@ -78,11 +79,11 @@ def matrix_view(result: Any, job: dict[str, Any]) -> pn.viewable.Viewable:
     labels, matrix = result["labels"], result["matrix"]
     cells = [(labels[j], labels[i], matrix[i][j]) for i in range(len(labels)) for j in range(len(labels))]
     heat = hv.HeatMap(cells, kdims=["x", "y"], vdims=["r"]).opts(
-        cmap="RdBu_r", clim=(-1, 1), colorbar=True, tools=["hover"], xrotation=30, responsive=True, height=380,
+        cmap="RdBu_r", clim=(-1, 1), alpha=0.8, colorbar=True, tools=["hover"], xrotation=30, responsive=True, height=380,
         title=f"{result.get('method', '')} correlation", xlabel="", ylabel="", invert_yaxis=True)
     if len(labels) <= 12:
         text = hv.Labels([(x, y, f"{v:.2f}" if v is not None else "") for x, y, v in cells], kdims=["x", "y"], vdims=["text"])
-        heat = heat * text.opts(text_font_size="10pt")
+        heat = heat * text.opts(text_font_size="10pt", text_color="black")
     return pn.pane.HoloViews(heat, sizing_mode="stretch_width", css_classes=["result-matrix"])
 
 
@@ -92,6 +93,7 @@ def histogram_view(result: Any, job: dict[str, Any]) -> pn.viewable.Viewable:
         return _html("<div class='pc-muted'>The column holds no values.</div>")
     bars = hv.Histogram((edges, counts), kdims=[result.get("column", "value")], vdims=["count"]).opts(
         tools=["hover"], responsive=True, height=340, color="#1c7ed6", line_color="white",
+        yformatter=NumeralTickFormatter(format="0,0"),
         title=f"{result.get('column', '')}: {sum(counts):,} values in {len(counts)} bins")
     return pn.pane.HoloViews(bars, sizing_mode="stretch_width", css_classes=["result-histogram"])
 
@@ -107,9 +109,15 @@ def volcano_view(result: Any, job: dict[str, Any]) -> pn.viewable.Viewable:
         color="significance", cmap={"other": "#adb5bd", label: "#e03131"}, size=6, alpha=0.75, tools=["hover"],
         responsive=True, height=380, legend_position="top_left",
         xlabel=f"log2 fold change ({result.get('b')} / {result.get('a')})", ylabel="-log10 q",
-        title=f"{int(hit.sum())} of {len(frame):,} features significant")
+        title=_volcano_title(int(hit.sum()), len(frame), result))
     return pn.Column(pn.pane.HoloViews(plot, sizing_mode="stretch_width", css_classes=["result-volcano"]),
                      table_view({**result, "rows": result.get("rows", [])[:200]}, job), sizing_mode="stretch_width")
+
+
+def _volcano_title(hits: int, shown: int, result: dict[str, Any]) -> str:
+    if result.get("truncated"):  # inline rows are the best-ranked ones (sorted by q)
+        return f"{hits} significant among the {shown:,} best-ranked of {result.get('total_rows', shown):,} features"
+    return f"{hits} of {shown:,} features significant"
 
 
 def dataset_view(result: Any, job: dict[str, Any]) -> pn.viewable.Viewable:

@@ -74,6 +74,7 @@ class SubmitForm(pn.viewable.Viewer):
         params = public_params(JobRequest)
         for key, label in JOB_LABELS.items():
             fields[key] = ParamField(key, params[key], label=label)
+            fields[key].layout.width = 136  # the three on one line
         fields["max_cores"].widget.value = float(s.default_max_cores)
         fields["max_memory_gb"].widget.value = float(s.default_max_memory_gb)
         return fields

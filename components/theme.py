@@ -79,12 +79,19 @@ def badge(text: str, color: str | None = None, testid: str = "") -> str:
 
 
 def style_figure(fig: Any, dark: bool = False, font_size: str = "11pt") -> Any:
-    """Quiet axes and grids, readable ticks; dark for the wall."""
+    """Quiet axes and grids, readable ticks; dark for the wall.
+
+    The ranges are made unsyncable: auto-ranging moves them in the browser on every
+    streamed point, and by default each move is sent back to the server as a
+    document patch (one per chart per second per session).
+    """
+    fig.x_range.syncable = False
+    fig.y_range.syncable = False
     fg, grid, bg = ("#ced4da", "#2b3440", "#111820") if dark else ("#495057", "#e9ecef", "#ffffff")
     fig.background_fill_color = bg
     fig.border_fill_color = bg
     fig.outline_line_color = None
-    fig.min_border_left = 10
+    fig.min_border_left = 40  # room for the first time label
     fig.min_border_right = 36  # room for the last tick label
     for axis in (*fig.xaxis, *fig.yaxis):
         axis.major_label_text_color = fg

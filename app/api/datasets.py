@@ -82,7 +82,7 @@ class UploadHandler(BaseHandler):
         # data_received enforces the limit with the JSON error shape; Tornado's own
         # limit would answer a chunked body with a bare 400
         self.request.connection.set_max_body_size(max(self._limit, length) + 2**20)
-        self._tmp, self._format = self.service.datasets.upload_target(self.query.filename)
+        self._tmp, _ = self.service.datasets.upload_target(self.query.filename)
         self._file = open(self._tmp, "wb")
 
     def _too_large(self, what: str = "the upload") -> PayloadTooLarge:

@@ -4,6 +4,7 @@ submission explained next to its field, upload a CSV, then screenshot every page
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterator
 
 import pytest
@@ -81,6 +82,14 @@ def test_a_long_job_moves_and_can_be_cancelled(running, page):
     expect(page.get_by_test_id("job-status")).to_have_text("cancelled", timeout=30_000)
     assert running.get(f"/api/processing/jobs/{job_id}/status").json()["status"] == "cancelled"
     expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+    # a click on another row of the table opens that job
+    rows = page.locator(".job-table .tabulator-row")
+    expect(rows.first).to_contain_text(job_id, timeout=15_000)
+    other = rows.nth(1).locator(".tabulator-cell[tabulator-field=job_id]")
+    other_id = other.inner_text()
+    other.click()
+    expect(page.get_by_test_id("job-id")).to_have_text(other_id, timeout=15_000)
+    page.wait_for_url(re.compile(f"job={other_id}"), timeout=15_000)  # the URL opens it again
 
 
 def test_bad_submissions_are_explained_next_to_their_field(running, page):
@@ -119,14 +128,17 @@ def test_upload_a_csv_and_see_its_columns(running, page, tmp_path):
     assert any(d["columns"] == ["gene_id", "sample_id", "count"] for d in datasets)
 
 
-def test_screenshots_of_every_page(running, page, wide_page):
+def test_screenshots_of_every_page(running, page):
     jobs = running.get("/api/processing/jobs/list?status=completed&limit=1").json()["jobs"]
-    for pg, size in ((page, "1280x800"), (wide_page, "1920x1080")):
-        for path in PAGES:
-            query = f"?job={jobs[0]['job_id']}" if path == "/jobs" and jobs else ""
-            query = "?dataset=demo_expression" if path == "/data" else query
-            pg.goto(running.url + path + query)
-            pg.get_by_test_id("nav-overview").wait_for(timeout=30_000)
-            pg.wait_for_timeout(2500)  # live charts draw a few samples
-            name = "overview" if path == "/" else path.strip("/")
-            shot(pg, f"{name}-{size}")
+    for path in PAGES:
+        query = f"?job={jobs[0]['job_id']}" if path == "/jobs" and jobs else ""
+        query = "?dataset=demo_expression" if path == "/data" else query
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(running.url + path + query)
+        page.get_by_test_id("nav-overview").wait_for(timeout=30_000)
+        page.wait_for_timeout(2000)  # live charts draw a few samples
+        name = "overview" if path == "/" else path.strip("/")
+        shot(page, f"{name}-1280x800")
+        page.set_viewport_size({"width": 1920, "height": 1080})
+        page.wait_for_timeout(800)  # the layout follows the window
+        shot(page, f"{name}-1920x1080")
