@@ -93,8 +93,7 @@ class LiveFeed(param.Parameterized):
 
 # -- time series -------------------------------------------------------------------
 
-SERIES = ("t", "mem_used", "mem_total", "mem_pct", "cpu", "tasks", "workers", "tps", "running",
-          *(f"q_{p}" for p in PRIORITIES), "queued")
+SERIES = ("t", "mem_used", "mem_total", "cpu", "tasks", "workers", "tps", *(f"q_{p}" for p in PRIORITIES), "queued")
 
 
 def series_row(sample: dict[str, Any]) -> dict[str, Any]:
@@ -106,12 +105,10 @@ def series_row(sample: dict[str, Any]) -> dict[str, Any]:
     row = {
         "t": sample["ts"] * 1000.0,  # epoch ms: Bokeh shows it as UTC
         "mem_used": used / 1e9, "mem_total": total / 1e9,
-        "mem_pct": 100.0 * used / total if total else 0.0,
         "cpu": float(sample.get("cpu_percent") or 0.0),
         "tasks": int(sample.get("active_tasks") or 0),
         "workers": int(sample.get("n_workers") or 0),
         "tps": float(sample.get("tasks_per_second") or 0.0),
-        "running": int(queue.get("running") or 0),
         "queued": int(queue.get("queued") or 0),
     }
     for p in PRIORITIES:

@@ -535,11 +535,15 @@ def test_the_loop_answers_while_a_large_csv_is_registered_and_partitioned(server
     rows = _write_large_csv(out / "large.csv", 150_000_000)
     dataset_id = new_id("large")
     with LatencyProbe(server) as probe:
+        time.sleep(1.5)
+        idle = len(probe.latencies)  # for the message: what the machine gives before the work
         r = register(server, out / "large.csv", dataset_id=dataset_id)
         assert r.status_code == 201, r.text
         info = partition(server, {"dataset_id": dataset_id, "n_partitions": 4})
     assert info["rows"] == rows and info["n_partitions"] == 4
-    assert len(probe.latencies) > 20
-    assert max(probe.latencies) < 1.5, sorted(probe.latencies)[-5:]
+    busy = probe.latencies[idle:]
+    assert len(busy) > 20
+    assert max(busy) < 1.5, (f"slowest during the work: {sorted(busy)[-5:]}; slowest before it: "
+                             f"{max(probe.latencies[:idle], default=0):.3f} s; load average {os.getloadavg()}")
     assert server.delete(f"{API}/datasets/{dataset_id}").status_code == 200
     (out / "large.csv").unlink()
