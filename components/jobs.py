@@ -287,8 +287,9 @@ class JobDetail(pn.viewable.Viewer):
         self.load()
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._header, self._progress, pn.Row(self._cancel), self._message, self._chart, self._info,
-                         self._result, sizing_mode="stretch_width")
+        # the result (or the error) first: it is what the analyst came for
+        return pn.Column(self._header, self._progress, pn.Row(self._cancel), self._message, self._result, self._chart,
+                         self._info, sizing_mode="stretch_width")
 
 
 def render_header(job: dict[str, Any]) -> str:

@@ -232,6 +232,14 @@ def test_fuzz_finding_a_subnormal_partition_size_is_a_400_not_a_500(secured):
     assert "more than 10000 partitions" in assert_error(r, 400, "invalid_request")["message"]
 
 
+@pytest.mark.parametrize("path", ["/api/processing/jobs/list", "/api/processing/datasets",
+                                  "/api/processing/cluster/events"])
+def test_fuzz_finding_an_offset_beyond_sqlite_integers_is_a_400(secured, path):
+    """bench_fuzz sent offset=16188278797931575296: SQLite's OverflowError was a 500."""
+    r = secured.get(f"{path}?offset={2**64}", headers=auth(TOKEN))
+    assert "out of range" in assert_error(r, 400, "invalid_request")["message"]
+
+
 # -- the pages ----------------------------------------------------------------------------
 
 def test_pages_redirect_to_sign_in_and_the_token_signs_in(secured):

@@ -300,9 +300,12 @@ def _convert(key: str, raw: str, p: param.Parameter) -> Any:
         raise InvalidRequest(f"'{key}' must be true or false, got {raw!r}", {"field": key})
     if isinstance(p, param.Integer):
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
             raise InvalidRequest(f"'{key}' must be an integer, got {raw!r}", {"field": key}) from None
+        if not -2**63 <= value < 2**63:  # SQLite's INTEGER range (an offset beyond it was a 500)
+            raise InvalidRequest(f"'{key}' is out of range", {"field": key})
+        return value
     if isinstance(p, param.Number):
         try:
             return float(raw)
