@@ -13,19 +13,18 @@ import param
 from app.service import ProcessingService
 
 from .live import LiveFeed, queue_counts, queued_jobs, running_jobs
-from .theme import CSS, PRIORITY_COLORS, badge, esc, fmt_duration, progress_bar
+from .theme import CSS, PRIORITY_COLORS, LiveHTML, badge, esc, fmt_duration, progress_bar
 
 
 class HTMLView(pn.viewable.Viewer):
-    """An HTML pane that is only re-sent when its text changes."""
+    """Live HTML that is only re-sent when its text changes."""
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self._html = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
+        self._html = LiveHTML(css=CSS)
 
     def _show(self, text: str) -> None:
-        if self._html.object != text:
-            self._html.object = text
+        self._html.text = text
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._html

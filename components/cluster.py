@@ -13,7 +13,7 @@ from app.errors import ProcessingError
 from app.service import ProcessingService
 
 from .live import LiveFeed
-from .theme import CSS, STATUS_COLORS, fmt_bytes, progress_bar
+from .theme import CSS, STATUS_COLORS, LiveHTML, fmt_bytes, progress_bar
 
 
 class ClusterCards(pn.viewable.Viewer):
@@ -26,16 +26,14 @@ class ClusterCards(pn.viewable.Viewer):
         super().__init__(**params)
         if self.feed is None:
             self.feed = LiveFeed(service=self.service)
-        self._cards = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[CSS])
+        self._cards = LiveHTML(css=CSS)
         self.refresh()
         self.feed.subscribe(lambda _snap: self.refresh())
 
     def refresh(self) -> None:
         """Copy the sampler's latest reading into the page (no Dask query)."""
         s = self.service.cluster_status()
-        text = render_cards(s)
-        if text != self._cards.object:
-            self._cards.object = text
+        self._cards.text = render_cards(s)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._cards

@@ -23,7 +23,7 @@ from app.service import ProcessingService
 
 from .charts import TimeSeriesChart
 from .live import LiveFeed, LiveSource, queue_counts, queued_jobs, running_jobs
-from .theme import PRIORITY_COLORS, STATUS_COLORS, WALL_CSS, esc, fmt_duration, progress_bar
+from .theme import PRIORITY_COLORS, STATUS_COLORS, WALL_CSS, LiveHTML, esc, fmt_duration, progress_bar
 
 PANELS = ("health", "jobs", "queue", "memory", "cpu")
 BACKGROUND = "#0b1016"
@@ -75,19 +75,18 @@ export function render({ model, el }) {
 """
 
 
-def _html(text: str = "", **kw: Any) -> pn.pane.HTML:
-    return pn.pane.HTML(text, stylesheets=[WALL_CSS], **kw)
-
-
 class WallPanel(pn.viewable.Viewer):
     """An HTML panel of the wall that re-renders from each sample (only when its text changes)."""
 
     service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
     feed = param.ClassSelector(class_=LiveFeed, doc="The session's live feed.")
 
+    _sizing = "stretch_both"
+    _styles: dict[str, str] = {}
+
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self._pane = _html(sizing_mode="stretch_both")
+        self._pane = LiveHTML(css=WALL_CSS, sizing_mode=self._sizing, styles=self._styles)
         self.refresh(self.service.sampler.latest)
         self.feed.subscribe(self.refresh)
 
@@ -95,9 +94,7 @@ class WallPanel(pn.viewable.Viewer):
         raise NotImplementedError
 
     def refresh(self, snap: dict[str, Any]) -> None:
-        text = self.render(snap)
-        if text != self._pane.object:
-            self._pane.object = text
+        self._pane.text = self.render(snap)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._pane
@@ -106,12 +103,13 @@ class WallPanel(pn.viewable.Viewer):
 class WallHealth(WallPanel):
     """Cluster state and its figures in one strip."""
 
+    _sizing = "stretch_width"  # a strip: its height follows the screen, it does not share it
+    _styles = {"height": "16vh", "min-height": "100px"}
+
     def __init__(self, **params: Any):
         self._health: dict[str, Any] = {}
         self._health_at = 0.0
         super().__init__(**params)
-        self._pane.sizing_mode = "stretch_width"  # a strip: its height follows the screen, it does not share it
-        self._pane.styles = {"height": "16vh", "min-height": "100px"}
 
     def render(self, snap: dict[str, Any]) -> str:
         if time.time() - self._health_at >= HEALTH_EVERY_S:  # the store check inside is itself throttled
@@ -204,7 +202,7 @@ class WallChart(pn.viewable.Viewer):
         self._chart = TimeSeriesChart(live=self.live, lines=lines, fill=True, dark=True, height=None,
                                       y_max=100 if self.kind == "cpu" else None, font_size="15pt", ticks=3,
                                       unit="GB" if self.kind == "memory" else "%")
-        self._title = _html(sizing_mode="stretch_width", styles={"height": "5.4vh"})
+        self._title = LiveHTML(css=WALL_CSS, styles={"height": "5.4vh"})
         self.refresh(self.service.sampler.latest)
         self.feed.subscribe(self.refresh)
 
@@ -216,8 +214,7 @@ class WallChart(pn.viewable.Viewer):
             value = f"{snap.get('cpu_percent') or 0:.0f} %"
         text = (f"<div class='wall-chart-title'>{'Memory' if self.kind == 'memory' else 'CPU'}"
                 f"<b data-testid='wall-{self.kind}-now'>{value}</b></div>")
-        if text != self._title.object:
-            self._title.object = text
+        self._title.text = text
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self._title, self._chart, sizing_mode="stretch_both")
