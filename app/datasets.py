@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import readers
-from .errors import Conflict, InvalidRequest, NotFound
+from .errors import Conflict, InvalidRequest, NotFound, ProcessingError, Unprocessable
 from .settings import Settings
 from .store import Store, utcnow
 
@@ -133,9 +133,21 @@ class DatasetRegistry:
         return public(self.get(dataset_id))
 
     def _inspect(self, source: str, fmt: str | None, options: dict[str, Any]) -> dict[str, Any]:
-        resolved = readers.resolve_source(source, self.settings.allowed_roots)
-        fmt = readers.detect_format(resolved, fmt)
-        info = readers.inspect(resolved, fmt, options)
+        policy = readers.RemotePolicy(tuple(p.lower() for p in self.settings.remote_protocols),
+                                      self.settings.remote_allow_private)
+        resolved = readers.resolve_source(source, self.settings.allowed_roots, policy)
+        try:
+            fmt = readers.detect_format(resolved, fmt)
+            info = readers.inspect(resolved, fmt, options)
+        except ProcessingError:
+            raise
+        except Exception as exc:
+            if not readers.is_url(resolved):
+                raise
+            # Remote backends raise their own exception types (connection, auth, protocol):
+            # the user gave a URL the server could not read, which is a 422, not a crash.
+            raise Unprocessable(f"could not read {source!r}: {type(exc).__name__}: {exc}",
+                                {"source": source}) from None
         info["source"] = resolved
         return info
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import queue as q
 from .errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
-from .runner import Attempt, Stopped, execute, get_operation, is_transient, read_rows, results_dir
+from .runner import Attempt, execute, get_operation, is_transient, read_rows, results_dir
 from .store import TERMINAL, iso, utcnow
 
 if TYPE_CHECKING:

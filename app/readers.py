@@ -11,16 +11,13 @@ leaves it; parse it explicitly downstream.
 """
 from __future__ import annotations
 
-import glob
 import io
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 import dask.dataframe as dd
@@ -34,7 +31,12 @@ from dask.utils import parse_bytes
 from fsspec.compression import compr
 from fsspec.utils import infer_compression, read_block
 
-from .errors import Forbidden, InvalidRequest, NotFound, ProcessingError, Unprocessable
+from .errors import InvalidRequest, NotFound, ProcessingError, Unprocessable
+from .sources import GLOB as _GLOB
+from .sources import RemotePolicy, check_url, is_url, resolve_local, resolve_source
+
+__all__ = ["RemotePolicy", "check_url", "is_url", "resolve_local", "resolve_source", "detect_format",
+           "list_files", "inspect", "preview", "read_ddf"]
 
 SUPPORTED_FORMATS = ("csv", "parquet", "json")
 READER_OPTIONS = ("delimiter", "header", "encoding", "columns")
@@ -52,104 +54,7 @@ _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".tab": "csv", ".parquet": "par
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
 _SUPPORTED_TEXT = (".csv, .tsv, .csv.gz, .parquet, .pq, a directory of Parquet files, "
                    ".json (array or lines), .jsonl, .ndjson")
-_GLOB = re.compile(r"[*?\[]")
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-# Protocols that read the server's own disk or wrap another filesystem would bypass the roots.
-_REFUSED_PROTOCOLS = {"file", "local", "zip", "tar", "libarchive", "dir", "reference",
-                      "simplecache", "filecache", "blockcache", "cached"}
 _READ_ERRORS = (ValueError, OSError, pa.ArrowException, json.JSONDecodeError, pd.errors.ParserError)
-
-
-# --------------------------------------------------------------------------- paths
-
-def resolve_local(path: str, roots: Sequence[Path]) -> Path:
-    """Real path of ``path`` (symlinks followed); Forbidden unless inside one of ``roots``.
-
-    Relative paths are taken from the first root. For a glob the non-glob base and
-    every match are checked, and the returned path keeps the pattern; for a directory
-    every symlink beneath it is checked too.
-    """
-    if not isinstance(path, str) or not path.strip():
-        raise InvalidRequest("path must be a non-empty string")
-    if "\x00" in path:
-        raise InvalidRequest("path must not contain NUL bytes")
-    real_roots = [Path(os.path.realpath(r)) for r in roots]
-    if not real_roots:
-        raise Forbidden("no data roots are configured, so local paths are not allowed")
-    raw = Path(path) if os.path.isabs(path) else real_roots[0] / path
-    if not _GLOB.search(str(raw)):
-        real = Path(os.path.realpath(raw))
-        _require_inside(real, path, real_roots)
-        if not real.exists():
-            raise NotFound(f"path {path!r} does not exist", {"path": path})
-        if real.is_dir():
-            _check_tree(real, path, real_roots)
-        return real
-    base, rest = _split_glob(raw)
-    if ".." in rest.parts:
-        raise Forbidden(f"'..' is not allowed after a wildcard in {path!r}", {"path": path})
-    real_base = Path(os.path.realpath(base))
-    _require_inside(real_base, path, real_roots)
-    pattern = real_base / rest
-    for match in glob.glob(str(pattern), recursive=True):
-        real = Path(os.path.realpath(match))
-        _require_inside(real, path, real_roots)
-        if real.is_dir():
-            _check_tree(real, path, real_roots)
-    return pattern
-
-
-def _require_inside(real: Path, path: str, roots: list[Path]) -> None:
-    if not any(real == root or real.is_relative_to(root) for root in roots):
-        shown = ", ".join(str(r) for r in roots)
-        raise Forbidden(f"path {path!r} is outside the allowed data roots: {shown}",
-                        {"path": path, "roots": [str(r) for r in roots]})
-
-
-def _check_tree(directory: Path, path: str, roots: list[Path]) -> None:
-    """Refuse a directory holding a symlink (file or folder) that leads outside the roots."""
-    for parent, dirs, files in os.walk(directory):
-        for name in dirs + files:
-            entry = os.path.join(parent, name)
-            if os.path.islink(entry):
-                _require_inside(Path(os.path.realpath(entry)), path, roots)
-
-
-def _split_glob(path: Path) -> tuple[Path, Path]:
-    parts = path.parts
-    first = next(i for i, part in enumerate(parts) if _GLOB.search(part))
-    return Path(*parts[:first]), Path(*parts[first:])
-
-
-def is_url(source: str) -> bool:
-    """True when ``source`` looks like an fsspec URL (``s3://``, ``https://``, ``gs://``…)."""
-    return isinstance(source, str) and bool(_URL.match(source))
-
-
-def check_url(url: str) -> str:
-    """Return ``url`` if fsspec can read it; InvalidRequest naming a missing backend."""
-    match = _URL.match(url)
-    if match is None:
-        raise InvalidRequest(f"{url!r} is not a URL")
-    protocol = match.group(1).lower()
-    if "::" in url or protocol in _REFUSED_PROTOCOLS:
-        raise Forbidden(f"{protocol}:// URLs are not allowed; give a local path inside the "
-                        "data roots or a remote URL such as s3://", {"protocol": protocol})
-    try:
-        fsspec.get_filesystem_class(protocol)
-    except ImportError as exc:
-        raise InvalidRequest(f"the {protocol}:// protocol needs a backend that is not installed: "
-                             f"{exc}", {"protocol": protocol}) from None
-    except ValueError:
-        raise InvalidRequest(f"unknown URL protocol {protocol!r}", {"protocol": protocol}) from None
-    return url
-
-
-def resolve_source(source: str, roots: Sequence[Path]) -> str:
-    """A checked URL, or the real local path of ``source`` inside ``roots``, as a string."""
-    if is_url(source):
-        return check_url(source)
-    return str(resolve_local(source, roots))
 
 
 # --------------------------------------------------------------------------- formats and files
@@ -193,10 +98,16 @@ def list_files(source: str, fmt: str) -> list[str]:
     fs, path = fsspec.core.url_to_fs(source)
     if _GLOB.search(path):
         matches = fs.glob(path, detail=True)
-    elif fs.exists(path):
-        matches = {path: fs.info(path)}
     else:
-        raise NotFound(f"{source!r} does not exist", {"path": source})
+        try:  # not exists(): remote filesystems answer False for a host they cannot reach
+            matches = {path: fs.info(path)}
+        except FileNotFoundError as exc:
+            cause = exc.__cause__
+            missing = cause is None or isinstance(cause, FileNotFoundError) or getattr(cause, "status", None) == 404
+            if not missing:  # e.g. connection refused, TLS, 403 from the remote server
+                raise Unprocessable(f"could not read {source!r}: {type(cause).__name__}: {cause}",
+                                    {"path": source}) from None
+            raise NotFound(f"{source!r} does not exist", {"path": source}) from None
     files: list[str] = []
     for name, info in matches.items():
         if info.get("type") == "directory":

@@ -5,12 +5,10 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from .settings import Settings
 

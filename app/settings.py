@@ -38,6 +38,8 @@ SETTINGS: tuple[Var, ...] = (
     Var("PROCESSING_PORT", "port", int, 8001, "Port of the dashboard and the JSON API."),
     Var("PROCESSING_DATA_DIR", "data_dir", Path, "./data", "Holds the SQLite file and managed data (uploads, partitions, results)."),
     Var("DATA_ROOTS", "data_roots", _list, "", "Comma-separated extra directories datasets may be registered from (besides the data dir)."),
+    Var("REMOTE_PROTOCOLS", "remote_protocols", _list, "s3,gs,gcs,az,abfs,abfss,https", "URL protocols datasets may be registered from; empty disables remote sources."),
+    Var("REMOTE_ALLOW_PRIVATE", "remote_allow_private", _bool, False, "Allow http(s)/ftp URLs whose host is a loopback, private or link-local address."),
     Var("DASK_SCHEDULER_ADDRESS", "scheduler_address", str, "", "Attach to this existing Dask scheduler instead of starting a LocalCluster."),
     Var("CLUSTER_FACTORY", "cluster_factory", str, "", "Dotted path `module:function` returning a Dask cluster object (dask-jobqueue, dask-kubernetes, Gateway…)."),
     Var("DASK_N_WORKERS", "n_workers", int, 4, "Worker processes of the embedded LocalCluster."),
@@ -80,6 +82,8 @@ class Settings:
     port: int = 8001
     data_dir: Path = Path("./data")
     data_roots: tuple[str, ...] = ()
+    remote_protocols: tuple[str, ...] = ("s3", "gs", "gcs", "az", "abfs", "abfss", "https")
+    remote_allow_private: bool = False
     scheduler_address: str = ""
     cluster_factory: str = ""
     n_workers: int = 4
@@ -121,7 +125,7 @@ class Settings:
         values: dict[str, Any] = {}
         for var in SETTINGS:
             raw = env.get(var.env)
-            if raw is None or raw == "" and var.parse is not str:
+            if raw is None or raw == "" and var.parse not in (str, _list):
                 continue
             try:
                 values[var.attr] = var.parse(raw)

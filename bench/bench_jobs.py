@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 
 import dask.dataframe as dd
-import requests
 from distributed import Client
 
 from app.demo import generate_expression, write_dataset
@@ -128,7 +127,7 @@ def main() -> None:
         ("tiny job submit → completed (ms, median of 30)", f"{1000 * median(to_done):.0f}"),
         (f"tiny jobs/s ({args.tiny} at once)", f"{jobs_per_s:.1f}"),
         (f"{args.rows:,}-row mean via HTTP (s, median of {args.runs})", f"{median(http):.3f}"),
-        (f"same computation direct on the cluster (s, median)", f"{median(direct):.3f}"),
+        ("same computation direct on the cluster (s, median)", f"{median(direct):.3f}"),
         ("ratio HTTP / direct", f"{median(http) / median(direct):.2f}"),
         ("ETA error at 25 % (share of runtime, median)", f"{median(errors['25']):.2f}"),
         ("ETA error at 50 % (share of runtime, median)", f"{median(errors['50']):.2f}"),

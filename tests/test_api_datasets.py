@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -79,9 +80,11 @@ def cells_equal(got: list[dict[str, Any]], expected: pd.DataFrame) -> None:
 
 @pytest.fixture(scope="module")
 def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A private server with a 1 MB upload limit, no partition wait and the cluster off."""
+    """A private server with a 1 MB upload limit, no partition wait, the cluster off, and
+    http(s) sources from private hosts allowed (so a loopback web server can stand in)."""
     srv = ServerProcess(tmp_path_factory.mktemp("idle-server"), {
-        "MAX_UPLOAD_MB": "1", "PARTITION_WAIT_S": "0", "CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})
+        "MAX_UPLOAD_MB": "1", "PARTITION_WAIT_S": "0", "CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0",
+        "REMOTE_PROTOCOLS": "http,https", "REMOTE_ALLOW_PRIVATE": "1"})
     yield srv.start()
     srv.cleanup()
 
@@ -244,6 +247,81 @@ def test_corrupt_files_are_422_and_not_registered(server, name, content, needle)
 def test_missing_path_is_404(server):
     error = error_of(register(server, "no/such/file.csv"), 404)
     assert "does not exist" in error["message"]
+
+
+@pytest.fixture
+def web_files(tmp_path: Path) -> Iterator[tuple[str, list[str], Path]]:
+    """A loopback HTTP server over ``tmp_path``: (base URL, paths it was asked for, folder)."""
+    asked: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kw: Any):
+            super().__init__(*args, directory=str(tmp_path), **kw)
+
+        def send_head(self):  # noqa: ANN201 - the base class's signature
+            asked.append(self.path)
+            return super().send_head()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", asked, tmp_path
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_urls_into_the_servers_own_network_are_refused_without_a_request(server, web_files):
+    """Server-side request forgery: by default only public hosts over allowed protocols."""
+    base, asked, folder_ = web_files
+    table(50).to_csv(folder_ / "secret.csv", index=False)
+    port = base.rsplit(":", 1)[1]
+    before = total(server)
+    refused = {
+        f"{base}/secret.csv": "not an allowed remote protocol",  # plain http is not in the default list
+        f"https://127.0.0.1:{port}/secret.csv": "not a public address",
+        f"https://localhost:{port}/secret.csv": "not a public address",
+        f"https://2130706433:{port}/secret.csv": "not a public address",  # 127.0.0.1 as one number
+        "https://169.254.169.254/latest/meta-data/iam.csv": "not a public address",
+        "https://[::1]/secret.csv": "not allowed",
+        "dask://127.0.0.1:8786/secret.csv": "not an allowed remote protocol",
+        "ftp://127.0.0.1/secret.csv": "not an allowed remote protocol",
+        "memory://anything/secret.csv": "not an allowed remote protocol",
+        "file:///etc/passwd.csv": "not allowed",
+        f"simplecache::{base}/secret.csv": "not allowed",
+    }
+    for source, needle in refused.items():
+        dataset_id = new_id("ssrf")
+        error = error_of(register(server, source, dataset_id=dataset_id), 403)
+        assert error["code"] == "forbidden" and needle in error["message"], (source, error)
+        assert server.get(f"{API}/datasets/{dataset_id}").status_code == 404
+    assert asked == [], "the server connected to a refused URL"
+    assert total(server) == before
+
+
+def test_allowed_remote_urls_register_and_unreachable_ones_are_422(idle_server, web_files):
+    base, asked, folder_ = web_files
+    frame = table(120)
+    frame.to_csv(folder_ / "counts.csv", index=False)
+    dataset_id = new_id("web")
+    r = register(idle_server, f"{base}/counts.csv", dataset_id=dataset_id)
+    assert r.status_code == 201, r.text
+    ds = r.json()["dataset"]
+    assert (ds["source"], ds["format"], ds["estimated_rows"]) == (f"{base}/counts.csv", "csv", 120)
+    assert "/counts.csv" in asked
+    assert [c["name"] for c in ds["schema"]] == list(frame.columns)
+
+    before = total(idle_server)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    assert error_of(register(idle_server, f"{base}/missing.csv"), 404)["code"] == "not_found"
+    error = error_of(register(idle_server, f"http://127.0.0.1:{dead}/counts.csv"), 422)
+    assert error["code"] == "unprocessable" and "could not read" in error["message"], error
+    assert error_of(register(idle_server, "dask://127.0.0.1:8786/a.csv"), 403)["code"] == "forbidden"
+    assert total(idle_server) == before
 
 
 # --------------------------------------------------------------------------- uploads

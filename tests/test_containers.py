@@ -79,7 +79,8 @@ def test_three_services_on_one_image_with_the_guides_ports(compose):
     assert set(services) == {"app", "scheduler", "worker"}
     assert len({s["image"] for s in services.values()}) == 1, "client, scheduler and workers share versions"
     assert services["app"]["ports"] == ["8001:8001"]
-    assert sorted(services["scheduler"]["ports"]) == ["8786:8786", "8787:8787"]
+    # the scheduler runs code for whoever reaches it: published on the host's loopback only
+    assert sorted(services["scheduler"]["ports"]) == ["127.0.0.1:8786:8786", "127.0.0.1:8787:8787"]
     worker = services["worker"]
     assert "ports" not in worker and "container_name" not in worker, "`--scale worker=N` needs neither"
     assert worker["deploy"]["replicas"] == "4", "DASK_N_WORKERS (default 4) containers unless --scale says"

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import random
 import signal
 import sqlite3
-import time
 
-import pytest
 import requests
 
 from app.demo import generate_expression

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import requests
 
-from tests.server import ROOT, free_port
+from tests.server import free_port
 
 
 def probe_health(url: str, stop: threading.Event, out: list[float]) -> None:

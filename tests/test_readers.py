@@ -142,6 +142,43 @@ def test_urls() -> None:
         readers.check_url("zip://passwd::file:///etc/archive.zip")
 
 
+@pytest.mark.parametrize("url", [
+    "https://127.0.0.1/a.csv", "https://localhost:8001/a.csv", "https://[0:0:0:0:0:0:0:1]/a.csv",
+    "https://169.254.169.254/latest/meta-data/a.csv", "https://10.0.0.7/a.csv", "https://192.168.1.2/a.csv",
+    "https://2130706433/a.csv", "https://0x7f.1/a.csv", "https://0.0.0.0/a.csv", "https://[fe80:0:0:0:0:0:0:1]/a.csv",
+])
+def test_urls_to_private_hosts_are_refused(url):
+    """Server-side request forgery: a dataset URL may not point into the server's own network."""
+    policy = readers.RemotePolicy(("https",))
+    with pytest.raises(Forbidden, match="not a public address"):
+        readers.check_url(url, policy)
+    assert readers.check_url(url, readers.RemotePolicy(("https",), allow_private=True)) == url
+
+
+def test_remote_protocols_follow_the_allow_list():
+    with pytest.raises(Forbidden, match="remote sources are disabled"):
+        readers.check_url("s3://bucket/a.csv", readers.RemotePolicy(()))
+    for url in ("dask://127.0.0.1:8786/a.csv", "ftp://127.0.0.1/a.csv", "memory://x/a.csv", "http://example.org/a.csv"):
+        with pytest.raises(Forbidden, match="not an allowed remote protocol"):
+            readers.check_url(url, readers.RemotePolicy(("s3", "https")))
+    with pytest.raises(Forbidden):  # the local-disk protocols stay refused even when listed
+        readers.check_url("file:///etc/passwd", readers.RemotePolicy(("file",)))
+    assert readers.check_url("memory://x/a.csv", readers.RemotePolicy(("memory",))) == "memory://x/a.csv"
+    with pytest.raises(Forbidden):  # "::" (an abbreviated IPv6 host, or a chain of filesystems)
+        readers.check_url("https://[::1]/a.csv", readers.RemotePolicy(("https",), allow_private=True))
+    with pytest.raises(InvalidRequest, match="no host"):
+        readers.check_url("https:///a.csv", readers.RemotePolicy(("https",)))
+
+
+def test_settings_parse_the_remote_policy():
+    from app.settings import Settings
+    default = Settings.from_env({})
+    assert "https" in default.remote_protocols and "http" not in default.remote_protocols
+    assert not default.remote_allow_private
+    assert Settings.from_env({"REMOTE_PROTOCOLS": ""}).remote_protocols == ()
+    assert Settings.from_env({"REMOTE_PROTOCOLS": "s3, https"}).remote_protocols == ("s3", "https")
+
+
 # --------------------------------------------------------------------------- formats
 
 @pytest.mark.parametrize("name, fmt", [

@@ -1,0 +1,171 @@
+"""Where data may come from: local paths inside the data roots, and allowed remote URLs.
+
+Local paths are resolved with symlinks followed and must stay inside the roots.
+URLs pass an allow-list of protocols (``REMOTE_PROTOCOLS``); protocols that would
+reach the server's own disk or wrap another filesystem are always refused, and a
+URL whose host resolves to a loopback, private, link-local or reserved address is
+refused unless ``REMOTE_ALLOW_PRIVATE`` is set, so a dataset registration cannot be
+used to make the server fetch from its own network (server-side request forgery).
+"""
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlsplit
+
+import fsspec
+
+from .errors import Forbidden, InvalidRequest, NotFound, Unprocessable
+
+GLOB = re.compile(r"[*?\[]")
+_GLOB = GLOB
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(?:://|::)")  # "proto::" starts a chained URL
+# Protocols that read the server's own disk or wrap another filesystem would bypass the roots.
+_REFUSED_PROTOCOLS = {"file", "local", "zip", "tar", "libarchive", "dir", "reference",
+                      "simplecache", "filecache", "blockcache", "cached"}
+
+
+def resolve_local(path: str, roots: Sequence[Path]) -> Path:
+    """Real path of ``path`` (symlinks followed); Forbidden unless inside one of ``roots``.
+
+    Relative paths are taken from the first root. For a glob the non-glob base and
+    every match are checked, and the returned path keeps the pattern; for a directory
+    every symlink beneath it is checked too.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidRequest("path must be a non-empty string")
+    if "\x00" in path:
+        raise InvalidRequest("path must not contain NUL bytes")
+    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    if not real_roots:
+        raise Forbidden("no data roots are configured, so local paths are not allowed")
+    raw = Path(path) if os.path.isabs(path) else real_roots[0] / path
+    if not _GLOB.search(str(raw)):
+        real = Path(os.path.realpath(raw))
+        _require_inside(real, path, real_roots)
+        if not real.exists():
+            raise NotFound(f"path {path!r} does not exist", {"path": path})
+        if real.is_dir():
+            _check_tree(real, path, real_roots)
+        return real
+    base, rest = _split_glob(raw)
+    if ".." in rest.parts:
+        raise Forbidden(f"'..' is not allowed after a wildcard in {path!r}", {"path": path})
+    real_base = Path(os.path.realpath(base))
+    _require_inside(real_base, path, real_roots)
+    pattern = real_base / rest
+    for match in glob.glob(str(pattern), recursive=True):
+        real = Path(os.path.realpath(match))
+        _require_inside(real, path, real_roots)
+        if real.is_dir():
+            _check_tree(real, path, real_roots)
+    return pattern
+
+
+def _require_inside(real: Path, path: str, roots: list[Path]) -> None:
+    if not any(real == root or real.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(r) for r in roots)
+        raise Forbidden(f"path {path!r} is outside the allowed data roots: {shown}",
+                        {"path": path, "roots": [str(r) for r in roots]})
+
+
+def _check_tree(directory: Path, path: str, roots: list[Path]) -> None:
+    """Refuse a directory holding a symlink (file or folder) that leads outside the roots."""
+    for parent, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            entry = os.path.join(parent, name)
+            if os.path.islink(entry):
+                _require_inside(Path(os.path.realpath(entry)), path, roots)
+
+
+def _split_glob(path: Path) -> tuple[Path, Path]:
+    parts = path.parts
+    first = next(i for i, part in enumerate(parts) if _GLOB.search(part))
+    return Path(*parts[:first]), Path(*parts[first:])
+
+
+def is_url(source: str) -> bool:
+    """True when ``source`` looks like an fsspec URL (``s3://``, ``https://``, ``gs://``…)."""
+    return isinstance(source, str) and bool(_URL.match(source))
+
+
+@dataclass(frozen=True)
+class RemotePolicy:
+    """Which URLs may be registered: ``protocols`` (empty: none) and whether hosts may be private."""
+
+    protocols: tuple[str, ...] = ()
+    allow_private: bool = False
+
+
+# Protocols that name a host the server would connect to; their host must resolve to public addresses.
+_HOST_PROTOCOLS = {"http", "https", "ftp", "sftp", "ssh", "webdav", "smb"}
+
+
+def check_url(url: str, policy: RemotePolicy | None = None) -> str:
+    """Return ``url`` if ``policy`` allows its protocol and host and fsspec can read it.
+
+    Forbidden for a protocol not in the allow-list (or any remote source when it is
+    empty), for protocols that would reach the server's own disk, and for a host that
+    resolves to a loopback, private, link-local or reserved address (server-side
+    request forgery) unless the policy allows private hosts. ``policy=None`` only
+    checks that the URL is well formed and has a backend (used by tests and tools).
+    """
+    match = _URL.match(url)
+    if not match:
+        raise InvalidRequest(f"{url!r} is not a URL")
+    protocol = match.group(1).lower()
+    if "::" in url or protocol in _REFUSED_PROTOCOLS:  # fsspec reads "::" as a chain of filesystems
+        raise Forbidden(f"{protocol}:// URLs are not allowed; give a local path inside the "
+                        "data roots or a remote URL such as s3://", {"protocol": protocol})
+    if policy is not None:
+        if not policy.protocols:
+            raise Forbidden("remote sources are disabled on this server (REMOTE_PROTOCOLS is empty); "
+                            "give a local path inside the data roots", {"protocol": protocol})
+        if protocol not in policy.protocols:
+            raise Forbidden(f"{protocol}:// is not an allowed remote protocol; allowed: "
+                            f"{', '.join(policy.protocols)} (REMOTE_PROTOCOLS)",
+                            {"protocol": protocol, "allowed": list(policy.protocols)})
+    if policy is not None and protocol in _HOST_PROTOCOLS and not policy.allow_private:
+        _require_public_host(url, protocol)
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise InvalidRequest(f"the {protocol}:// protocol needs a backend that is not installed: "
+                             f"{exc}", {"protocol": protocol}) from None
+    except ValueError:
+        raise InvalidRequest(f"unknown URL protocol {protocol!r}", {"protocol": protocol}) from None
+    return url
+
+
+def _require_public_host(url: str, protocol: str) -> None:
+    """Forbidden unless every address the URL's host resolves to is a global one."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise InvalidRequest(f"malformed URL {url!r}: {exc}") from None
+    if not host:
+        raise InvalidRequest(f"URL {url!r} has no host", {"protocol": protocol})
+    try:
+        infos = socket.getaddrinfo(host, port or 0, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise Unprocessable(f"cannot resolve host {host!r}: {exc}", {"host": host}) from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise Forbidden(f"host {host!r} resolves to {address}, which is not a public address; "
+                            "set REMOTE_ALLOW_PRIVATE=1 to allow private hosts",
+                            {"host": host, "address": str(address)})
+
+
+def resolve_source(source: str, roots: Sequence[Path], remote: RemotePolicy | None = None) -> str:
+    """A URL allowed by ``remote`` (none by default), or the real local path inside ``roots``."""
+    if is_url(source):
+        return check_url(source, remote or RemotePolicy())
+    return str(resolve_local(source, roots))
