@@ -12,7 +12,7 @@ import shutil
 import uuid
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import readers
 from .errors import Conflict, InvalidRequest, NotFound, ProcessingError, Unprocessable
@@ -49,6 +49,7 @@ class DatasetRegistry:
         self.executor = executor
         self.managed_root = settings.data_dir / "managed"
         self._reserved: set[str] = set()  # ids being registered right now
+        self._retired: set[str] = set()  # replaced partitioned copies, removed once no job reads them
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -211,13 +212,28 @@ class DatasetRegistry:
         """Where partition jobs write the dataset's copies (``<root>/<job_id>``)."""
         return self.managed_root / "partitions" / dataset_id
 
-    def set_partitions(self, dataset_id: str, info: dict[str, Any]) -> None:
-        """Point the dataset at its new partitioned copy; remove the previous copy."""
+    def set_partitions(self, dataset_id: str, info: dict[str, Any], in_use: Iterable[str] = ()) -> None:
+        """Point the dataset at its new partitioned copy; retire the previous copy.
+
+        New jobs read the new copy at once. The previous copy is removed as soon as no
+        running attempt reads it (``in_use``: the paths running attempts read), so a job
+        that started on it finishes on it.
+        """
         ds = self.get(dataset_id)
         old = (ds.get("partitions") or {}).get("path")
         self.store.update_dataset(dataset_id, partitions=info)
         if old and old != info.get("path") and self.managed_root.resolve() in Path(old).resolve().parents:
-            self.executor.submit(shutil.rmtree, old, True)  # called on the loop: never wait for the disk
+            self._retired.add(old)
+        self.release_retired(in_use)
+
+    def release_retired(self, in_use: Iterable[str]) -> list[str]:
+        """Remove retired copies that no running attempt reads; returns the paths removed."""
+        busy = set(in_use)
+        done = [path for path in self._retired if path not in busy]
+        for path in done:
+            self._retired.discard(path)
+            self.executor.submit(shutil.rmtree, path, True)  # called on the loop: never wait for the disk
+        return done
 
     # -- demo --------------------------------------------------------------------
     async def ensure_demo(self) -> None:

@@ -209,7 +209,12 @@ class JobEngine:
                 entry = self.running.get(attempt.job_id)
                 if entry is not None and entry[1] is attempt:  # a requeued job may already run again
                     del self.running[attempt.job_id]
+                self.service.datasets.release_retired(self._reading())
                 self.kick()
+
+    def _reading(self) -> set[str]:
+        """The paths running attempts read (a partitioned copy stays while one does)."""
+        return {attempt.read[0] for _, attempt, _ in self.running.values()}
 
     async def _compute_client(self) -> Any:
         """A synchronous client for the job threads, made once per scheduler address."""
@@ -234,7 +239,7 @@ class JobEngine:
         result_dataset_id = None
         if outcome.get("partitions"):
             info = {**outcome["partitions"], "created_at": utcnow()}
-            self.service.datasets.set_partitions(attempt.dataset["dataset_id"], info)
+            self.service.datasets.set_partitions(attempt.dataset["dataset_id"], info, self._reading())
         path = outcome.get("dataset_path")
         if path:
             ds = await self.service.datasets.register(

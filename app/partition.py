@@ -6,11 +6,13 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
+import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import Conflict, InvalidRequest, Unprocessable
@@ -54,45 +56,58 @@ def plan_partitions(size_bytes: int, n_partitions: int | None, partition_size_mb
     return max(1, math.ceil(ratio))
 
 
-def write_partitions(ddf: dd.DataFrame, out_dir: Path, n_partitions: int) -> dict[str, Any]:
+Compute = Callable[[list[Any]], Sequence[Any]]
+
+
+def write_partitions(ddf: dd.DataFrame, out_dir: Path, n_partitions: int,
+                     compute: Compute | None = None) -> dict[str, Any]:
     """Rewrite ``ddf`` as ``n_partitions`` Parquet files of equal row counts (±1 row).
 
-    Files are ``part-00000.parquet``… written to a sibling temp folder and renamed
-    into ``out_dir`` at the end. Uses the active Dask scheduler; the input is read
-    twice (once to count rows per partition, once to write). A named index is kept
-    as a column; a default index is dropped. Fewer rows than ``n_partitions`` give
-    one row per file.
+    Two passes: one counts the rows of every input partition, then one task per output
+    file reads the input partitions its rows come from, one at a time, and appends
+    each slice to the file as a row group. A task therefore holds one input partition
+    and one slice, never a whole output file, so output files may be larger than a
+    worker's memory. Files are ``part-00000.parquet``… written to a sibling temp folder
+    and renamed into ``out_dir`` at the end. ``compute`` runs a list of Dask objects and
+    returns their values (default ``dask.compute`` on the active scheduler); the job
+    runner passes its own so the tasks carry the job's priority and can be cancelled. A
+    named index is kept as a column; a default index is dropped. Fewer rows than
+    ``n_partitions`` give one row per file.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise Conflict(f"output folder {out_dir} already exists and is not empty")
     if isinstance(n_partitions, bool) or not isinstance(n_partitions, int) or n_partitions < 1:
         raise InvalidRequest("n_partitions must be a positive integer")
+    run = compute or (lambda objs: dask.compute(*objs))
     if ddf.index.name is not None:
         ddf = ddf.reset_index()
-    lengths = [int(n) for n in ddf.map_partitions(len).compute().tolist()]
+    lengths = [int(n) for n in run([ddf.map_partitions(len)])[0].tolist()]
     total = sum(lengths)
     if total == 0:
         raise Unprocessable("the data has no rows to partition")
-    balanced = _rebalance(ddf, lengths, min(n_partitions, total))
+    n = min(n_partitions, total)
+    cuts = [round(k * total / n) for k in range(n + 1)]
+    schema = arrow_schema(ddf._meta)
+    source = _Unseen(ddf)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True)
     try:
-        balanced.to_parquet(str(tmp), write_index=False, compression=COMPRESSION,
-                            name_function=_part_name, write_metadata_file=False)
-        names = sorted(p.name for p in tmp.glob("part-*.parquet"))
-        partition_rows = [pq.read_metadata(tmp / name).num_rows for name in names]
-        partition_bytes = [(tmp / name).stat().st_size for name in names]
+        tasks = [dask.delayed(_write_file, pure=False)(source, spans, str(tmp / _part_name(k)), schema)
+                 for k, spans in enumerate(row_spans(lengths, cuts))]
+        written = run(tasks)
+        partition_rows = [rows for rows, _ in written]
+        partition_bytes = [size for _, size in written]
         os.replace(tmp, out_dir)  # atomic on one filesystem; replaces an empty out_dir
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {
-        "n_partitions": len(names),
-        "files": [str(out_dir / name) for name in names],
+        "n_partitions": n,
+        "files": [str(out_dir / _part_name(k)) for k in range(n)],
         "rows": sum(partition_rows),
         "size_bytes": sum(partition_bytes),
-        "columns": [str(c) for c in balanced.columns],
+        "columns": [str(c) for c in ddf.columns],
         "partition_rows": partition_rows,
         "partition_bytes": partition_bytes,
     }
@@ -102,29 +117,57 @@ def _part_name(i: int) -> str:
     return f"part-{i:05d}.parquet"
 
 
-def _rebalance(ddf: dd.DataFrame, lengths: list[int], n: int) -> dd.DataFrame:
-    """One lazy collection whose ``n`` partitions hold equal runs of the global row order.
+def row_spans(lengths: list[int], cuts: list[int]) -> list[list[tuple[int, int, int]]]:
+    """For each output ``[cuts[k], cuts[k+1])``: ``(input partition, start, stop)`` slices.
 
-    Each row gets its global number as a sorted index with known divisions, then
-    ``repartition(divisions=...)`` cuts at ``round(k * total / n)``: one graph,
-    whatever the number of input or output partitions.
+    Row positions are global (input partitions laid end to end); slices are local to
+    their input partition, in order, and empty slices are left out.
     """
-    keep = [i for i, length in enumerate(lengths) if length]
-    # Known divisions must increase strictly, so empty input partitions are left out.
-    ddf = ddf.partitions[keep] if len(keep) < len(lengths) else ddf
-    starts = np.concatenate([[0], np.cumsum([lengths[i] for i in keep])]).tolist()
-    total = starts[-1]
-    row = "__dpc_row__"
-    while row in ddf.columns:
-        row += "_"
-    meta = ddf._meta.assign(**{row: np.array([], dtype="int64")})
-    numbered = ddf.map_partitions(_number_rows, starts, row, meta=meta, clear_divisions=True)
-    indexed = numbered.set_index(row, sorted=True, divisions=tuple(starts[:-1]) + (total - 1,))
-    cuts = [round(k * total / n) for k in range(n)] + [total - 1]
-    return indexed.repartition(divisions=cuts)
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int).tolist()
+    plans: list[list[tuple[int, int, int]]] = []
+    i = 0
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        spans: list[tuple[int, int, int]] = []
+        while i < len(lengths) and starts[i + 1] <= lo:
+            i += 1
+        j = i
+        while j < len(lengths) and starts[j] < hi:
+            a, b = max(lo, starts[j]) - starts[j], min(hi, starts[j + 1]) - starts[j]
+            if b > a:
+                spans.append((j, a, b))
+            j += 1
+        plans.append(spans)
+    return plans
 
 
-def _number_rows(df: pd.DataFrame, starts: list[int], row: str,
-                 partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
-    start = starts[partition_info["number"]] if partition_info else 0
-    return df.assign(**{row: np.arange(start, start + len(df), dtype="int64")})
+def arrow_schema(meta: pd.DataFrame) -> pa.Schema:
+    """The one Arrow schema every output file is written with, from the collection's meta.
+
+    Text columns become ``large_string`` whether pandas holds them as ``object`` or as
+    Arrow strings (an empty ``object`` column would otherwise map to Arrow's null type).
+    """
+    schema = pa.Schema.from_pandas(meta, preserve_index=False)
+    fields = [f.with_type(pa.large_string()) if pa.types.is_null(f.type) or pa.types.is_string(f.type)
+              else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+class _Unseen:
+    """Carries a collection into a task without Dask computing it as a dependency."""
+
+    def __init__(self, ddf: dd.DataFrame):
+        self.ddf = ddf
+
+
+def _write_file(source: _Unseen, spans: list[tuple[int, int, int]], path: str,
+                schema: pa.Schema) -> tuple[int, int]:
+    """Append each slice to ``path``, reading one input partition at a time (in this task)."""
+    rows = 0
+    with pq.ParquetWriter(path, schema, compression=COMPRESSION) as writer:
+        for index, start, stop in spans:
+            frame = source.ddf.partitions[index].compute(scheduler="sync")
+            piece = frame.iloc[start:stop]
+            del frame
+            writer.write_table(pa.Table.from_pandas(piece, schema=schema, preserve_index=False))
+            rows += len(piece)
+    return rows, os.path.getsize(path)

@@ -147,7 +147,10 @@ def _read_block(client: Any) -> int:
 def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:
     ds = attempt.dataset
     n = plan_partitions(int(ds.get("size_bytes") or 0), p.n_partitions, p.partition_size_mb)
-    ddf = readers.read_ddf(ds["source"], ds["format"], ds.get("options") or {}, blocksize=_read_block(client))
+    # a read block no bigger than an output file, so each input block is read about once
+    size = int(ds.get("size_bytes") or 0)
+    block = min(_read_block(client), max(1_000_000, size // n + 1))
+    ddf = readers.read_ddf(ds["source"], ds["format"], ds.get("options") or {}, blocksize=block)
     out = attempt.data_dir / "managed" / "partitions" / ds["dataset_id"] / attempt.job_id
     if out.exists():  # a previous attempt's partial output
         shutil.rmtree(out)
@@ -156,7 +159,8 @@ def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:
     with client.as_current():
         if attempt.stop_reason:
             raise Stopped(attempt.stop_reason)
-        info = write_partitions(ddf, out, n)
+        info = write_partitions(ddf, out, n, lambda objs: _compute(client, attempt, objs,
+                                                                     PRIORITY_WEIGHT[attempt.priority]))
     partitions = {
         "path": str(out), "n_partitions": info["n_partitions"], "rows": info["rows"],
         "size_bytes": info["size_bytes"], "columns": info["columns"],

@@ -6,11 +6,12 @@
 
     .venv/bin/python -m bench.bench_partition [--size-gb 4.1] [--partitions N] [--keep]
 
-The default size is 4× the workers' total memory limit (2 workers × 512MB). The default
-partition count makes each output file about 1/16 of a worker's memory limit of CSV: the
-writer concatenates an output partition in memory, and with 512MB workers the API's
-default (128 MB of CSV per partition) exceeded the worker limit, the nanny restarted the
-workers and the job failed with KilledWorker. Prints a table; asserts nothing.
+The default size is 4× the workers' total memory limit (2 workers × 512MB), and the
+default partition size is the API's (128 MB of source per partition, a quarter of a
+worker's memory): each output file is appended to slice by slice, so a file may be larger
+than what a worker can hold. (Before that, the writer built each file in memory, and at
+128 MB the nanny restarted the 512MB workers until the job failed with KilledWorker.)
+Prints a table; asserts nothing.
 """
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="512MB", help="per worker (DASK_MEMORY_LIMIT)")
     parser.add_argument("--size-gb", type=float, default=None, help="CSV size (default 4× total worker memory)")
     parser.add_argument("--partitions", type=int, default=None,
-                        help="n_partitions (default: 1/16 of a worker's memory limit of CSV each)")
+                        help="n_partitions (default: the API's partition_size_mb, 128 MB of source each)")
     parser.add_argument("--timeout", type=float, default=3600, help="give up on the partition job after this (s)")
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
@@ -137,7 +138,7 @@ def main() -> None:
         print(f"wrote {size / 1e9:.2f} GB, {rows:,} rows in {write_s:.1f} s "
               f"(workers: {args.workers} × {args.memory_limit} = {total_memory / 1e9:.2f} GB)")
         cat_first, cat_warm = cat_seconds(csv), cat_seconds(csv)
-        n_partitions = args.partitions or math.ceil(size / (worker_memory / 16))
+        n_partitions = args.partitions or math.ceil(size / 128e6)  # what the API plans by default
 
         srv.start()
         srv.wait_workers(args.workers)

@@ -8,11 +8,15 @@ from typing import Iterator
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from distributed import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.errors import Conflict, InvalidRequest, Unprocessable
-from app.partition import MB, plan_partitions, write_partitions
+from app.partition import MB, arrow_schema, plan_partitions, row_spans, write_partitions
 from app.readers import read_ddf
 
 
@@ -167,3 +171,81 @@ def test_failure_leaves_nothing_behind(client: Client, tmp_path: Path) -> None:
         write_partitions(ddf.map_partitions(fail_in_write_pass), tmp_path / "out", 2)
     assert next(seen) > 4  # the failure really happened while writing
     assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=12), st.integers(1, 20))
+def test_row_spans_cover_every_row_once_in_order(lengths, n):
+    total = sum(lengths)
+    n = max(1, min(n, total or 1))
+    cuts = [round(k * total / n) for k in range(n + 1)]
+    plans = row_spans(lengths, cuts)
+    assert len(plans) == n
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+    covered = [starts[i] + r for spans in plans for i, a, b in spans for r in range(a, b)]
+    assert covered == list(range(total))
+    for k, spans in enumerate(plans):
+        assert sum(b - a for _, a, b in spans) == cuts[k + 1] - cuts[k]
+        assert all(0 <= a < b <= lengths[i] for i, a, b in spans)
+        assert [i for i, _, _ in spans] == sorted({i for i, _, _ in spans})
+
+
+def test_each_file_is_written_slice_by_slice_as_row_groups(client: Client, tmp_path: Path) -> None:
+    """An output file is appended to from each input partition in turn, not built whole."""
+    parts = [frame(n, seed=i) for i, n in enumerate([400, 400, 400, 400, 400, 400])]
+    for i, part in enumerate(parts):
+        part.to_parquet(tmp_path / f"in-{i}.parquet", index=False)
+    ddf = read_ddf(str(tmp_path / "in-*.parquet"), "parquet", {})
+    assert ddf.npartitions == 6
+    result = write_partitions(ddf, tmp_path / "out", 2)
+    groups = [pq.ParquetFile(f).metadata.num_row_groups for f in result["files"]]
+    assert groups == [3, 3]  # three input partitions per output file, one row group each
+    pd.testing.assert_frame_equal(read_back(result["files"]), pd.concat(parts, ignore_index=True),
+                                  check_dtype=False)
+    schemas = {pq.read_schema(f).remove_metadata() for f in result["files"]}
+    assert len(schemas) == 1  # every file has the one schema
+
+
+def test_arrow_schema_gives_text_columns_one_string_type() -> None:
+    meta = pd.DataFrame({"a": pd.Series([], dtype=object), "b": pd.Series([], dtype="string[pyarrow]"),
+                         "c": pd.Series([], dtype="float64")})
+    schema = arrow_schema(meta)
+    assert [schema.field(c).type for c in "abc"] == [pa.large_string(), pa.large_string(), pa.float64()]
+
+
+def test_a_replaced_copy_stays_while_a_running_job_reads_it(tmp_path: Path) -> None:
+    """Repartitioning retires the previous copy; it is removed once no attempt reads it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.datasets import DatasetRegistry
+    from app.settings import Settings
+    from app.store import Store, utcnow
+
+    settings = Settings.from_env({}, data_dir=tmp_path)
+    store = Store(settings.db_path)
+    with ThreadPoolExecutor(1) as pool:
+        registry = DatasetRegistry(settings, store, pool)
+        root = registry.partitions_root("genes")
+        first, second, third = (root / name for name in ("job_a", "job_b", "job_c"))
+        for path in (first, second, third):
+            path.mkdir(parents=True)
+            (path / "part-00000.parquet").write_bytes(b"x")
+        store.insert_dataset({"dataset_id": "genes", "name": "genes", "description": "", "source": "x.csv",
+                              "format": "csv", "options": {}, "schema": [], "files": [], "file_count": 1,
+                              "size_bytes": 1, "estimated_rows": 1, "managed": 0, "created_at": utcnow(),
+                              "partitions": {"path": str(first)}, "origin_job_id": None})
+
+        registry.set_partitions("genes", {"path": str(second)}, in_use={str(first)})  # a job reads the first
+        assert registry.read_source(registry.get("genes"))[0] == str(second)  # new jobs read the new copy
+        pool.submit(lambda: None).result()
+        assert first.exists()
+        assert registry.release_retired({str(first)}) == []  # still read
+        assert first.exists()
+        assert registry.release_retired(set()) == [str(first)]  # that job ended
+        pool.submit(lambda: None).result()  # the removal runs in the executor
+        assert not first.exists() and second.exists()
+
+        registry.set_partitions("genes", {"path": str(third)})  # nobody reads the second: removed at once
+        pool.submit(lambda: None).result()
+        assert not second.exists() and third.exists()
+    store.close()
