@@ -2,6 +2,12 @@
 (for live views and the status endpoint) and every ``METRICS_INTERVAL`` into SQLite.
 
 Browser sessions and API calls read ``latest`` / ``history``; they never query Dask.
+The sampler counts its ticks and the requests it sends the scheduler (``queries``), and
+times each tick on the loop (``loop_ms``: the steps it runs, not the waits for replies).
+
+It also follows the workers from one reading to the next: a worker that leaves without
+being retired (killed, crashed, cut off) is recorded in ``lost`` and, when a worker of the
+same name comes back under a new address (a nanny's restart), counted in ``restarts``.
 """
 from __future__ import annotations
 
@@ -19,6 +25,36 @@ log = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("executing", "ready", "waiting", "constrained", "long-running", "fetch", "flight")
 PRUNE_EVERY_S = 600.0
+
+
+class LoopTimer:
+    """Awaits a coroutine and adds up the time its steps run on the loop, waits excluded."""
+
+    __slots__ = ("busy", "coro")
+
+    def __init__(self, coro: Any):
+        self.coro = coro
+        self.busy = 0.0  # seconds
+
+    def __await__(self) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            started = time.perf_counter()
+            try:
+                future = self.coro.throw(error) if error is not None else self.coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self.busy += time.perf_counter() - started
+            value, error = None, None
+            try:
+                value = yield future
+            except GeneratorExit:
+                self.coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: hand it to the coroutine
+                error = exc
 
 
 def fmt_gb(nbytes: float | int | None) -> str:
@@ -87,7 +123,14 @@ class Sampler:
         self.buffer: collections.deque[dict[str, Any]] = collections.deque(maxlen=buffer_size)
         self.latest: dict[str, Any] = stopped_snapshot(time.time(), cluster.state)
         self.last_tick_at: float | None = None
-        self.tick_ms: collections.deque[float] = collections.deque(maxlen=300)
+        self.tick_ms: collections.deque[float] = collections.deque(maxlen=300)  # wall time of a tick
+        self.loop_ms: collections.deque[float] = collections.deque(maxlen=300)  # its time on the loop
+        self.loop_seconds_total = 0.0
+        self.ticks = 0
+        self.queries = 0  # requests sent to the scheduler; readers of the buffer add none
+        self.lost: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        self.restarts: dict[str, int] = {}  # by worker name, since the cluster started
+        self._members: dict[str, dict[str, Any]] = {}  # address -> row, of the last reading
         self.listeners: list[Callable[[dict[str, Any]], Any]] = []
         self.extra: Callable[[], dict[str, Any]] | None = None  # queue figures, set by the service
         self._task: asyncio.Task | None = None
@@ -128,13 +171,18 @@ class Sampler:
             self._wake.clear()
 
     async def _read(self, now: float) -> dict[str, Any]:
+        if self.cluster.running:
+            self.queries += 1
         identity = await self.cluster.identity()
         if identity is None:
             self._prev_done = None
+            self._forget_members()
             return stopped_snapshot(now, self.cluster.state)
         workers = worker_rows(identity, now)
+        await self._follow_members(workers, now)
         progress = None
         try:
+            self.queries += 1
             progress = await self.cluster.client.run_on_scheduler(read_snapshot)  # type: ignore[union-attr]
         except Exception:
             log.debug("progress plugin not readable", exc_info=True)
@@ -144,6 +192,61 @@ class Sampler:
         snap["done_total"] = (progress or {}).get("done_total")
         snap["tasks_per_second"] = self._rate(now, snap["done_total"])
         return snap
+
+    def _forget_members(self) -> None:
+        """The cluster stopped: a new one starts with no history (its names are reused)."""
+        self._members = {}
+        self.restarts.clear()
+        self.lost.clear()
+
+    def _wanted(self) -> set[str] | None:
+        """Worker names the cluster object still asks for (a SpecCluster's spec), None if unknown."""
+        spec = getattr(self.cluster.cluster, "worker_spec", None)
+        return None if not isinstance(spec, dict) else {str(name) for name in list(spec)}
+
+    async def _follow_members(self, workers: list[dict[str, Any]], now: float) -> None:
+        """Record workers gone since the last reading that were not retired, and their returns.
+
+        A worker the cluster's spec no longer names was scaled away. Otherwise the scheduler's
+        event log of that worker says whether it was retired (adaptive, an operator's retire):
+        one query per departure, none while the workers stay.
+        """
+        current = {w["address"]: w for w in workers}
+        wanted = self._wanted()
+        gone = [w for address, w in self._members.items()
+                if address not in current and (wanted is None or w["name"] in wanted)]
+        if gone:
+            retired = await self._retired([w["address"] for w in gone])
+            for w in gone:
+                if not retired.get(w["address"]):
+                    log.warning("worker %s (%s) left the cluster without being retired", w["name"], w["address"])
+                    self.lost.append({"name": w["name"], "address": w["address"], "lost_at": now,
+                                      "last_status": w["status"], "replaced_by": None})
+        self._members = current
+        by_name = {w["name"]: w["address"] for w in workers}
+        for lost in self.lost:
+            back = by_name.get(lost["name"])
+            if lost["replaced_by"] is None and back is not None and back != lost["address"]:
+                lost["replaced_by"] = back
+                self.restarts[lost["name"]] = self.restarts.get(lost["name"], 0) + 1
+        for w in workers:
+            w["restarts"] = self.restarts.get(w["name"], 0)
+
+    async def _retired(self, addresses: list[str]) -> dict[str, bool]:
+        """Whether the scheduler removed each worker as expected (``retire_workers``)."""
+
+        async def one(address: str) -> bool:
+            self.queries += 1
+            events = await self.cluster.client.scheduler.events(topic=address)  # type: ignore[union-attr]
+            removals = [msg for _, msg in events if isinstance(msg, dict) and msg.get("action") == "remove-worker"]
+            return bool(removals and removals[-1].get("expected"))
+
+        answers = await asyncio.gather(*(one(a) for a in addresses), return_exceptions=True)
+        return {a: answer is True for a, answer in zip(addresses, answers)}  # unknown counts as lost
+
+    def lost_since(self, since: float) -> list[dict[str, Any]]:
+        """Workers lost (not retired) since ``since``, oldest first."""
+        return [dict(lost) for lost in self.lost if lost["lost_at"] >= since]
 
     def _rate(self, now: float, done: int | None) -> float:
         if done is None:
@@ -157,17 +260,18 @@ class Sampler:
         """Read the scheduler once; update the buffer, listeners and (maybe) the store."""
         started = time.perf_counter()
         now = time.time()
+        read = LoopTimer(self._read(now))
         try:
-            snap = await asyncio.wait_for(self._read(now), 5)
+            snap = await asyncio.wait_for(read, 5)
         except (asyncio.TimeoutError, OSError) as exc:
             snap = stopped_snapshot(now, self.cluster.state)
             snap["error"] = f"scheduler did not answer: {type(exc).__name__}"
+        on_loop = time.perf_counter()  # from here on, no awaits: all of it is loop time
         if self.extra is not None:
             snap["queue"] = self.extra()
         self.latest = snap
         self.buffer.append(snap)
         self.last_tick_at = now
-        self.tick_ms.append((time.perf_counter() - started) * 1000)
         for listener in list(self.listeners):
             try:
                 listener(snap)
@@ -179,7 +283,18 @@ class Sampler:
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
             asyncio.get_running_loop().run_in_executor(None, self.store.prune_metrics, now - self.retention_s)
+        self._count_tick(snap, started, read.busy + time.perf_counter() - on_loop)
         return snap
+
+    def _count_tick(self, snap: dict[str, Any], started: float, busy: float) -> None:
+        """Keep the tick's figures, and add them to its sample (read by ``/metrics/live``)."""
+        wall_ms = (time.perf_counter() - started) * 1000
+        self.ticks += 1
+        self.tick_ms.append(wall_ms)
+        self.loop_ms.append(busy * 1000)
+        self.loop_seconds_total += busy
+        snap["sampler"] = {"tick": self.ticks, "queries": self.queries, "loop_ms": round(busy * 1000, 3),
+                           "wall_ms": round(wall_ms, 3)}
 
     def _persist(self, snap: dict[str, Any]) -> None:
         keys = ("ts", "timestamp", "status", "n_workers", "total_cores", "total_memory_bytes",

@@ -2,7 +2,8 @@
 
 A custom Collector on a private registry (never the global one), rendered with
 ``generate_latest``. Cluster figures come from the sampler's last reading (no Dask
-query). Job figures come from SQLite:
+query), with the sampler's own counters: ticks, scheduler queries, and a summary of
+each tick's event-loop time (quantiles over the last 300 ticks). Job figures come from SQLite:
 
 * ``processing_jobs{status,priority}``: a GROUP BY, every combination present.
 * ``processing_job_queue_wait_seconds`` (created → started) and
@@ -43,6 +44,7 @@ WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 RETRIED_OUTCOMES = ("failed", "worker_lost", "server_restart")
+TICK_QUANTILES = (0.5, 0.95, 0.99)
 
 CLUSTER_GAUGES = (  # (metric, sampler key, help)
     ("processing_cluster_workers", "n_workers", "Workers connected to the scheduler."),
@@ -174,6 +176,25 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("processing_sampler_last_sample_age_seconds",
                                 "Seconds since the metrics sampler last read the scheduler.",
                                 value=round(time.time() - last, 3) if last else float("nan"))
+        yield from self._sampler()
+
+    def _sampler(self) -> Iterator[Metric]:
+        sampler = self.service.sampler
+        yield CounterMetricFamily("processing_sampler_ticks", "Samples the metrics sampler has taken.",
+                                  value=sampler.ticks)
+        yield CounterMetricFamily("processing_sampler_queries",
+                                  "Requests the sampler sent the scheduler (live views and status reads add none).",
+                                  value=sampler.queries)
+        recent = sorted(sampler.loop_ms)  # copied in C: no tick can interleave
+        summary = Metric("processing_sampler_tick_seconds",
+                         f"Event-loop time of one sampler tick (its steps, not its waits); quantiles over the "
+                         f"last {len(recent)} ticks.", "summary")
+        for q in TICK_QUANTILES:
+            value = recent[min(len(recent) - 1, int(q * len(recent)))] / 1000 if recent else float("nan")
+            summary.add_sample("processing_sampler_tick_seconds", {"quantile": repr(q)}, value)
+        summary.add_sample("processing_sampler_tick_seconds_count", {}, sampler.ticks)
+        summary.add_sample("processing_sampler_tick_seconds_sum", {}, sampler.loop_seconds_total)
+        yield summary
 
     def _jobs(self) -> Iterator[Metric]:
         store = self.service.store

@@ -25,6 +25,14 @@ from .store import Store, iso, utcnow
 
 log = logging.getLogger(__name__)
 
+STALE_HEARTBEAT_S = 30.0  # Dask workers beat every 0.5-2 s; a busy one may lag, a frozen one stops
+LOST_WORKER_WINDOW_S = 60.0  # a worker lost without being retired keeps health degraded this long
+
+
+def worker_label(w: dict[str, Any]) -> str:
+    """``name (address)``, or the address alone for a worker named by its address."""
+    return w["address"] if w["name"] == w["address"] else f"{w['name']} ({w['address']})"
+
 
 class ProcessingService:
     """Starts everything once per process; ``stop()`` undoes it in reverse order."""
@@ -217,14 +225,20 @@ class ProcessingService:
         reasons = []
         running = self.cluster.state == RUNNING
         snap = self.sampler.latest
+        now = time.time()
         if running and snap.get("n_workers", 0) == 0:
             reasons.append("the cluster has no workers")
-        stale = [w["name"] for w in snap.get("workers", []) if w["heartbeat_age_s"] > 30]
+        stale = [f"{worker_label(w)} (last beat {w['heartbeat_age_s']:.0f} s ago)"
+                 for w in snap.get("workers", []) if w["heartbeat_age_s"] > STALE_HEARTBEAT_S]
         if stale:
-            reasons.append(f"worker(s) not heartbeating: {', '.join(stale)}")
+            reasons.append(f"worker(s) not heartbeating for over {STALE_HEARTBEAT_S:.0f} s: {', '.join(stale)}")
+        for lost in self.sampler.lost_since(now - LOST_WORKER_WINDOW_S):
+            fate = f"restarted as {lost['replaced_by']}" if lost["replaced_by"] else "not replaced"
+            reasons.append(f"worker {worker_label(lost)} was lost {now - lost['lost_at']:.0f} s ago "
+                           f"without being retired; {fate}")
         last = self.sampler.last_tick_at
-        if last is not None and time.time() - last > max(10.0, 5 * self.settings.live_interval):
-            reasons.append(f"metrics sampler stalled ({time.time() - last:.0f} s since last sample)")
+        if last is not None and now - last > max(10.0, 5 * self.settings.live_interval):
+            reasons.append(f"metrics sampler stalled ({now - last:.0f} s since last sample)")
         store_error = self._check_store()
         if store_error:
             reasons.append(f"store not writable: {store_error}")
@@ -234,5 +248,5 @@ class ProcessingService:
             "timestamp": utcnow(),
             "cluster_status": self.cluster.state,
             "reasons": reasons,
-            "uptime_s": round(time.time() - self.started_at, 1),
+            "uptime_s": round(now - self.started_at, 1),
         }

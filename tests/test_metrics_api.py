@@ -2,17 +2,26 @@
 and recommendations; plus the store's retention and the collector's SQL, without a server."""
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
+import psutil
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import prometheus, recommendations
 from app.api import metrics as metrics_api
 from app.api.metrics import metric_history
+from app.service import STALE_HEARTBEAT_S
 from app.store import Store, iso
+from tests.server import free_port
 
 CONTRACT_FIELDS = {"timestamp", "n_workers", "total_memory", "used_memory", "total_cores", "active_tasks"}
 HISTORY = "/api/processing/metrics/cluster"
@@ -204,7 +213,8 @@ def test_collector_histograms_and_counters_from_the_store(tmp_path, monkeypatch)
         for number, outcome in enumerate(ends, 1):
             store.end_attempt(store.add_attempt(job_id, number, iso(now)), outcome)
     service = SimpleNamespace(store=store, cluster=SimpleNamespace(state="stopped"),
-                              sampler=SimpleNamespace(latest={"workers": []}, last_tick_at=None))
+                              sampler=SimpleNamespace(latest={"workers": []}, last_tick_at=None, ticks=0, queries=0,
+                                                      loop_ms=(), loop_seconds_total=0.0))
     monkeypatch.setattr(prometheus, "CHUNK_ROWS", 2)  # several chunks per table
     families = {f.name: f for f in text_string_to_metric_families(prometheus.render(service).decode())}
     wait = {s.labels.get("le"): s.value for s in families["processing_job_queue_wait_seconds"].samples}
@@ -244,3 +254,150 @@ def test_recommendations_read_jobs_and_history_from_the_store(tmp_path):
     assert actions == {("scale_up", None), ("raise_job_memory", "oom")}  # idle, but a job is pending
     assert body["generated_at"] == iso(now)
     store.close()
+
+
+# -- workers that stop or die, seen through the API --------------------------------------
+
+WORKERS = "/api/processing/metrics/workers"
+HEALTH = "/api/processing/health"
+
+
+def worker_rows(srv) -> dict[str, dict]:
+    return {w["address"]: w for w in srv.get(WORKERS).json()["workers"]}
+
+
+def health(srv) -> dict:
+    return srv.get(HEALTH).json()
+
+
+def serves(proc: psutil.Process, address: str) -> bool:
+    """Whether ``proc`` listens on the port of the worker at ``address``."""
+    port = int(address.rsplit(":", 1)[1])
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections("tcp"))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def listening_on(procs: list, address: str) -> psutil.Process:
+    """The process among ``procs`` that serves the worker at ``address``."""
+    for proc in procs:
+        if serves(proc, address):
+            return proc
+    raise AssertionError(f"no process listens on {address}: {[p.pid for p in procs]}")
+
+
+def test_frozen_then_killed_worker_shows_in_workers_and_health(make_server):
+    srv = make_server({"DEMO_DATASET": "0"})
+    srv.wait_workers(2)
+    before = worker_rows(srv)
+    assert [w["restarts"] for w in before.values()] == [0, 0] and health(srv)["status"] == "healthy"
+    frozen, beating = before.values()
+
+    # (a) SIGSTOP: the worker stays in the scheduler's list (until its worker-ttl) but stops beating
+    proc = listening_on(srv.descendants(), frozen["address"])
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        srv.wait_for(lambda: (rows := worker_rows(srv))[frozen["address"]]["heartbeat_age_s"] > 5
+                     and rows[beating["address"]]["heartbeat_age_s"] < 5, timeout=30)
+        body = srv.wait_for(lambda: (h := health(srv))["status"] == "degraded" and h, timeout=STALE_HEARTBEAT_S + 30)
+        assert frozen["address"] in worker_rows(srv), "a frozen worker is still listed"
+        [reason] = body["reasons"]
+        assert reason.startswith("worker(s) not heartbeating") and f"{frozen['name']} ({frozen['address']})" in reason
+        assert beating["address"] not in reason
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    srv.wait_for(lambda: health(srv)["status"] == "healthy", timeout=30)
+
+    # (b) SIGKILL: the worker leaves the view; the LocalCluster's nanny (in the server process)
+    # starts a replacement of the same name at a new address, counted as a restart
+    victim = beating
+    listening_on(srv.descendants(), victim["address"]).send_signal(signal.SIGKILL)
+    rows = srv.wait_for(lambda: (r := worker_rows(srv)) and victim["address"] not in r and len(r) == 2 and r)
+    [replacement] = [w for w in rows.values() if w["name"] == victim["name"]]
+    assert replacement["restarts"] == 1 and rows[frozen["address"]]["restarts"] == 0
+    body = health(srv)
+    assert body["status"] == "degraded"
+    [reason] = body["reasons"]
+    assert reason.startswith(f"worker {victim['name']} ({victim['address']}) was lost")
+    assert reason.endswith(f"restarted as {replacement['address']}")
+
+
+@pytest.fixture
+def loopback_cluster(tmp_path):
+    """A ``dask scheduler`` and two ``dask worker --no-nanny`` processes; killed by PID after."""
+    bindir = os.path.dirname(sys.executable)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    common = {"cwd": tmp_path, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1",
+                               "--port", address.rsplit(":", 1)[1], "--no-dashboard"], **common)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([os.path.join(bindir, "dask"), "worker", address, "--no-nanny",
+                                           "--nthreads", "1", "--memory-limit", "512MB", "--host", "127.0.0.1",
+                                           "--no-dashboard"], **common))
+        yield address, procs[1:]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_killed_worker_of_an_external_cluster_leaves_it_short(make_server, loopback_cluster):
+    address, worker_procs = loopback_cluster
+    srv = make_server({"DASK_SCHEDULER_ADDRESS": address, "DEMO_DATASET": "0"})
+    srv.wait_workers(2, timeout=90)
+    before = worker_rows(srv)
+    victim = worker_procs[0]
+    [victim_address] = [a for a in before if serves(psutil.Process(victim.pid), a)]
+    victim.kill()  # no nanny: nothing brings it back
+    rows = srv.wait_for(lambda: len(r := worker_rows(srv)) == 1 and r)
+    assert victim_address not in rows
+    assert srv.get("/api/processing/cluster/status").json()["n_workers"] == 1
+    body = health(srv)
+    assert body["status"] == "degraded"
+    [reason] = body["reasons"]  # an unnamed worker is named by its address
+    assert reason.startswith(f"worker {victim_address} was lost") and reason.endswith("not replaced")
+
+
+# -- the sampler's own counters ----------------------------------------------------------
+
+def last_tick(server) -> dict:
+    """The sampler figures of the newest live sample: tick number, queries so far, tick times."""
+    return server.get("/api/processing/metrics/live", params={"seconds": 5}).json()["samples"][-1]["sampler"]
+
+
+def test_sampler_counters_are_exposed(server):
+    families = scrape(server, "/metrics")
+    ticks = families["processing_sampler_ticks"].samples[0].value
+    queries = families["processing_sampler_queries"].samples[0].value
+    tick_seconds = families["processing_sampler_tick_seconds"]
+    summary = {s.labels.get("quantile", s.name.rpartition("_")[2]): s.value for s in tick_seconds.samples}
+    assert tick_seconds.type == "summary"
+    assert ticks >= 2 and queries >= 2 and summary["count"] == ticks and summary["sum"] > 0
+    assert 0 < summary["0.5"] <= summary["0.95"] <= summary["0.99"]
+    tick = last_tick(server)
+    assert tick["tick"] <= ticks and tick["queries"] <= queries and 0 < tick["loop_ms"] <= tick["wall_ms"]
+
+
+def test_twenty_concurrent_readers_add_no_dask_queries(server):
+    server.wait_workers(2)
+    first = last_tick(server)
+    quiet = server.wait_for(lambda: (t := last_tick(server))["tick"] >= first["tick"] + 3 and t, timeout=30)
+    per_tick = (quiet["queries"] - first["queries"]) / (quiet["tick"] - first["tick"])
+    assert per_tick >= 1, "each tick reads the scheduler"
+    paths = ["/api/processing/metrics/live", "/api/processing/cluster/status", WORKERS]
+
+    def reader(i: int) -> int:
+        with requests.Session() as session:
+            for n in range(30):
+                r = session.get(server.url + paths[(i + n) % len(paths)], timeout=30)
+                assert r.status_code == 200, r.text
+        return 30
+
+    start = last_tick(server)
+    with cf.ThreadPoolExecutor(20) as pool:
+        assert sum(pool.map(reader, range(20))) == 600
+    end = server.wait_for(lambda: (t := last_tick(server))["tick"] > start["tick"] and t, timeout=30)
+    ticks = end["tick"] - start["tick"]
+    assert end["queries"] - start["queries"] <= per_tick * ticks, (start, end, per_tick)
