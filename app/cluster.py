@@ -12,12 +12,21 @@ import logging
 import time
 from typing import Any, Callable
 
+import dask.config
 from distributed import Client
 
 from .errors import ClusterNotRunning, Conflict, InvalidRequest
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Dask keeps the last N messages of every batched connection (each job's graph among them)
+# and the last N events per topic; its defaults (1000 and 100000) are sized for debugging
+# one session, not for a server running jobs for weeks with its scheduler in-process.
+# update_defaults: a value the user configured (YAML or DASK_* variables) still wins.
+dask.config.update_defaults({
+    "distributed": {"admin": {"low-level-log-length": 50}, "scheduler": {"events-log-length": 5000}},
+})
 
 STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
 
@@ -179,3 +188,54 @@ class ClusterManager:
         if not self.running:
             return None
         return await self.client.scheduler.identity(n_workers=-1)  # type: ignore[union-attr]
+
+    async def tidy_scheduler(self) -> int:
+        """Drop the embedded scheduler's records of long-finished computations (see ``prune_spans``).
+
+        Only for the embedded LocalCluster, whose scheduler lives in this process; a
+        scheduler someone else runs is theirs to manage. Returns the spans dropped.
+        """
+        if self.mode != "local" or not self.running:
+            return 0
+        try:
+            return await self.client.run_on_scheduler(prune_spans, keep=KEEP_SPANS)  # type: ignore[union-attr]
+        except Exception:  # a scheduler busy or going away: try again next time
+            log.debug("could not prune the scheduler's spans", exc_info=True)
+            return 0
+
+
+KEEP_SPANS = 200  # finished computations the Dask dashboard still shows
+
+
+def prune_spans(dask_scheduler: Any = None, keep: int = KEEP_SPANS) -> int:
+    """Forget finished root spans beyond the newest ``keep``; returns how many were dropped.
+
+    Dask's scheduler keeps every span, and with it the TaskGroups of every computation,
+    for as long as it runs (dask/distributed#7977). Each job is one computation, so an
+    embedded scheduler grew this process by tens of KB per job. A root span is dropped
+    only when the scheduler has already forgotten every task group under it. Works on
+    the scheduler's own loop (``run_on_scheduler``); if the extension's layout is not the
+    one this was written for (distributed 2026.x), it changes nothing.
+    """
+    ext = getattr(dask_scheduler, "extensions", {}).get("spans")
+    needed = ("root_spans", "spans", "spans_search_by_name", "spans_search_by_tag")
+    if ext is None or not all(hasattr(ext, name) for name in needed) or keep < 0:
+        return 0
+    live = dask_scheduler.task_groups
+    old = ext.root_spans[:-keep] if keep else list(ext.root_spans)
+    drop = [span for span in old
+            if all(live.get(group.name) is not group for group in span.traverse_groups())]
+    if not drop:
+        return 0
+    gone = {id(span) for root in drop for span in root.traverse_spans()}
+    ext.root_spans = [span for span in ext.root_spans if id(span) not in gone]
+    for key in [key for key, span in ext.spans.items() if id(span) in gone]:
+        del ext.spans[key]
+    for index in (ext.spans_search_by_name, ext.spans_search_by_tag):
+        for key in list(index):
+            kept = [span for span in index[key] if id(span) not in gone]
+            if kept:
+                index[key] = kept
+            else:
+                del index[key]
+    return len(drop)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 NOT_FAILURES = ("preempted", "server_restart", "cancelled", "completed", None)
 ETA_MARKS = (25, 50)
 MEMORY_MARGIN = 1.5
+TIDY_EVERY_JOBS = 50  # finished jobs between prunings of the embedded scheduler's records
 DISPATCH_WINDOW = 256  # jobs considered per pass; the rest keep their place (bounds loop time)  # a job is stopped when it holds this many times its declared memory
 
 
@@ -55,6 +56,8 @@ class JobEngine:
         self._dispatch_scheduled = False
         self._safety: asyncio.Task | None = None
         self._stopping = False
+        self._finished = 0
+        self._tidy: asyncio.Task | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def recover(self) -> None:
@@ -292,6 +295,9 @@ class JobEngine:
                           tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": utcnow()})
         self.store.update_job(job_id, status=status, completed_at=utcnow(), **values)
         self._forget(job_id)
+        self._finished += 1
+        if self._finished % TIDY_EVERY_JOBS == 0 and (self._tidy is None or self._tidy.done()):
+            self._tidy = asyncio.get_running_loop().create_task(self.service.cluster.tidy_scheduler())
         event = self.done_events.pop(job_id, None)
         if event:
             event.set()
@@ -303,8 +309,8 @@ class JobEngine:
         if client is not None and not self._stopping:
             from .progress import forget_job
 
-            for key in [k for k in self.service.sampler.latest.get("jobs", {}) if k.startswith(job_id + "/")]:
-                asyncio.get_running_loop().create_task(_quiet(client.run_on_scheduler(forget_job, job=key)))
+            # every attempt, including ones too short for any sample to have seen them
+            asyncio.get_running_loop().create_task(_quiet(client.run_on_scheduler(forget_job, job=job_id + "/")))
 
     # -- cancel and preemption -----------------------------------------------------
     async def cancel(self, job_id: str) -> dict[str, Any]:

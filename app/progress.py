@@ -27,9 +27,9 @@ class JobProgressPlugin(SchedulerPlugin):
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
 
-    def _stats(self, job: str) -> dict[str, Any]:
+    def _stats(self, job: str, create: bool) -> dict[str, Any] | None:
         stats = self.jobs.get(job)
-        if stats is None:
+        if stats is None and create:
             stats = self.jobs[job] = {
                 "keys": set(), "done": set(), "erred": 0, "held": 0, "peak_held": 0, "cpu_s": 0.0,
             }
@@ -44,7 +44,11 @@ class JobProgressPlugin(SchedulerPlugin):
         job = (ts.annotations or {}).get("job") if ts is not None else None
         if job is None:
             return
-        stats = self._stats(job)
+        # a key leaving memory or being released belongs to a job that may be forgotten
+        # already: only work arriving (waiting, processing, memory, erred) opens an entry
+        stats = self._stats(job, create=start != "memory" and finish not in ("released", "forgotten"))
+        if stats is None:
+            return
         stats["keys"].add(key)
         if finish == "memory":
             stats["done"].add(key)
@@ -72,8 +76,10 @@ class JobProgressPlugin(SchedulerPlugin):
             },
         }
 
-    def forget(self, job: str) -> None:
-        self.jobs.pop(job, None)
+    def forget(self, prefix: str) -> None:
+        """Drop the entries of every attempt whose annotation starts with ``prefix``."""
+        for job in [job for job in self.jobs if job.startswith(prefix)]:
+            del self.jobs[job]
 
 
 def read_snapshot(dask_scheduler: Any) -> dict[str, Any] | None:
@@ -83,7 +89,7 @@ def read_snapshot(dask_scheduler: Any) -> dict[str, Any] | None:
 
 
 def forget_job(dask_scheduler: Any, job: str) -> None:
-    """Run on the scheduler: drop a finished attempt's counts."""
+    """Run on the scheduler: drop the counts of a finished job's attempts (``job_id/``)."""
     plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
     if plugin is not None:
-        plugin.forget(job)
+        plugin.forget(job if job.endswith("/") else job + "/")
