@@ -34,7 +34,26 @@ def cases(files: list[str], out: str) -> list[tuple[str, dict, Callable[[], Any]
         f = f.assign(sq=f.expression_level ** 2)
         return f.groupby(["gene_id", "condition"]).agg({"expression_level": ["sum", "count"], "sq": "sum"})
 
+    def zscore_by_gene() -> Any:
+        f = frame()
+        stats = f.groupby("gene_id").expression_level.agg(["mean", "std"])
+        joined = f.merge(stats, left_on="gene_id", right_index=True, how="left")
+        z = joined.assign(z=(joined.expression_level - joined["mean"]) / joined["std"]).drop(columns=["mean", "std"])
+        return z.to_parquet(out + "/transform", compute=False, overwrite=True)
+
+    def profile() -> Any:
+        f = frame()
+        return [f.isna().sum(), f.select_dtypes("number").min(), f.select_dtypes("number").max(),
+                *(f[c].nunique_approx() for c in f.columns)]
+
     return [
+        ("transform", {"transforms": [{"column": "expression_level", "fn": "zscore", "group_by": "gene_id"}]},
+         zscore_by_gene,
+         f"COPY (SELECT *, (expression_level - avg(expression_level) OVER w) / stddev_samp(expression_level) OVER w "
+         f"AS z FROM {t} WINDOW w AS (PARTITION BY gene_id)) TO '{out}/duck_transform.parquet'"),
+        ("validate", {}, profile,
+         f"SELECT count(*) - count(expression_level), min(expression_level), max(expression_level), "
+         f"approx_count_distinct(gene_id), approx_count_distinct(sample_id) FROM {t}"),
         ("aggregate", {"column": "expression_level", "operation": "mean"},
          lambda: frame("expression_level").expression_level.mean(), f"SELECT avg(expression_level) FROM {t}"),
         ("aggregate", {"column": "expression_level", "operation": "mean", "group_by": "gene_id"},
@@ -97,7 +116,7 @@ def main() -> None:
             service_t, dask_t, duck_t = [], [], []
             for _ in range(args.runs):
                 service_t.append(timed(lambda: via_service(srv, op, params)))
-                dask_t.append(timed(lambda: client.compute(direct()).result()))
+                dask_t.append(timed(lambda: client.gather(client.compute(direct()))))
                 if con is not None and sql:
                     duck_t.append(timed(lambda: con.execute(sql).fetchall()))
             s, d = median(service_t), median(dask_t)
