@@ -7,6 +7,7 @@ the client is asynchronous on the server loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import logging
 import time
@@ -205,32 +206,57 @@ class ClusterManager:
 
 
 KEEP_SPANS = 200  # finished computations the Dask dashboard still shows
+TOMBSTONE_S = 3600.0  # a dropped span's empty stand-in stays this long
+SPAN_MIN_AGE_S = 60.0  # a span is kept this long after its last task ended (heartbeats: every few s)
 
 
-def prune_spans(dask_scheduler: Any = None, keep: int = KEEP_SPANS) -> int:
+def _finished_before(root: Any, moment: float) -> bool:
+    groups = list(root.traverse_groups())
+    return bool(groups) and all(group.done for group in groups) and max(group.stop for group in groups) < moment
+
+
+def prune_spans(dask_scheduler: Any = None, keep: int = KEEP_SPANS, min_age_s: float = SPAN_MIN_AGE_S) -> int:
     """Forget finished root spans beyond the newest ``keep``; returns how many were dropped.
 
     Dask's scheduler keeps every span, and with it the TaskGroups of every computation,
     for as long as it runs (dask/distributed#7977). Each job is one computation, so an
     embedded scheduler grew this process by tens of KB per job. A root span is dropped
-    only when the scheduler has already forgotten every task group under it. Works on
+    only when the scheduler has already forgotten every task group under it, no live
+    group refers to it, and its last task ended over ``min_age_s`` ago. Workers report a
+    span's metrics by id with their heartbeats, and a report about an unknown span makes
+    the scheduler fail the heartbeat and the worker close; so a dropped span's id keeps an
+    empty stand-in (no groups, no code) for ``TOMBSTONE_S`` before it is removed. Works on
     the scheduler's own loop (``run_on_scheduler``); if the extension's layout is not the
     one this was written for (distributed 2026.x), it changes nothing.
     """
+    from distributed.spans import Span
+
     ext = getattr(dask_scheduler, "extensions", {}).get("spans")
     needed = ("root_spans", "spans", "spans_search_by_name", "spans_search_by_tag")
     if ext is None or not all(hasattr(ext, name) for name in needed) or keep < 0:
         return 0
     live = dask_scheduler.task_groups
+    # the scheduler looks a live group's span up by id (observe_tasks): never drop one of those
+    referenced = {group.span_id for group in live.values() if group.span_id}
     old = ext.root_spans[:-keep] if keep else list(ext.root_spans)
-    drop = [span for span in old
-            if all(live.get(group.name) is not group for group in span.traverse_groups())]
+    moment = time.time() - min_age_s
+    drop = [root for root in old
+            if not any(span.id in referenced for span in root.traverse_spans())
+            and _finished_before(root, moment)
+            and all(live.get(group.name) is not group for group in root.traverse_groups())]
+    now = time.time()
+    graves = ext.__dict__.setdefault("_processing_graves", collections.deque())
+    while graves and graves[0][0] < now - TOMBSTONE_S:  # long past any report about them
+        for key in graves.popleft()[1]:
+            ext.spans.pop(key, None)
     if not drop:
         return 0
     gone = {id(span) for root in drop for span in root.traverse_spans()}
     ext.root_spans = [span for span in ext.root_spans if id(span) not in gone]
-    for key in [key for key, span in ext.spans.items() if id(span) in gone]:
-        del ext.spans[key]
+    buried = [key for key, span in ext.spans.items() if id(span) in gone]
+    for key in buried:  # an empty stand-in, so a late worker report finds its span id
+        ext.spans[key] = Span(ext.spans[key].name, key, None, dask_scheduler.total_nthreads_history)
+    graves.append((now, buried))
     for index in (ext.spans_search_by_name, ext.spans_search_by_tag):
         for key in list(index):
             kept = [span for span in index[key] if id(span) not in gone]

@@ -70,11 +70,23 @@ def _spans(dask_scheduler) -> tuple[int, int]:
 
 
 def _indexes_agree(dask_scheduler) -> bool:
+    """Indexes hold the kept spans; every dropped id has an empty stand-in (late reports)."""
     ext = dask_scheduler.extensions["spans"]
-    kept = {id(span) for span in ext.spans.values()}
+    kept = {id(span) for root in ext.root_spans for span in root.traverse_spans()}
     by_name = {id(span) for spans in ext.spans_search_by_name.values() for span in spans}
     by_tag = {id(span) for spans in ext.spans_search_by_tag.values() for span in spans}
-    return by_name == kept == by_tag and all(id(root) in kept for root in ext.root_spans)
+    stand_ins = [span for span in ext.spans.values() if id(span) not in kept]
+    return (by_name == kept == by_tag and kept <= {id(span) for span in ext.spans.values()}
+            and all(not span.groups and not span.children for span in stand_ins) and len(stand_ins) > 0)
+
+
+def _late_report(dask_scheduler) -> bool:
+    """A worker heartbeat about a dropped span is still taken."""
+    ext = dask_scheduler.extensions["spans"]
+    kept = {id(span) for root in ext.root_spans for span in root.traverse_spans()}
+    dropped = next(key for key, span in ext.spans.items() if id(span) not in kept)
+    ext.heartbeat(None, {("execute", dropped, "x", "thread-cpu", "seconds"): 0.5})
+    return True
 
 
 def test_spans_of_finished_jobs_are_pruned_to_the_newest(client):
@@ -82,12 +94,15 @@ def test_spans_of_finished_jobs_are_pruned_to_the_newest(client):
         run_job(client, f"job_s{seed}/1", seed)
     roots, _ = client.run_on_scheduler(_spans)
     assert roots >= 30  # Dask keeps one root span per computation
-    dropped = client.run_on_scheduler(prune_spans, keep=5)
+    assert client.run_on_scheduler(prune_spans, keep=5) == 0  # all ended moments ago: kept a while
+    time.sleep(2.5)  # the workers' heartbeats about those spans arrive meanwhile
+    dropped = client.run_on_scheduler(prune_spans, keep=5, min_age_s=2)
     assert dropped == roots - 5
     roots_after, all_after = client.run_on_scheduler(_spans)
-    assert roots_after == 5 and all_after >= 5
+    assert roots_after == 5 and all_after >= roots  # dropped ids keep empty stand-ins
     # the indexes agree with what is left, and new work still gets its span
     assert client.run_on_scheduler(_indexes_agree)
+    assert client.run_on_scheduler(_late_report)
     assert run_job(client, "job_after/1", 99) > 0
     assert client.run_on_scheduler(_spans)[0] == 6
 
@@ -114,7 +129,8 @@ def test_a_running_computation_keeps_its_span(client):
     while not client.run_on_scheduler(processing) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.run_on_scheduler(processing)
-    client.run_on_scheduler(prune_spans, keep=0)
+    time.sleep(2.5)  # earlier tests' spans: their heartbeats are in
+    client.run_on_scheduler(prune_spans, keep=0, min_age_s=2)
     roots_left = client.run_on_scheduler(lambda dask_scheduler: [
         [g.name for g in s.traverse_groups()] for s in dask_scheduler.extensions["spans"].root_spans])
     assert any(any(name.startswith("wait_for_gate") for name in groups) for groups in roots_left), roots_left

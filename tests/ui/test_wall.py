@@ -75,9 +75,10 @@ def test_wall_recovers_by_itself_after_a_server_restart(srv, wide_page):
     restarted = ServerProcess(srv.data_dir, srv.env, port=srv.port).start(timeout=120)
     try:
         restarted.wait_workers(2)
+        # the page reloads itself: wait for that first, since the old page still shows its last figures
+        wide_page.wait_for_function("() => window.__before_restart === undefined", timeout=90_000)
         expect(wide_page.get_by_test_id("wall-workers")).to_have_text("2", timeout=60_000)
         expect(wide_page.get_by_test_id("wall-status")).to_contain_text("running", ignore_case=True, timeout=30_000)
-        assert wide_page.evaluate("() => window.__before_restart === undefined")  # the page reloaded itself
         live_text(wide_page, "wall-updated")
         expect(wide_page.get_by_test_id("wall-offline")).to_be_hidden()
     finally:
