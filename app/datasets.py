@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import readers
+from . import readers, sources
 from .errors import Conflict, InvalidRequest, NotFound, ProcessingError, Unprocessable
 from .settings import Settings
 from .store import Store, utcnow
@@ -134,16 +134,16 @@ class DatasetRegistry:
         return public(self.get(dataset_id))
 
     def _inspect(self, source: str, fmt: str | None, options: dict[str, Any]) -> dict[str, Any]:
-        policy = readers.RemotePolicy(tuple(p.lower() for p in self.settings.remote_protocols),
+        policy = sources.RemotePolicy(tuple(p.lower() for p in self.settings.remote_protocols),
                                       self.settings.remote_allow_private)
-        resolved = readers.resolve_source(source, self.settings.allowed_roots, policy)
+        resolved = sources.resolve_source(source, self.settings.allowed_roots, policy)
         try:
             fmt = readers.detect_format(resolved, fmt)
             info = readers.inspect(resolved, fmt, options)
         except ProcessingError:
             raise
         except Exception as exc:
-            if not readers.is_url(resolved):
+            if not sources.is_url(resolved):
                 raise
             # Remote backends raise their own exception types (connection, auth, protocol):
             # the user gave a URL the server could not read, which is a 422, not a crash.

@@ -32,7 +32,7 @@ from fsspec.compression import compr
 from fsspec.utils import infer_compression, read_block
 
 from .errors import InvalidRequest, NotFound, ProcessingError, Unprocessable
-from .sources import GLOB as _GLOB
+from .sources import GLOB
 from .sources import RemotePolicy, check_url, is_url, resolve_local, resolve_source
 
 __all__ = ["RemotePolicy", "check_url", "is_url", "resolve_local", "resolve_source", "detect_format",
@@ -69,7 +69,7 @@ def detect_format(source: str, override: str | None = None) -> str:
                                  {"supported": list(SUPPORTED_FORMATS)})
         return fmt
     fmt = _format_of_name(source)
-    if fmt is None and not _GLOB.search(source):
+    if fmt is None and not GLOB.search(source):
         fs, path = fsspec.core.url_to_fs(source)
         if fs.isdir(path):
             found = {_format_of_name(f) for f in fs.find(path) if _is_visible(f)} - {None}
@@ -96,7 +96,7 @@ def _is_visible(path: str) -> bool:
 def list_files(source: str, fmt: str) -> list[str]:
     """The data files behind ``source`` (file, glob or directory), sorted; NotFound if none."""
     fs, path = fsspec.core.url_to_fs(source)
-    if _GLOB.search(path):
+    if GLOB.search(path):
         matches = fs.glob(path, detail=True)
     else:
         try:  # not exists(): remote filesystems answer False for a host they cannot reach

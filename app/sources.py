@@ -24,7 +24,6 @@ import fsspec
 from .errors import Forbidden, InvalidRequest, NotFound, Unprocessable
 
 GLOB = re.compile(r"[*?\[]")
-_GLOB = GLOB
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(?:://|::)")  # "proto::" starts a chained URL
 # Protocols that read the server's own disk or wrap another filesystem would bypass the roots.
 _REFUSED_PROTOCOLS = {"file", "local", "zip", "tar", "libarchive", "dir", "reference",
@@ -46,7 +45,7 @@ def resolve_local(path: str, roots: Sequence[Path]) -> Path:
     if not real_roots:
         raise Forbidden("no data roots are configured, so local paths are not allowed")
     raw = Path(path) if os.path.isabs(path) else real_roots[0] / path
-    if not _GLOB.search(str(raw)):
+    if not GLOB.search(str(raw)):
         real = Path(os.path.realpath(raw))
         _require_inside(real, path, real_roots)
         if not real.exists():
@@ -86,7 +85,7 @@ def _check_tree(directory: Path, path: str, roots: list[Path]) -> None:
 
 def _split_glob(path: Path) -> tuple[Path, Path]:
     parts = path.parts
-    first = next(i for i, part in enumerate(parts) if _GLOB.search(part))
+    first = next(i for i, part in enumerate(parts) if GLOB.search(part))
     return Path(*parts[:first]), Path(*parts[first:])
 
 
