@@ -96,6 +96,9 @@ class ClusterManager:
             host="127.0.0.1",
             processes=True,
             local_directory=str(s.data_dir / "dask-scratch"),
+            # computations yield the cores to the API and the dashboard of this machine
+            preload=["app.worker_setup"] if s.worker_nice else None,
+            env={"PROCESSING_WORKER_NICE": str(s.worker_nice)},
         )
 
     def _make_cluster(self) -> Any:

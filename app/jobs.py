@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from . import queue as q
+from .batching import BatchWriter, Turns
 from .errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
 from .runner import Attempt, execute, get_operation, is_transient, read_rows, results_dir
-from .store import TERMINAL, iso, utcnow
+from .store import TERMINAL, iso, new_id, utcnow
 
 if TYPE_CHECKING:
     from .service import ProcessingService
@@ -28,7 +28,8 @@ NOT_FAILURES = ("preempted", "server_restart", "cancelled", "completed", None)
 ETA_MARKS = (25, 50)
 MEMORY_MARGIN = 1.5
 TIDY_EVERY_JOBS = 50  # finished jobs between prunings of the embedded scheduler's records
-DISPATCH_WINDOW = 256  # jobs considered per pass; the rest keep their place (bounds loop time)  # a job is stopped when it holds this many times its declared memory
+DISPATCH_WINDOW = 64  # jobs considered per pass; the rest keep their place (bounds loop time)
+DISPATCH_SHARE = 0.25  # at most this share of the loop's time goes to dispatch passes under a burst
 
 
 def _ts(value: str | None) -> float | None:
@@ -54,6 +55,10 @@ class JobEngine:
         self._client: Any = None
         self._client_address: str | None = None
         self._dispatch_scheduled = False
+        self._dispatch_ready_at = 0.0  # monotonic time before which a new pass waits
+        self._turns = Turns()  # validations of a burst share the loop with everything else
+        self._inserts: BatchWriter[dict[str, Any], dict[str, Any]] = BatchWriter(
+            self.store.insert_jobs, self._accepted, name="job-writer")
         self._safety: asyncio.Task | None = None
         self._stopping = False
         self._finished = 0
@@ -83,6 +88,7 @@ class JobEngine:
         self._stopping = True
         if self._safety:
             self._safety.cancel()
+        await self._inserts.close()  # submissions being committed are answered, and recovered at next start
         for _, attempt, task in list(self.running.values()):
             attempt.stop_reason = "shutdown"
             task.cancel()
@@ -119,22 +125,33 @@ class JobEngine:
         return q.Capacity(s.n_workers * s.threads_per_worker, s.n_workers * parse_bytes(s.memory_limit) / 1e9,
                           s.max_concurrent_jobs)
 
-    def submit(self, body: Any) -> dict[str, Any]:
-        """Validate everything, then record the job as pending and ask for a dispatch pass."""
-        req = self._validate(body)
-        if len(self.pending) >= self.settings.max_queued_jobs:
-            raise TooManyRequests(f"{len(self.pending)} jobs are waiting (MAX_QUEUED_JOBS); retry later",
-                                  retry_after=max(1, int(self.settings.job_check_interval)))
-        job_id = f"job_{uuid.uuid4().hex[:12]}"
-        job = self.store.insert_job({
-            "job_id": job_id, "operation": req.operation, "dataset_id": req.dataset_id,
+    async def submit(self, body: Any) -> dict[str, Any]:
+        """Validate everything, then record the job as pending; answered once it is committed.
+
+        A full queue is refused before validation (cheap under a burst). Validations
+        take turns on the loop and submissions arriving together are committed
+        together (see :mod:`app.batching`).
+        """
+        self._refuse_when_full()
+        req = await self._turns.run(self._validate, body)
+        self._refuse_when_full()
+        return await self._inserts.write({
+            "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
             "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": utcnow(),
             "attempt_count": 0, "eta_history": {},
         })
-        self.pending[job_id] = self._queued(job)
+
+    def _refuse_when_full(self) -> None:
+        waiting = len(self.pending) + self._inserts.in_flight
+        if waiting >= self.settings.max_queued_jobs:
+            raise TooManyRequests(f"{waiting} jobs are waiting (MAX_QUEUED_JOBS); retry later",
+                                  retry_after=max(1, int(self.settings.job_check_interval)))
+
+    def _accepted(self, job: dict[str, Any]) -> None:
+        """A committed submission joins the queue (even if its request has gone away)."""
+        self.pending[job["job_id"]] = self._queued(job)
         self.kick()
-        return job
 
     def _validate(self, body: Any) -> JobRequest:
         from .models import build
@@ -159,16 +176,26 @@ class JobEngine:
 
     # -- dispatch ----------------------------------------------------------------
     def kick(self) -> None:
-        """Ask for one dispatch pass soon (coalesced)."""
+        """Ask for one dispatch pass soon (coalesced).
+
+        A pass that took ``t`` seconds delays the next by ``t / DISPATCH_SHARE - t``: with
+        hundreds of jobs waiting and a burst arriving, passes cannot crowd out requests.
+        """
         if self._dispatch_scheduled or self._stopping:
             return
         self._dispatch_scheduled = True
-        asyncio.get_running_loop().call_soon(self._dispatch)
+        loop = asyncio.get_running_loop()
+        delay = self._dispatch_ready_at - time.monotonic()
+        if delay > 0:
+            loop.call_later(delay, self._dispatch)
+        else:
+            loop.call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
         if self._stopping:
             return
+        started = time.monotonic()
         running = [r for r, _, _ in self.running.values()]
         plan = q.plan(list(self.pending.values()), running, self.capacity(), time.time(), self.policy,
                       window=DISPATCH_WINDOW)
@@ -177,6 +204,8 @@ class JobEngine:
         for job_id in plan.start:
             self._start(job_id)
         self.waiting = plan.waiting
+        took = time.monotonic() - started
+        self._dispatch_ready_at = started + took / DISPATCH_SHARE
 
     def _start(self, job_id: str) -> None:
         queued = self.pending.pop(job_id)

@@ -192,7 +192,7 @@ class ProcessingService:
         # refuse a size that plans too many files now (400), not as a failed job (422)
         plan_partitions(int(ds.get("size_bytes") or 0), n_partitions, partition_size_mb)
         cap = self.jobs.capacity()
-        job = self.jobs.submit({
+        job = await self.jobs.submit({
             "operation": "partition", "dataset_id": dataset_id, "priority": priority,
             "parameters": {k: v for k, v in (("n_partitions", n_partitions), ("partition_size_mb", partition_size_mb)) if v is not None},
             "max_cores": min(self.settings.default_max_cores, max(1, cap.total_cores or 1)),

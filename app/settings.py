@@ -45,6 +45,7 @@ SETTINGS: tuple[Var, ...] = (
     Var("DASK_N_WORKERS", "n_workers", int, 4, "Worker processes of the embedded LocalCluster."),
     Var("DASK_THREADS_PER_WORKER", "threads_per_worker", int, 2, "Threads per worker."),
     Var("DASK_MEMORY_LIMIT", "memory_limit", str, "2GB", "Memory limit per worker (e.g. 2GB, 512MiB)."),
+    Var("DASK_WORKER_NICE", "worker_nice", int, 10, "CPU niceness (0-19) of the embedded cluster's workers: the API and dashboard come first on a shared machine; 0 keeps the default."),
     Var("DASK_DASHBOARD_ADDRESS", "dashboard_address", str, "127.0.0.1:8787", "Where the Dask dashboard binds (the real link is reported if the port moves)."),
     Var("CLUSTER_AUTOSTART", "autostart", _bool, True, "Start (or attach to) the cluster when the server starts."),
     Var("MAX_WORKERS", "max_workers", int, 32, "Upper bound accepted by the scale endpoint."),
@@ -89,6 +90,7 @@ class Settings:
     n_workers: int = 4
     threads_per_worker: int = 2
     memory_limit: str = "2GB"
+    worker_nice: int = 10
     dashboard_address: str = "127.0.0.1:8787"
     autostart: bool = True
     max_workers: int = 32
@@ -141,6 +143,7 @@ class Settings:
         positive = {
             "DASK_N_WORKERS": self.n_workers >= 0,
             "DASK_THREADS_PER_WORKER": self.threads_per_worker >= 1,
+            "DASK_WORKER_NICE": 0 <= self.worker_nice <= 19,
             "MAX_CONCURRENT_JOBS": self.max_concurrent_jobs >= 1,
             "DEFAULT_MAX_CORES": self.default_max_cores > 0,
             "DEFAULT_MAX_MEMORY_GB": self.default_max_memory_gb > 0,

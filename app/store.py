@@ -7,6 +7,8 @@ Every method takes the one lock, so the store may be called from the server loop
 from __future__ import annotations
 
 import json
+import os
+import random
 import sqlite3
 import threading
 import time
@@ -73,6 +75,14 @@ INDEXES = {
 TERMINAL = ("completed", "failed", "cancelled")
 
 
+_IDS = random.Random(os.urandom(16))  # seeded once: a new id costs no system call
+
+
+def new_id(hex_chars: int = 12) -> str:
+    """A random hex id (request, job): unique enough for keys, not a secret."""
+    return f"{_IDS.getrandbits(4 * hex_chars):0{hex_chars}x}"
+
+
 def utcnow() -> str:
     """Now as an ISO-8601 UTC string with a Z, the API's time format."""
     return iso(time.time())
@@ -94,6 +104,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
         self._closed = False
+        self._dataset_rows: dict[str, dict[str, Any]] = {}  # raw rows; the store is their only writer
         self.db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives a killed process (not a power cut).
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -138,6 +149,17 @@ class Store:
                 out[column] = json.dumps(out[column], default=str)
         return out
 
+    def _update(self, table: str, key: Any, values: dict[str, Any]) -> None:
+        """``UPDATE`` one row by primary key (plain SQL: the hot paths skip sqlite-utils' introspection)."""
+        columns, pk = SCHEMA[table]
+        unknown = set(values) - set(columns)
+        if unknown:
+            raise ValueError(f"unknown column(s) for {table}: {sorted(unknown)}")
+        encoded = self._encode(table, values)
+        assignments = ", ".join(f"[{c}] = ?" for c in encoded)
+        with self._lock, self.db.conn:
+            self.db.execute(f"UPDATE [{table}] SET {assignments} WHERE [{pk}] = ?", [*encoded.values(), key])
+
     def _rows(self, table: str, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
             rows = list(self.db.query(sql, list(params)))
@@ -163,11 +185,29 @@ class Store:
     # -- jobs ------------------------------------------------------------
     def insert_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """Insert a new job, giving it the next FIFO sequence number."""
+        return self.insert_jobs([job])[0]
+
+    def insert_jobs(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert new jobs in one transaction, in order, with consecutive sequence numbers.
+
+        Returns the jobs as inserted (with ``seq`` and ``updated_at``); all or none are written.
+        """
+        columns = SCHEMA["jobs"][0]
+        unknown = {k for job in jobs for k in job} - set(columns)
+        if unknown:
+            raise ValueError(f"unknown column(s) for jobs: {sorted(unknown)}")
+        rows = []
         with self._lock, self.db.conn:
-            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            row = {**job, "seq": seq, "updated_at": job.get("created_at")}
-            self.db["jobs"].insert(self._encode("jobs", row))
-        return self.get_job(job["job_id"])  # type: ignore[return-value]
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
+            for offset, job in enumerate(jobs, start=1):
+                rows.append({**{c: None for c in columns}, **job, "seq": seq + offset,
+                             "updated_at": job.get("created_at")})
+            names = list(columns)
+            values = [[encoded[c] for c in names] for encoded in (self._encode("jobs", row) for row in rows)]
+            self.db.conn.executemany(
+                f"INSERT INTO jobs ({', '.join(f'[{c}]' for c in names)}) VALUES ({', '.join('?' * len(names))})",
+                values)
+        return rows
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         rows = self._rows("jobs", "SELECT * FROM jobs WHERE job_id = ?", [job_id])
@@ -176,8 +216,7 @@ class Store:
     def update_job(self, job_id: str, **values: Any) -> None:
         """Write fields of a job, committing before returning."""
         values["updated_at"] = utcnow()
-        with self._lock, self.db.conn:
-            self.db["jobs"].update(job_id, self._encode("jobs", values))
+        self._update("jobs", job_id, values)
 
     def list_jobs(
         self, status: Iterable[str] | None = None, priority: Iterable[str] | None = None,
@@ -225,13 +264,12 @@ class Store:
     # -- attempts --------------------------------------------------------
     def add_attempt(self, job_id: str, number: int, started_at: str) -> int:
         with self._lock, self.db.conn:
-            table = self.db["attempts"]
-            table.insert({"job_id": job_id, "number": number, "started_at": started_at})
-            return int(table.last_pk)  # type: ignore[arg-type]
+            cursor = self.db.execute("INSERT INTO attempts (job_id, number, started_at) VALUES (?, ?, ?)",
+                                     [job_id, number, started_at])
+            return int(cursor.lastrowid)  # type: ignore[arg-type]
 
     def end_attempt(self, attempt_id: int, outcome: str, cause: str | None = None) -> None:
-        with self._lock, self.db.conn:
-            self.db["attempts"].update(attempt_id, {"ended_at": utcnow(), "outcome": outcome, "cause": cause})
+        self._update("attempts", attempt_id, {"ended_at": utcnow(), "outcome": outcome, "cause": cause})
 
     def attempts(self, job_id: str) -> list[dict[str, Any]]:
         return self._rows("attempts", "SELECT * FROM attempts WHERE job_id = ? ORDER BY number, id", [job_id])
@@ -239,18 +277,28 @@ class Store:
     # -- datasets --------------------------------------------------------
     def insert_dataset(self, dataset: dict[str, Any]) -> None:
         with self._lock, self.db.conn:
+            self._dataset_rows.pop(dataset["dataset_id"], None)
             self.db["datasets"].insert(self._encode("datasets", dataset))
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any] | None:
-        rows = self._rows("datasets", "SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id])
-        return rows[0] if rows else None
+        """One dataset, decoded afresh; the raw row is remembered (every submission reads it)."""
+        with self._lock:
+            raw = self._dataset_rows.get(dataset_id)
+            if raw is None:
+                rows = list(self.db.query("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id]))
+                if not rows:
+                    return None
+                raw = self._dataset_rows[dataset_id] = rows[0]
+        return self._decode("datasets", dict(raw))
 
     def update_dataset(self, dataset_id: str, **values: Any) -> None:
-        with self._lock, self.db.conn:
-            self.db["datasets"].update(dataset_id, self._encode("datasets", values))
+        with self._lock:
+            self._dataset_rows.pop(dataset_id, None)
+            self._update("datasets", dataset_id, values)
 
     def delete_dataset(self, dataset_id: str) -> None:
         with self._lock, self.db.conn:
+            self._dataset_rows.pop(dataset_id, None)
             self.db["datasets"].delete(dataset_id)
 
     def list_datasets(self, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:

@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import math
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -24,6 +23,7 @@ from tornado import web
 from ..auth import allowed_origin, check_api_access
 from ..errors import InvalidRequest, NotFound, PayloadTooLarge, ProcessingError, Unauthorized
 from ..models import build, public_params
+from ..store import new_id
 
 if TYPE_CHECKING:
     from ..service import ProcessingService
@@ -139,7 +139,7 @@ class BaseHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         # runs again after clear() on errors, so error responses carry the same headers
         if not hasattr(self, "request_id"):
-            self.request_id = uuid.uuid4().hex[:12]
+            self.request_id = new_id()
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -22,8 +22,8 @@ class SubmitHandler(BaseHandler):
         responses={201: "Queued", 400: "Invalid operation, parameters, priority or resources",
                    404: "Unknown dataset", 429: "Queue full"}, tags=("jobs",))}
 
-    def post(self) -> None:
-        job = self.service.jobs.submit(self.json_body())
+    async def post(self) -> None:
+        job = await self.service.jobs.submit(self.json_body())
         self.set_header("Location", f"/api/processing/jobs/{job['job_id']}/status")
         self.write_json({"message": "Job submitted successfully", "job_id": job["job_id"], "status": job["status"],
                          "priority": job["priority"], "created_at": job["created_at"]}, 201)

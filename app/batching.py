@@ -1,0 +1,250 @@
+"""Bursts without a stalled loop: fair turns for costly request work, and coalesced writes.
+
+- :class:`FairSelector` hands the event loop at most a few dozen ready sockets per
+  pass. epoll reports the rest again on the next passes, oldest first, so a
+  thousand requests arriving at once are read in fair slices and a probe waits for
+  one slice, not for all of them.
+- :class:`ConnectionPacer` starts at most a few new HTTP connections per loop pass:
+  a thousand clients connecting at once are then read a few at a time, not all in
+  one pass that keeps everything else (a health probe on a kept-alive connection)
+  waiting. Connections already being served are not held back.
+- :class:`Turns` lets callers run their costly part only while the loop pass has
+  budget left; the rest wait, in arrival order, for the next passes. A thousand
+  submissions read in one pass then no longer keep ``/health`` (or anything else)
+  waiting for all thousand validations.
+- :class:`BatchWriter` writes rows asked for on the loop together, in one
+  transaction, on a thread of its own: a burst costs the loop no SQLite call and no
+  GIL hand-over per row, and one commit per batch. A caller's answer waits for its
+  batch to be committed, so nothing is reported as accepted before it is stored.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import selectors
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+MAX_BATCH = 16
+PASS_BUDGET_S = 0.005
+
+
+NEW_CONNECTIONS_PER_PASS = 8
+READY_PER_PASS = 4
+
+
+class FairSelector(selectors.EpollSelector):
+    """``EpollSelector`` handing the loop at most ``cap`` ready sockets per pass, oldest
+    connections first.
+
+    Sockets the server accepted are ranked by accept order (:meth:`rank`, called by
+    :class:`ConnectionPacer`); anything else (the listening socket, the loop's own
+    wake-up pipe) ranks first. Sockets left out stay ready (asyncio's epoll is
+    level-triggered) and are reported again next pass. So a flood of new connections
+    is read a slice per pass in arrival order, while a monitor's or a dashboard's
+    established connection is read in the next pass.
+    """
+
+    def __init__(self, cap: int = READY_PER_PASS):
+        super().__init__()
+        self.cap = cap
+        self._ranks: dict[int, int] = {}
+        self._accepted = 0
+
+    def rank(self, fd: int) -> None:
+        """A connection was accepted on ``fd``: it ranks after every earlier one.
+
+        A closed connection's number is reused by the next accepted one, which then
+        overwrites its rank, so the table never outgrows the process's descriptors.
+        """
+        self._accepted += 1
+        self._ranks[fd] = self._accepted
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(timeout)
+        if len(ready) <= self.cap:
+            return ready
+        ranks = self._ranks
+        return heapq.nsmallest(self.cap, ready, key=lambda item: ranks.get(item[0].fd, 0))
+
+
+class ConnectionPacer:
+    """Wraps a Tornado ``TCPServer.handle_stream``: new connections start a few per loop pass."""
+
+    def __init__(self, handle_stream: Callable[[Any, Any], Any], selector: FairSelector | None = None,
+                 per_pass: int = NEW_CONNECTIONS_PER_PASS):
+        self._handle_stream = handle_stream
+        self._selector = selector
+        self.per_pass = per_pass
+        self._waiting: deque[tuple[Any, Any]] = deque()
+        self._scheduled = False
+
+    @classmethod
+    def install(cls, http_server: Any, selector: FairSelector | None = None,
+                per_pass: int = NEW_CONNECTIONS_PER_PASS) -> "ConnectionPacer":
+        pacer = cls(http_server.handle_stream, selector, per_pass)
+        http_server.handle_stream = pacer  # TCPServer looks it up on the instance per connection
+        return pacer
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def __call__(self, stream: Any, address: Any) -> None:
+        if self._selector is not None:
+            self._selector.rank(stream.socket.fileno())
+        self._waiting.append((stream, address))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_some)
+
+    def _start_some(self) -> None:
+        self._scheduled = False
+        started = 0
+        while self._waiting and started < self.per_pass:
+            stream, address = self._waiting.popleft()
+            if stream.closed():  # the client gave up while waiting
+                continue
+            try:
+                result = self._handle_stream(stream, address)
+                if result is not None:
+                    asyncio.ensure_future(result)
+            except Exception:
+                log.exception("starting a connection failed")
+                stream.close()
+            started += 1
+        if self._waiting:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_some)
+
+
+class Turns:
+    """``await turns.run(fn, *args)``: ``fn`` runs on the loop, in arrival order, at most
+    about ``budget_s`` of such calls per loop pass.
+
+    While the pass has budget, a call runs at once. Beyond it, calls queue and a pump
+    runs them a budget's worth per pass, yielding to the loop between passes, so
+    whatever else became ready (a health probe, a page) is served in between.
+    """
+
+    def __init__(self, budget_s: float = PASS_BUDGET_S):
+        self.budget_s = budget_s
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = deque()
+        self._pass_started: float | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    async def run(self, fn: Callable[..., Result], *args: Any) -> Result:
+        loop = asyncio.get_running_loop()
+        if self._pump is None and self._budget_left(loop):
+            return fn(*args)
+        future: asyncio.Future[Result] = loop.create_future()
+        self._queue.append((fn, args, future))
+        if self._pump is None:
+            self._pump = loop.create_task(self._run_queue())
+        return await future
+
+    def _budget_left(self, loop: asyncio.AbstractEventLoop) -> bool:
+        now = time.perf_counter()
+        if self._pass_started is None:
+            self._pass_started = now
+            loop.call_soon(self._end_pass)  # runs after this pass's callbacks
+            return True
+        return now - self._pass_started < self.budget_s
+
+    def _end_pass(self) -> None:
+        self._pass_started = None
+
+    async def _run_queue(self) -> None:
+        try:
+            while self._queue:
+                await asyncio.sleep(0)  # one loop pass for everything else
+                started = time.perf_counter()
+                while self._queue and time.perf_counter() - started < self.budget_s:
+                    fn, args, future = self._queue.popleft()
+                    if future.done():  # its request went away
+                        continue
+                    try:
+                        future.set_result(fn(*args))
+                    except Exception as exc:  # noqa: BLE001 - the caller raises it
+                        future.set_exception(exc)
+        finally:
+            self._pump = None
+
+
+class BatchWriter(Generic[Item, Result]):
+    """``await writer.write(item)`` → the result of ``write_many`` for that item.
+
+    ``write_many(items) -> results`` runs on the writer's own thread, all or nothing.
+    ``written(result)`` runs on the loop for every committed item before its caller is
+    answered, even if that caller has gone away (a cancelled request), so what was
+    stored is always taken up.
+    """
+
+    def __init__(self, write_many: Callable[[list[Item]], list[Result]],
+                 written: Callable[[Result], None] | None = None, name: str = "writer",
+                 max_batch: int = MAX_BATCH):
+        self._write_many = write_many
+        self._written = written
+        self._max_batch = max_batch
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._items: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._draining: asyncio.Task[None] | None = None
+        self.in_flight = 0  # asked for and not yet committed or failed
+
+    async def write(self, item: Item) -> Result:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self._items.append((item, future))
+        self.in_flight += 1
+        if self._draining is None:
+            self._draining = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.sleep(0)  # let the requests already read this loop pass join the batch
+            while self._items:
+                batch, self._items = self._items[:self._max_batch], self._items[self._max_batch:]
+                try:
+                    results = await loop.run_in_executor(self._executor, self._write_many, [i for i, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every waiter hears of it
+                    log.error("batched write of %d item(s) failed: %s", len(batch), exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for (_, future), result in zip(batch, results):
+                        self._take_up(result)
+                        if not future.done():
+                            future.set_result(result)
+                finally:
+                    self.in_flight -= len(batch)
+        finally:
+            self._draining = None
+
+    def _take_up(self, result: Result) -> None:
+        if self._written is None:
+            return
+        try:
+            self._written(result)
+        except Exception:  # the item is stored; its caller must still be answered
+            log.exception("taking up a written item failed")
+
+    async def close(self) -> None:
+        """Finish what was asked for, then stop the thread."""
+        while self._draining is not None:
+            await asyncio.shield(self._draining)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,40 @@
+"""Preloaded into the embedded LocalCluster's worker processes (Dask's ``preload``).
+
+``dask_setup`` lowers the CPU priority of the whole worker process to
+``PROCESSING_WORKER_NICE`` (from ``DASK_WORKER_NICE``): the workers still get every
+idle cycle, but the API, the dashboard and the scheduler in the server process come
+first when both want the machine's cores.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+ENV = "PROCESSING_WORKER_NICE"
+
+
+def lower_priority(nice: int, pid: int | None = None) -> int:
+    """Set every thread of process ``pid`` (default: this one) to at least ``nice``; threads renice individually on Linux."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:  # not Linux: the process-wide call is all there is
+        tids = [pid]
+    changed = 0
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                changed += 1
+        except OSError:  # the thread ended meanwhile
+            continue
+    return changed
+
+
+def dask_setup(worker: Any) -> None:
+    nice = int(os.environ.get(ENV, "0") or 0)
+    if nice > 0:
+        lower_priority(nice)
+        log.debug("worker %s runs at nice %d", getattr(worker, "name", "?"), nice)
