@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-MAX_BATCH = 16
-PASS_BUDGET_S = 0.005
+MAX_BATCH = 8
+PASS_BUDGET_S = 0.003
 
 
 NEW_CONNECTIONS_PER_PASS = 8

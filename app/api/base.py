@@ -84,6 +84,7 @@ CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After, Location, WWW-Authenticate"
 CORS_MAX_AGE_S = 600
 HTTP_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH")
 HANDLER_METHODS = ("get", "post", "delete", "put", "patch", "head")
+BODY_METHODS = ("post", "put", "patch")
 
 
 def _guarded_prepare(prepare: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,7 +110,9 @@ class BaseHandler(web.RequestHandler):
 
     The body is streamed so an over-long JSON body is refused (413) before it is
     read; a handler that streams its own body (uploads) overrides ``data_received``
-    and enforces its own limit.
+    and enforces its own limit. A handler without a method taking a body (GET,
+    DELETE) is not streamed: Tornado then runs it as soon as the request is read,
+    two loop passes sooner, which keeps probes quick when the loop is busy.
     """
 
     openapi: dict[str, Endpoint] = {}
@@ -124,6 +127,8 @@ class BaseHandler(web.RequestHandler):
         for name in HANDLER_METHODS:
             if name in cls.__dict__:
                 setattr(cls, name, _guarded_method(cls.__dict__[name]))
+        takes_body = any(getattr(cls, m) is not getattr(web.RequestHandler, m) for m in BODY_METHODS)
+        cls._stream_request_body = takes_body or cls.data_received is not BaseHandler.data_received
 
     def initialize(self, service: "ProcessingService") -> None:
         self._service = service
