@@ -1,6 +1,9 @@
 """Cluster lifecycle through the real API: start, status, scale, stop."""
 from __future__ import annotations
 
+import os
+
+import psutil
 import pytest
 
 CONTRACT_STATUS_FIELDS = {"status", "n_workers", "total_cores", "total_memory", "used_memory",
@@ -74,6 +77,25 @@ def test_workers_endpoint_lists_each_worker(server):
     assert body["total"] == len(body["workers"]) >= 1
     w = body["workers"][0]
     assert {"address", "nthreads", "memory_limit_bytes", "memory_bytes", "cpu_percent", "heartbeat_age_s"} <= set(w)
+
+
+def _nice_of_threads(pid: int) -> set[int]:
+    """The nice value of every thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    values = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            values.add(int(f.read().rsplit(")", 1)[1].split()[16]))
+    return values
+
+
+def test_embedded_workers_run_at_lower_cpu_priority_than_the_server(server):
+    server.wait_workers(2)
+    workers = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+               if any("spawn_main" in part for part in p.cmdline())]
+    assert len(workers) == 2
+    for worker in workers:
+        assert _nice_of_threads(worker.pid) == {10}  # DASK_WORKER_NICE, every thread
+    assert _nice_of_threads(server.proc.pid) == {0}  # the API and dashboard keep their priority
 
 
 def test_stop_then_start_again(make_server):
