@@ -216,14 +216,14 @@ class PartitionForm(_Form):
         self._job_id: str | None = None
         self._poll: Any = None
 
-    def _on_partition(self, _: Any) -> None:
+    async def _on_partition(self, _: Any) -> None:
         self._clear()
         v = self._read()
         try:
             ds = self.service.datasets.get(self.dataset_id)
             plan_partitions(int(ds.get("size_bytes") or 0), v["n_partitions"], v["partition_size_mb"])
             cores = min(self.service.settings.default_max_cores, max(1, self.service.jobs.capacity().total_cores or 1))
-            job = self.service.jobs.submit({
+            job = await self.service.jobs.submit({
                 "operation": "partition", "dataset_id": self.dataset_id, "priority": "HIGH", "max_cores": cores,
                 "parameters": {k: v[k] for k in ("n_partitions", "partition_size_mb") if v[k] is not None}})
         except ProcessingError as exc:

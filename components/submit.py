@@ -123,12 +123,12 @@ class SubmitForm(pn.viewable.Viewer):
                 body[key] = value
         return body
 
-    def _on_submit(self, _: Any) -> None:
+    async def _on_submit(self, _: Any) -> None:
         fields = self._all_fields()
         for field in fields.values():
             field.show("")
         try:
-            job = self.service.jobs.submit(self._body())
+            job = await self.service.jobs.submit(self._body())  # answered once the job is committed
         except FieldError as exc:
             fields[exc.key].show(exc.message)
             self._say("The job was not submitted: see the message under the field.", "danger")

@@ -128,6 +128,22 @@ def test_upload_a_csv_and_see_its_columns(running, page, tmp_path):
     assert any(d["columns"] == ["gene_id", "sample_id", "count"] for d in datasets)
 
 
+def test_partition_a_dataset_from_its_page(running, page, tmp_path):
+    csv = tmp_path / "to_split.csv"
+    csv.write_text("gene_id,count\n" + "".join(f"GENE{i % 7},{i}\n" for i in range(40)))
+    page.goto(running.url + "/data")
+    page.locator(".upload-file input[type=file]").set_input_files(str(csv))
+    page.get_by_text("Ready to upload to_split.csv").wait_for(timeout=15_000)
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Uploaded to_split.csv as").wait_for(timeout=30_000)
+    fill(page, "n_partitions", "2")
+    page.get_by_role("button", name="Start partitioning").click()
+    page.get_by_text("Partitioned into 2 files").wait_for(timeout=60_000)
+    (ds,) = [d for d in running.get("/api/processing/datasets").json()["datasets"] if d["name"].startswith("to_split")]
+    detail = running.get(f"/api/processing/datasets/{ds['dataset_id']}?preview_rows=0").json()
+    assert detail["partitioned"]["n_partitions"] == 2
+
+
 def test_screenshots_of_every_page(running, page):
     jobs = running.get("/api/processing/jobs/list?status=completed&limit=1").json()["jobs"]
     for path in PAGES:
