@@ -85,6 +85,8 @@ def test_a_long_job_moves_and_can_be_cancelled(running, page):
     # a click on another row of the table opens that job
     rows = page.locator(".job-table .tabulator-row")
     expect(rows.first).to_contain_text(job_id, timeout=15_000)
+    # the table re-renders once for the cancellation: click after it, not into it
+    expect(rows.first.locator(".tabulator-cell[tabulator-field=status]")).to_have_text("cancelled", timeout=15_000)
     other = rows.nth(1).locator(".tabulator-cell[tabulator-field=job_id]")
     other_id = other.inner_text()
     other.click()
