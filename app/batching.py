@@ -155,10 +155,6 @@ class Turns:
         self._pass_started: float | None = None
         self._pump: asyncio.Task[None] | None = None
 
-    @property
-    def waiting(self) -> int:
-        return len(self._queue)
-
     async def run(self, fn: Callable[..., Result], *args: Any) -> Result:
         loop = asyncio.get_running_loop()
         if self._pump is None and self._budget_left(loop):
