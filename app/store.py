@@ -83,6 +83,13 @@ def new_id(hex_chars: int = 12) -> str:
     return f"{_IDS.getrandbits(4 * hex_chars):0{hex_chars}x}"
 
 
+def _check_columns(table: str, names: Iterable[str]) -> None:
+    """Refuse column names the schema does not have (they are put into SQL text)."""
+    unknown = set(names) - set(SCHEMA[table][0])
+    if unknown:
+        raise ValueError(f"unknown column(s) for {table}: {sorted(unknown)}")
+
+
 def utcnow() -> str:
     """Now as an ISO-8601 UTC string with a Z, the API's time format."""
     return iso(time.time())
@@ -151,10 +158,8 @@ class Store:
 
     def _update(self, table: str, key: Any, values: dict[str, Any]) -> None:
         """``UPDATE`` one row by primary key (plain SQL: the hot paths skip sqlite-utils' introspection)."""
-        columns, pk = SCHEMA[table]
-        unknown = set(values) - set(columns)
-        if unknown:
-            raise ValueError(f"unknown column(s) for {table}: {sorted(unknown)}")
+        _check_columns(table, values)
+        pk = SCHEMA[table][1]
         encoded = self._encode(table, values)
         assignments = ", ".join(f"[{c}] = ?" for c in encoded)
         with self._lock, self.db.conn:
@@ -193,9 +198,7 @@ class Store:
         Returns the jobs as inserted (with ``seq`` and ``updated_at``); all or none are written.
         """
         columns = SCHEMA["jobs"][0]
-        unknown = {k for job in jobs for k in job} - set(columns)
-        if unknown:
-            raise ValueError(f"unknown column(s) for jobs: {sorted(unknown)}")
+        _check_columns("jobs", {k for job in jobs for k in job})
         rows = []
         with self._lock, self.db.conn:
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
