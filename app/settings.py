@@ -71,6 +71,13 @@ SETTINGS: tuple[Var, ...] = (
     Var("WALL_TOKEN", "wall_token", str, "", "Read-only token accepted in the /wall URL."),
     Var("PROCESSING_ALLOW_INSECURE", "allow_insecure", _bool, False, "Allow binding a non-loopback address without a token."),
     Var("CORS_ALLOWED_ORIGINS", "cors_origins", _list, "", "Comma-separated origins allowed to call the API from a browser."),
+    Var("PROCESSING_ALLOWED_HOSTS", "allowed_hosts", _list, "", "Comma-separated extra host names the server answers to (besides the bound host, and localhost on a loopback bind); any other Host header gets 421."),
+    Var("IDLE_TIMEOUT_S", "idle_timeout_s", float, 10.0, "A connection must deliver a complete request header within this many seconds of opening or of its previous answer, else it is closed."),
+    Var("BODY_TIMEOUT_S", "body_timeout_s", float, 30.0, "Time allowed to receive a request body (uploads: at least 1 s per MB of MAX_UPLOAD_MB)."),
+    Var("MAX_CONNECTIONS", "max_connections", int, 4000, "Open HTTP connections in total; over it the oldest connection that never sent a request is closed, else the new one gets 503."),
+    Var("MAX_CONNECTIONS_PER_CLIENT", "max_connections_per_client", int, 1200, "Open HTTP connections per client address, with the same rule."),
+    Var("AUTH_MAX_FAILURES", "auth_max_failures", int, 10, "Wrong tokens from one client address (API, sign-in, wall) before it is locked out."),
+    Var("AUTH_LOCKOUT_S", "auth_lockout_s", float, 60.0, "How long a client address stays locked out (429 with Retry-After) after AUTH_MAX_FAILURES."),
     Var("DEMO_DATASET", "demo_dataset", _bool, True, "Register the demo_expression dataset on first start."),
     Var("DEMO_ROWS", "demo_rows", int, 500_000, "Rows of the generated demo dataset."),
     Var("LOG_LEVEL", "log_level", str, "INFO", "Python logging level."),
@@ -116,6 +123,13 @@ class Settings:
     wall_token: str = field(default="", repr=False)
     allow_insecure: bool = False
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    idle_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 4000
+    max_connections_per_client: int = 1200
+    auth_max_failures: int = 10
+    auth_lockout_s: float = 60.0
     demo_dataset: bool = True
     demo_rows: int = 500_000
     log_level: str = "INFO"
@@ -150,6 +164,12 @@ class Settings:
             "PROCESSING_PORT": 0 <= self.port < 65536,
             "LIVE_INTERVAL": self.live_interval > 0,
             "METRICS_INTERVAL": self.metrics_interval > 0,
+            "IDLE_TIMEOUT_S": self.idle_timeout_s > 0,
+            "BODY_TIMEOUT_S": self.body_timeout_s > 0,
+            "MAX_CONNECTIONS": self.max_connections >= 1,
+            "MAX_CONNECTIONS_PER_CLIENT": self.max_connections_per_client >= 1,
+            "AUTH_MAX_FAILURES": self.auth_max_failures >= 1,
+            "AUTH_LOCKOUT_S": self.auth_lockout_s >= 0,
         }
         bad = [name for name, ok in positive.items() if not ok]
         if bad:
