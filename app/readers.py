@@ -11,10 +11,12 @@ leaves it; parse it explicitly downstream.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -45,6 +47,13 @@ PREVIEW_BYTES = 1 * 2**20
 MAX_SAMPLED_FILES = 32
 _MIN_FILE_SAMPLE = 64 * 2**10  # a smaller head may not hold one whole line
 JSON_ARRAY_MAX_BYTES = 256 * 2**20  # a JSON array is read whole, so one file may not exceed this
+# pyarrow's JSON reader crashed the process (SIGSEGV) on objects nested 50,000 deep and
+# Python's json raised RecursionError: tables never need more than a few levels
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
 
 _FORMAT_NAMES = {"csv": "csv", "tsv": "csv", "parquet": "parquet", "pq": "parquet",
                  "json": "json", "jsonl": "json", "ndjson": "json"}
@@ -173,12 +182,16 @@ def _check_delimiter(value: Any) -> str:
 
 
 def _check_encoding(value: Any) -> str:
-    import codecs
-
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise InvalidRequest("option 'encoding' must be the name of a text encoding (e.g. utf-8, latin-1)")
     try:
-        return codecs.lookup(str(value)).name
+        info = codecs.lookup(value)
     except LookupError:
         raise InvalidRequest(f"unknown encoding {value!r} (e.g. utf-8, latin-1)") from None
+    # rot13, base64, zlib… are codecs too, but not bytes-to-text: pandas raised LookupError (a 500)
+    if not getattr(info, "_is_text_encoding", True):
+        raise InvalidRequest(f"{value!r} is not a text encoding (e.g. utf-8, latin-1)")
+    return info.name
 
 
 def _check_columns(value: Any) -> tuple[str, ...]:
@@ -256,16 +269,51 @@ def _array_as_lines(path: str) -> bytes:
                              f"limited to {JSON_ARRAY_MAX_BYTES // 2**20} MB: convert it to JSON "
                              "lines or Parquet", {"file": path, "limit": JSON_ARRAY_MAX_BYTES})
     with fsspec.open(path, "rb", compression="infer") as f:
-        try:
-            records = json.loads(f.read())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Unprocessable(f"cannot read {path} as JSON: {exc}", {"file": path}) from None
+        data = f.read()
+    try:
+        records = json.loads(data)
+    except RecursionError:
+        raise Unprocessable(f"{path} nests arrays or objects too deeply to read (at most "
+                            f"{MAX_JSON_DEPTH} levels)", {"file": path, "limit": MAX_JSON_DEPTH}) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Unprocessable(f"cannot read {path} as JSON: {exc}", {"file": path}) from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise Unprocessable(f"{path} must hold a JSON array of objects", {"file": path})
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text (brackets inside strings ignored)."""
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
+    if not codes.size:
+        return 0
+    return int(np.cumsum(_BRACKET_STEP[codes], dtype=np.int64).max(initial=0))
+
+
+def _openers_per_line(data: bytes) -> int:
+    """Most ``[`` and ``{`` on one line: a cheap upper bound of a JSON-lines text's depth."""
+    codes = np.frombuffer(data, dtype=np.uint8)
+    opens = (codes == ord("[")) | (codes == ord("{"))
+    if np.count_nonzero(opens) <= MAX_JSON_DEPTH:
+        return 0
+    cuts = np.flatnonzero(codes == ord("\n")) + 1
+    starts = np.concatenate(([0], cuts[cuts < codes.size]))
+    return int(np.add.reduceat(opens, starts, dtype=np.int64).max())
+
+
+def _check_depth(data: bytes, path: str) -> None:
+    """Unprocessable when JSON lines nest deeper than ``MAX_JSON_DEPTH``, before pyarrow sees them."""
+    # the exact scan costs more than parsing; the bound (a tenth of it) clears ordinary tables
+    if _openers_per_line(data) <= MAX_JSON_DEPTH:
+        return
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise Unprocessable(f"{path} nests arrays or objects {depth} levels deep; at most "
+                            f"{MAX_JSON_DEPTH} levels are read", {"file": path, "limit": MAX_JSON_DEPTH})
+
+
 def _json_table(data: bytes, path: str, schema: pa.Schema | None) -> pa.Table:
+    _check_depth(data, path)
     parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore") \
         if schema is not None else None
     try:

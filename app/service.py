@@ -55,6 +55,7 @@ class ProcessingService:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._store_checked_at: tuple[float, str | None] = (0.0, None)
+        self.startup_problems: list[str] = []  # background start-up steps that failed: health reasons
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -69,8 +70,10 @@ class ProcessingService:
     async def _demo(self) -> None:
         try:
             await self.datasets.ensure_demo()
-        except Exception:
+        except Exception as exc:
             log.exception("the demo dataset could not be created")
+            detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            self.startup_problems.append(f"the demo dataset could not be created at start: {detail[:300]}")
 
     async def _autostart(self) -> None:
         try:
@@ -239,6 +242,7 @@ class ProcessingService:
         last = self.sampler.last_tick_at
         if last is not None and now - last > max(10.0, 5 * self.settings.live_interval):
             reasons.append(f"metrics sampler stalled ({now - last:.0f} s since last sample)")
+        reasons.extend(self.startup_problems)
         store_error = self._check_store()
         if store_error:
             reasons.append(f"store not writable: {store_error}")

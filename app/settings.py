@@ -134,6 +134,11 @@ class Settings:
     demo_rows: int = 500_000
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        # once, against the cwd at start: a relative data dir was later joined to the
+        # allowed roots a second time ("data/data/managed/…"), which broke the demo dataset
+        object.__setattr__(self, "data_dir", Path(os.path.abspath(Path(self.data_dir).expanduser())))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Build settings from ``env`` (default ``os.environ``); ``overrides`` win."""
