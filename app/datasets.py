@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import time
 import uuid
 from concurrent.futures import Executor
 from pathlib import Path
@@ -50,6 +52,7 @@ class DatasetRegistry:
         self.managed_root = settings.data_dir / "managed"
         self._reserved: set[str] = set()  # ids being registered right now
         self._retired: set[str] = set()  # replaced partitioned copies, removed once no job reads them
+        self._created_at = time.time()  # uploads begun before this were cut off by a crash
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -112,6 +115,7 @@ class DatasetRegistry:
         """Check the path, read the schema (in the executor), then record the dataset."""
         if not source.strip():
             raise InvalidRequest("'source' must name a path, glob or URL", {"field": "source"})
+        sources.check_length(source)  # before the id is derived from it
         dataset_id = self._claim_id(dataset_id, Path(source.rstrip("/*")).stem or "dataset")
         try:
             return await self._register_claimed(source, dataset_id, name, description, fmt, options or {},
@@ -122,7 +126,7 @@ class DatasetRegistry:
     async def _register_claimed(self, source: str, dataset_id: str, name: str | None, description: str,
                                 fmt: str | None, options: dict[str, Any], managed: bool,
                                 origin_job_id: str | None) -> dict[str, Any]:
-        info = await self._run(self._inspect, source, fmt, options)
+        info = await self._run(self._inspect, source, fmt, options, managed)
         self.store.insert_dataset({
             "dataset_id": dataset_id, "name": name or dataset_id, "description": description,
             "source": info["source"], "format": info["format"], "options": options,
@@ -133,10 +137,12 @@ class DatasetRegistry:
         })
         return public(self.get(dataset_id))
 
-    def _inspect(self, source: str, fmt: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    def _inspect(self, source: str, fmt: str | None, options: dict[str, Any], managed: bool) -> dict[str, Any]:
         policy = sources.RemotePolicy(tuple(p.lower() for p in self.settings.remote_protocols),
                                       self.settings.remote_allow_private)
-        resolved = sources.resolve_source(source, self.settings.allowed_roots, policy)
+        # a user's source may not reach into managed/: those files move and vanish under the service
+        excluded = () if managed else (self.managed_root,)
+        resolved = sources.resolve_source(source, self.settings.allowed_roots, policy, excluded)
         try:
             fmt = readers.detect_format(resolved, fmt)
             info = readers.inspect(resolved, fmt, options)
@@ -147,19 +153,24 @@ class DatasetRegistry:
                 raise
             # Remote backends raise their own exception types (connection, auth, protocol):
             # the user gave a URL the server could not read, which is a 422, not a crash.
-            raise Unprocessable(f"could not read {source!r}: {type(exc).__name__}: {exc}",
-                                {"source": source}) from None
+            raise Unprocessable(f"could not read {sources.shorten(repr(source))}: {type(exc).__name__}: "
+                                f"{sources.shorten(str(exc), 1000)}", {"source": sources.shorten(source)}) from None
         info["source"] = resolved
         return info
 
     # -- uploads -------------------------------------------------------------
+    @property
+    def incoming_dir(self) -> Path:
+        """Where uploads are streamed before they are complete."""
+        return self.managed_root / "uploads" / ".incoming"
+
     def upload_target(self, filename: str) -> tuple[Path, str]:
         """A fresh temp path for an upload and the format its extension names."""
         suffix = "".join(Path(filename).suffixes[-1:]).lower()
         if suffix not in UPLOAD_SUFFIXES:
-            raise InvalidRequest(f"cannot upload '{filename}': the extension must be one of "
+            raise InvalidRequest(f"cannot upload {sources.shorten(repr(filename))}: the extension must be one of "
                                  f"{', '.join(sorted(UPLOAD_SUFFIXES))}", {"field": "filename"})
-        tmp_dir = self.managed_root / "uploads" / ".incoming"
+        tmp_dir = self.incoming_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)
         return tmp_dir / f"{uuid.uuid4().hex}{suffix}", UPLOAD_SUFFIXES[suffix]
 
@@ -180,6 +191,32 @@ class DatasetRegistry:
             raise
         finally:
             self._reserved.discard(dataset_id)
+
+    async def clean_incoming(self) -> list[str]:
+        """Remove partial uploads a killed server left behind; returns their names."""
+        return await self._run(self._remove_stale_incoming)
+
+    def _remove_stale_incoming(self) -> list[str]:
+        removed = []
+        try:
+            entries = list(os.scandir(self.incoming_dir))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            try:
+                # an upload that started since this process began is live: leave it
+                if entry.stat(follow_symlinks=False).st_mtime >= self._created_at:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(entry.name)
+        if removed:
+            log.info("removed %d partial upload(s) left by an earlier run", len(removed))
+        return removed
 
     # -- deleting --------------------------------------------------------------
     async def delete(self, dataset_id: str, busy: bool) -> dict[str, Any]:

@@ -199,6 +199,10 @@ class PreviewQuery(param.Parameterized):
     preview_rows = param.Integer(default=20, bounds=(0, 1000), doc="Rows of preview (0 for none).")
 
 
+MIN_CORES = 0.1  # a tenth of a core: the smallest share a reservation may claim
+MIN_MEMORY_GB = 0.05  # 50 MB: about the least a Dask task of this service runs in
+
+
 class JobRequest(param.Parameterized):
     """Submit a job: an operation on a dataset, with its priority and resources."""
 
@@ -206,10 +210,12 @@ class JobRequest(param.Parameterized):
     dataset_id = required(param.String(default="", doc="The dataset to work on."))
     parameters = param.Dict(default={}, doc="The operation's parameters.")
     priority = param.Selector(default="NORMAL", objects=list(PRIORITIES), doc="LOW, NORMAL, HIGH or CRITICAL.")
-    max_memory_gb = param.Number(default=None, allow_None=True, bounds=(0, None), inclusive_bounds=(False, True),
-                                 doc="Memory the job reserves (GB); default DEFAULT_MAX_MEMORY_GB.")
-    max_cores = param.Number(default=None, allow_None=True, bounds=(0, None), inclusive_bounds=(False, True),
-                             doc="Cores the job reserves; default DEFAULT_MAX_CORES.")
+    # floors: a reservation of 1e-300 was accepted and let any number of jobs past admission
+    max_memory_gb = param.Number(default=None, allow_None=True, bounds=(MIN_MEMORY_GB, None),
+                                 doc=f"Memory the job reserves (GB, at least {MIN_MEMORY_GB:g}); "
+                                     "default DEFAULT_MAX_MEMORY_GB.")
+    max_cores = param.Number(default=None, allow_None=True, bounds=(MIN_CORES, None),
+                             doc=f"Cores the job reserves (at least {MIN_CORES:g}); default DEFAULT_MAX_CORES.")
 
 
 class JobListQuery(param.Parameterized):

@@ -69,6 +69,11 @@ class ProcessingService:
 
     async def _demo(self) -> None:
         try:
+            await self.datasets.clean_incoming()  # partial uploads of a killed earlier run
+        except Exception as exc:
+            log.exception("partial uploads of an earlier run could not be removed")
+            self.startup_problems.append(f"partial uploads of an earlier run could not be removed: {str(exc)[:300]}")
+        try:
             await self.datasets.ensure_demo()
         except Exception as exc:
             log.exception("the demo dataset could not be created")

@@ -9,6 +9,7 @@ used to make the server fetch from its own network (server-side request forgery)
 """
 from __future__ import annotations
 
+import errno
 import glob
 import ipaddress
 import os
@@ -28,10 +29,25 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(?:://|::)")  # "proto::" starts 
 # Protocols that read the server's own disk or wrap another filesystem would bypass the roots.
 _REFUSED_PROTOCOLS = {"file", "local", "zip", "tar", "libarchive", "dir", "reference",
                       "simplecache", "filecache", "blockcache", "cached"}
+MAX_SOURCE_CHARS = 4096  # PATH_MAX on Linux; a longer source was an ENAMETOOLONG 500
+SHOWN_CHARS = 200  # long values are cut to this in messages and logs
 
 
-def resolve_local(path: str, roots: Sequence[Path]) -> Path:
-    """Real path of ``path`` (symlinks followed); Forbidden unless inside one of ``roots``.
+def shorten(value: str, limit: int = SHOWN_CHARS) -> str:
+    """``value`` cut to ``limit`` characters (with how many were left out), for messages and logs."""
+    return value if len(value) <= limit else f"{value[:limit]}… ({len(value) - limit} more characters)"
+
+
+def check_length(source: str) -> None:
+    """InvalidRequest for a source longer than ``MAX_SOURCE_CHARS``."""
+    if isinstance(source, str) and len(source) > MAX_SOURCE_CHARS:
+        raise InvalidRequest(f"'source' is {len(source)} characters long; at most {MAX_SOURCE_CHARS} are accepted",
+                             {"field": "source", "limit": MAX_SOURCE_CHARS})
+
+
+def resolve_local(path: str, roots: Sequence[Path], excluded: Sequence[Path] = ()) -> Path:
+    """Real path of ``path`` (symlinks followed); Forbidden unless inside one of ``roots``
+    and outside every ``excluded`` folder (nor a folder holding one).
 
     Relative paths are taken from the first root. For a glob the non-glob base and
     every match are checked, and the returned path keeps the pattern; for a directory
@@ -39,29 +55,44 @@ def resolve_local(path: str, roots: Sequence[Path]) -> Path:
     """
     if not isinstance(path, str) or not path.strip():
         raise InvalidRequest("path must be a non-empty string")
+    check_length(path)
+    try:
+        return _resolve_local(path, roots, excluded)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # one name over NAME_MAX (255) in a shorter path
+            raise InvalidRequest(f"a name in path {shorten(repr(path))} is longer than the file system "
+                                 "allows", {"field": "source"}) from None
+        raise Unprocessable(f"cannot look at path {shorten(repr(path))}: {exc.strerror}",
+                            {"path": shorten(path)}) from None
+
+
+def _resolve_local(path: str, roots: Sequence[Path], excluded: Sequence[Path]) -> Path:
     if "\x00" in path:
         raise InvalidRequest("path must not contain NUL bytes")
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     if not real_roots:
         raise Forbidden("no data roots are configured, so local paths are not allowed")
+    real_excluded = [Path(os.path.realpath(e)) for e in excluded]
     raw = Path(path) if os.path.isabs(path) else real_roots[0] / path
     if not GLOB.search(str(raw)):
         real = Path(os.path.realpath(raw))
         _require_inside(real, path, real_roots)
+        _require_outside(real, path, real_excluded)
         if not real.exists():
-            raise NotFound(f"path {path!r} does not exist", {"path": path})
+            raise NotFound(f"path {shorten(repr(path))} does not exist", {"path": shorten(path)})
         if real.is_dir():
             _check_tree(real, path, real_roots)
         return real
     base, rest = _split_glob(raw)
     if ".." in rest.parts:
-        raise Forbidden(f"'..' is not allowed after a wildcard in {path!r}", {"path": path})
+        raise Forbidden(f"'..' is not allowed after a wildcard in {shorten(repr(path))}", {"path": shorten(path)})
     real_base = Path(os.path.realpath(base))
     _require_inside(real_base, path, real_roots)
     pattern = real_base / rest
     for match in glob.glob(str(pattern), recursive=True):
         real = Path(os.path.realpath(match))
         _require_inside(real, path, real_roots)
+        _require_outside(real, path, real_excluded)
         if real.is_dir():
             _check_tree(real, path, real_roots)
     return pattern
@@ -70,8 +101,17 @@ def resolve_local(path: str, roots: Sequence[Path]) -> Path:
 def _require_inside(real: Path, path: str, roots: list[Path]) -> None:
     if not any(real == root or real.is_relative_to(root) for root in roots):
         shown = ", ".join(str(r) for r in roots)
-        raise Forbidden(f"path {path!r} is outside the allowed data roots: {shown}",
-                        {"path": path, "roots": [str(r) for r in roots]})
+        raise Forbidden(f"path {shorten(repr(path))} is outside the allowed data roots: {shown}",
+                        {"path": shorten(path), "roots": [str(r) for r in roots]})
+
+
+def _require_outside(real: Path, path: str, excluded: list[Path]) -> None:
+    """Forbidden when ``real`` is inside an excluded folder, or is a folder that holds one."""
+    for folder in excluded:
+        if real == folder or real.is_relative_to(folder) or folder.is_relative_to(real):
+            raise Forbidden(f"path {shorten(repr(path))} reaches into the service's own managed data "
+                            f"({folder}), which cannot be registered as a source: use the datasets the "
+                            "service registered for it, or register your own files", {"path": shorten(path)})
 
 
 def _check_tree(directory: Path, path: str, roots: list[Path]) -> None:
@@ -117,7 +157,7 @@ def check_url(url: str, policy: RemotePolicy | None = None) -> str:
     """
     match = _URL.match(url)
     if not match:
-        raise InvalidRequest(f"{url!r} is not a URL")
+        raise InvalidRequest(f"{shorten(repr(url))} is not a URL")
     protocol = match.group(1).lower()
     if "::" in url or protocol in _REFUSED_PROTOCOLS:  # fsspec reads "::" as a chain of filesystems
         raise Forbidden(f"{protocol}:// URLs are not allowed; give a local path inside the "
@@ -148,9 +188,9 @@ def _require_public_host(url: str, protocol: str) -> None:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError as exc:
-        raise InvalidRequest(f"malformed URL {url!r}: {exc}") from None
+        raise InvalidRequest(f"malformed URL {shorten(repr(url))}: {exc}") from None
     if not host:
-        raise InvalidRequest(f"URL {url!r} has no host", {"protocol": protocol})
+        raise InvalidRequest(f"URL {shorten(repr(url))} has no host", {"protocol": protocol})
     try:
         infos = socket.getaddrinfo(host, port or 0, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
@@ -163,8 +203,11 @@ def _require_public_host(url: str, protocol: str) -> None:
                             {"host": host, "address": str(address)})
 
 
-def resolve_source(source: str, roots: Sequence[Path], remote: RemotePolicy | None = None) -> str:
-    """A URL allowed by ``remote`` (none by default), or the real local path inside ``roots``."""
+def resolve_source(source: str, roots: Sequence[Path], remote: RemotePolicy | None = None,
+                   excluded: Sequence[Path] = ()) -> str:
+    """A URL allowed by ``remote`` (none by default), or the real local path inside ``roots``
+    and outside ``excluded``."""
+    check_length(source)
     if is_url(source):
         return check_url(source, remote or RemotePolicy())
-    return str(resolve_local(source, roots))
+    return str(resolve_local(source, roots, excluded))
