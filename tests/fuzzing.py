@@ -87,3 +87,15 @@ if schemathesis is not None:
         case.body = _local(case.body)
         case.query = _short_wait(case.query)
         return case
+
+
+# -- known hostile requests ------------------------------------------------------------
+# Requests that once answered 500 (or worse); tests/test_http_hardening.py replays each
+# against a live server and expects a 4xx in the error shape. (method, path, headers, body)
+KNOWN_BAD: list[tuple[str, str, dict[str, str], bytes]] = [
+    # issue 14: a submit body nested 100,000 levels deep was a RecursionError (500)
+    ("POST", "/api/processing/jobs/submit", {"Content-Type": "application/json"},
+     b"[" * 100_000 + b"]" * 100_000),
+    ("POST", "/api/processing/jobs/submit", {"Content-Type": "application/json"},
+     b'{"operation": "filter", "parameters": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001),
+]
