@@ -625,3 +625,111 @@ def test_the_loop_answers_while_a_large_csv_is_registered_and_partitioned(server
                              f"{max(probe.latencies[:idle], default=0):.3f} s; load average {os.getloadavg()}")
     assert server.delete(f"{API}/datasets/{dataset_id}").status_code == 200
     (out / "large.csv").unlink()
+
+
+# --------------------------------------------------------------------------- hostile input (issue 14 item 7, issue 15 item 11)
+
+def _deep_lines(levels: int) -> bytes:
+    return b'{"a":' * levels + b"1" + b"}" * levels + b"\n"
+
+
+def _deep_array(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+def test_hostile_sources_and_options_are_4xx_and_logged_short(server):
+    out = folder(server, "hostile")
+    (out / "ok.csv").write_text("a,b\n1,2\n")
+    before = total(server)
+    error = error_of(register(server, out / "ok.csv", options={"encoding": "rot13"}), 400)
+    assert "not a text encoding" in error["message"]
+    for options, needle in [({"encoding": 7}, "encoding"), ({"encoding": "no-such-codec"}, "unknown encoding"),
+                            ({"header": "yes"}, "header"), ({"delimiter": "ab"}, "delimiter"),
+                            ({"columns": "a"}, "columns"), ({"compression": "zip"}, "unknown reader option")]:
+        assert needle in error_of(register(server, out / "ok.csv", options=options), 400)["message"], options
+    long_source = "a" * 100_000
+    error = error_of(register(server, long_source), 400)
+    assert "at most 4096" in error["message"] and len(error["message"]) < 500
+    error = error_of(register(server, str(out / ("n" * 300 + ".csv"))), 400)  # one name over NAME_MAX
+    assert "longer than the file system allows" in error["message"] and len(error["message"]) < 500
+    assert total(server) == before
+    assert long_source not in server.log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("deep_lines.jsonl", _deep_lines(50_000), "50000 levels deep"),
+    ("deep_array.json", _deep_array(50_000), "too deeply"),
+    ("deep_records.json", b"[" + _deep_lines(200).strip() + b"]", "200 levels deep"),
+])
+def test_deeply_nested_json_uploads_are_422_and_the_server_lives(server, name, content, needle):
+    dataset_id = new_id("deep")
+    r = server.post(f"{API}/datasets/upload?filename={name}&dataset_id={dataset_id}", data=content,
+                    headers={"Content-Type": "application/octet-stream"})
+    error = error_of(r, 422)
+    assert needle in error["message"], error
+    assert server.proc is not None and server.proc.poll() is None, "the server died"
+    assert server.get(f"{API}/health").status_code == 200
+    assert server.get(f"{API}/datasets/{dataset_id}").status_code == 404
+
+
+def test_json_nested_within_the_limit_still_registers(server):
+    out = folder(server, "nested")
+    (out / "ok.jsonl").write_bytes(b'{"a": [[1, 2]], "b": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}\n' * 3)
+    r = register(server, out / "ok.jsonl")
+    assert r.status_code == 201, r.text
+    assert r.json()["dataset"]["columns"] == ["a", "b"]
+
+
+def test_the_managed_folder_cannot_be_a_source(server):
+    managed = server.data_dir / "managed"
+    server.wait_for(lambda: server.get(f"{API}/datasets/demo_expression").status_code == 200)
+    link_dir = folder(server, "sneaky")
+    (link_dir / "to_managed").symlink_to(managed / "demo")
+    before = total(server)
+    sources = ["managed", "managed/demo/demo_expression", str(managed / "demo" / "demo_expression"),
+               "managed/*/*", "managed/demo/demo_expression/*.parquet", str(link_dir / "to_managed"),
+               str(link_dir / "to_managed" / "demo_expression"), ".", "*", "**/*.parquet", "inputs/../managed"]
+    for source in sources:
+        error = error_of(register(server, source, dataset_id=new_id("managed")), 403)
+        assert error["code"] == "forbidden" and "managed data" in error["message"], (source, error)
+    assert total(server) == before
+    # the service's own registrations of managed files still work: an upload lands there
+    r = server.post(f"{API}/datasets/upload?filename=fine.csv&dataset_id={new_id('fine')}", data=b"a\n1\n",
+                    headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+
+
+def test_a_partial_upload_of_a_killed_server_is_removed_at_start(make_server):
+    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})
+    stop = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield b"gene,level\n"
+        while not stop.is_set():
+            yield b"GENE00001,1.25\n" * 2000
+            time.sleep(0.05)
+
+    def upload() -> None:
+        try:
+            srv.post(f"{API}/datasets/upload?filename=slow.csv", data=slow_body(),
+                     headers={"Content-Type": "application/octet-stream"}, timeout=60)
+        except Exception:
+            pass  # the server is killed under it
+
+    client = threading.Thread(target=upload, daemon=True)
+    client.start()
+    try:
+        partial = srv.wait_for(lambda: incoming(srv), timeout=20)
+        srv.wait_for(lambda: (srv.data_dir / "managed/uploads/.incoming" / partial[0]).stat().st_size > 0)
+        srv.kill()  # kill -9 of the server, by its PID, mid-upload
+    finally:
+        stop.set()
+        client.join(10)
+    assert incoming(srv) == partial, "the killed server left its partial upload behind"
+    again = ServerProcess(srv.data_dir, {"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"}, port=srv.port)
+    try:
+        again.start()
+        again.wait_for(lambda: incoming(again) == [], timeout=20)
+        assert again.get(f"{API}/health").json()["status"] == "healthy"
+    finally:
+        again.cleanup()
