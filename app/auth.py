@@ -15,8 +15,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
+import math
+import re
+import time
+from collections import OrderedDict
 from typing import Any, Callable
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 import jinja2
 from panel.auth import BasicAuthProvider, BasicLoginHandler
@@ -24,6 +29,7 @@ from panel.auth import BasicAuthProvider, BasicLoginHandler
 from .errors import Forbidden, Unauthorized
 from .settings import Settings
 
+log = logging.getLogger("app.auth")
 READ_METHODS = frozenset({"GET", "HEAD"})
 WALL_PATHS = frozenset({"/wall", "/wall/"})
 WALL_WS_PATH = "/wall/ws"
@@ -81,11 +87,85 @@ def derive_key(token: str, purpose: str) -> str:
     return hmac.new(token.encode("utf-8"), purpose.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+# -- repeated wrong tokens --------------------------------------------------------
+
+class FailureTracker:
+    """Counts wrong tokens per client address; ``max_failures`` within a lockout period
+    lock the address out for ``lockout_s`` (every attempt, right or wrong, is refused).
+
+    Failures are logged with the address and where, never with the token.
+    """
+
+    MAX_ADDRESSES = 10_000  # the oldest entries go first beyond this
+
+    def __init__(self, max_failures: int, lockout_s: float):
+        self.max_failures = max_failures
+        self.lockout_s = lockout_s
+        self._entries: OrderedDict[str, tuple[int, float, float]] = OrderedDict()  # count, since, locked until
+
+    def locked_for(self, address: str) -> int:
+        """Whole seconds ``address`` stays locked out; 0 when it is not."""
+        entry = self._entries.get(address)
+        if entry is None:
+            return 0
+        remaining = entry[2] - time.monotonic()
+        return math.ceil(remaining) if remaining > 0 else 0
+
+    def failed(self, address: str, where: str) -> None:
+        now = time.monotonic()
+        count, since, _ = self._entries.pop(address, (0, now, 0.0))
+        if now - since > self.lockout_s:  # an old run of failures is forgotten
+            count, since = 0, now
+        count += 1
+        locked_until = now + self.lockout_s if count >= self.max_failures else 0.0
+        self._entries[address] = (0 if locked_until else count, now if locked_until else since, locked_until)
+        while len(self._entries) > self.MAX_ADDRESSES:
+            self._entries.popitem(last=False)
+        if locked_until:
+            log.warning("wrong token from %s on %s: %d failures, locked out for %g s",
+                        address, where, count, self.lockout_s)
+        else:
+            log.warning("wrong token from %s on %s (%d of %d before a lockout)",
+                        address, where, count, self.max_failures)
+
+
+_TRACKERS: dict[tuple[int, float], FailureTracker] = {}
+
+
+def failures(settings: Settings) -> FailureTracker:
+    """The process's one tracker (the API, the sign-in form and the wall share it)."""
+    key = (settings.auth_max_failures, settings.auth_lockout_s)
+    if key not in _TRACKERS:
+        _TRACKERS[key] = FailureTracker(*key)
+    return _TRACKERS[key]
+
+
+# -- redirects ----------------------------------------------------------------------
+
+_SAFE_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/%?#]*")
+
+
 def local_path(url: str | None, default: str = "/") -> str:
-    """``url`` if it is a path on this server (no scheme, host or backslash), else ``default``."""
-    if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
+    """``url`` if it is a path on this server, else ``default``.
+
+    Browsers drop tabs and newlines from URLs and read ``\\`` as ``/``, so anything
+    but printable ASCII, a backslash or ``//`` (also once percent-decoded, up to
+    three times) could lead off-site: all are refused, not repaired.
+    """
+    if not url:
         return default
-    return url
+    candidate = url
+    for _ in range(4):
+        if not _SAFE_PATH.fullmatch(candidate) or "//" in candidate.split("?", 1)[0].split("#", 1)[0]:
+            return default
+        parts = urlsplit(candidate)
+        if parts.scheme or parts.netloc:
+            return default
+        decoded = unquote(candidate)
+        if decoded == candidate:
+            return url
+        candidate = decoded
+    return default  # still encoded after four rounds: not a path a page links to
 
 
 # -- pages -----------------------------------------------------------------------
@@ -124,6 +204,7 @@ class TokenSignInHandler(BasicLoginHandler):
 
     token: str = ""
     endpoint: str = "/login"
+    settings: Settings = Settings()
 
     def set_cookie(self, name: str, value: str | bytes, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         kwargs.setdefault("samesite", "Lax")
@@ -139,10 +220,20 @@ class TokenSignInHandler(BasicLoginHandler):
 
     async def post(self) -> None:
         next_url = local_path(self.get_argument("next", "/"))
+        address = self.request.remote_ip or "unknown"
+        tracker = failures(self.settings)
+        wait = tracker.locked_for(address)
+        if wait:
+            self.set_status(429)
+            self.set_header("Retry-After", str(wait))
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(f"Too many wrong tokens from this address; try again in {wait} s.\n")
+            return
         if token_matches(self.get_argument("token", ""), self.token):
             self.set_current_user(SIGNED_IN_USER)  # Panel's: signed user + id_token cookies
             self.redirect(next_url)
             return
+        tracker.failed(address, "the sign-in form")
         await asyncio.sleep(FAILED_SIGN_IN_DELAY_S)
         self.redirect(f"{self.endpoint}?{urlencode({'error': '1', 'next': next_url})}")
 
@@ -153,7 +244,7 @@ class TokenAuthProvider(BasicAuthProvider):
     def __init__(self, settings: Settings, login_endpoint: str = "/login") -> None:
         self._settings = settings  # before Panel's __init__, which validates the hooks below
         self._sign_in = type("SignInHandler", (TokenSignInHandler,),
-                             {"token": settings.api_token, "endpoint": login_endpoint})
+                             {"token": settings.api_token, "endpoint": login_endpoint, "settings": settings})
         super().__init__(login_endpoint=login_endpoint)
 
     @property
@@ -172,7 +263,17 @@ class TokenAuthProvider(BasicAuthProvider):
         if not wall_token:
             return False
         if path in WALL_PATHS:
-            return token_matches(handler.get_argument("token", ""), wall_token)
+            given = handler.get_argument("token", "")
+            if not given:
+                return False
+            address = handler.request.remote_ip or "unknown"
+            tracker = failures(self._settings)
+            if tracker.locked_for(address):
+                return False  # even the right token, until the lockout ends
+            if token_matches(given, wall_token):
+                return True
+            tracker.failed(address, "the wall URL")
+            return False
         # Sessions are signed (see dashboard_auth): a websocket can only attach to a
         # session whose page load passed this check, so the socket needs no token.
         return path == WALL_WS_PATH

@@ -259,3 +259,123 @@ class BatchWriter(Generic[Item, Result]):
         while self._draining is not None:
             await asyncio.shield(self._draining)
         self._executor.shutdown(wait=True)
+
+
+BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\n"
+                 b"too many connections; retry\r\n")
+EVICT_AFTER_S = 0.5  # a connection silent this long may give its place to a new one
+
+
+class ConnectionLimiter:
+    """Caps open HTTP connections in total and per client address.
+
+    Over a cap, the connection that has waited longest without sending a complete
+    request header (a half-open one; at least ``EVICT_AFTER_S`` old, so that a burst
+    still queued for reading is not cut) is answered 503 and closed to make room;
+    if there is none, the new connection is. Installed around the server's
+    ``handle_stream`` (ahead of the :class:`ConnectionPacer`) and ``on_close``; told
+    of each request header by the request guard (:meth:`request_started`).
+    """
+
+    def __init__(self, handle_stream: Callable[[Any, Any], Any], max_total: int, max_per_client: int):
+        self._handle_stream = handle_stream
+        self.max_total = max_total
+        self.max_per_client = max_per_client
+        self._address: dict[Any, str] = {}  # stream -> client address
+        self._per_client: dict[str, int] = {}
+        self._waiting: dict[Any, float] = {}  # stream -> accepted at, in accept order
+        self._waiting_by_client: dict[str, dict[Any, float]] = {}
+        self.refused = 0
+        self.evicted = 0
+        self._last_report = 0.0
+
+    @classmethod
+    def install(cls, http_server: Any, max_total: int, max_per_client: int) -> "ConnectionLimiter":
+        limiter = cls(http_server.handle_stream, max_total, max_per_client)
+        http_server.handle_stream = limiter
+        on_close = http_server.on_close
+
+        def closed(server_conn: Any) -> None:
+            limiter.closed(server_conn.stream)
+            on_close(server_conn)
+
+        http_server.on_close = closed  # HTTP1ServerConnection calls its delegate's on_close
+        return limiter
+
+    @property
+    def open(self) -> int:
+        return len(self._address)
+
+    def __call__(self, stream: Any, address: Any) -> Any:
+        client = str(address[0]) if isinstance(address, tuple) and address else str(address)
+        if self._per_client.get(client, 0) >= self.max_per_client and not self._evict(client):
+            return self._refuse(stream, f"{client} has {self.max_per_client} connections open")
+        if len(self._address) >= self.max_total and not self._evict(None):
+            return self._refuse(stream, f"{self.max_total} connections open")
+        self._address[stream] = client
+        self._per_client[client] = self._per_client.get(client, 0) + 1
+        now = time.monotonic()
+        self._waiting[stream] = now
+        self._waiting_by_client.setdefault(client, {})[stream] = now
+        # a stream closed before it was served (still queued, or refused) is not seen by on_close
+        stream.set_close_callback(lambda: self.closed(stream))
+        return self._handle_stream(stream, address)
+
+    def request_started(self, stream: Any) -> None:
+        """A complete request header arrived on ``stream``: it is no longer half-open."""
+        if stream is None or self._waiting.pop(stream, None) is None:
+            return
+        client = self._address.get(stream)
+        if client is not None:
+            self._waiting_by_client.get(client, {}).pop(stream, None)
+
+    def closed(self, stream: Any) -> None:
+        client = self._address.pop(stream, None)
+        if client is None:
+            return
+        self._waiting.pop(stream, None)
+        waiting = self._waiting_by_client.get(client)
+        if waiting is not None:
+            waiting.pop(stream, None)
+            if not waiting:
+                del self._waiting_by_client[client]
+        left = self._per_client.get(client, 1) - 1
+        if left > 0:
+            self._per_client[client] = left
+        else:
+            self._per_client.pop(client, None)
+
+    def _evict(self, client: str | None) -> bool:
+        """Close the oldest half-open connection (of ``client``, or of anyone); False if none is old enough."""
+        waiting = self._waiting if client is None else self._waiting_by_client.get(client, {})
+        oldest = next(iter(waiting), None)  # dicts keep accept order
+        if oldest is None or time.monotonic() - waiting[oldest] < EVICT_AFTER_S:
+            return False
+        self.evicted += 1
+        self.closed(oldest)
+        self._send_busy(oldest)
+        return True
+
+    def _refuse(self, stream: Any, why: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_report >= 10:  # one line per 10 s, whatever the flood
+            self._last_report = now
+            log.warning("connection refused with 503: %s (%d refused, %d half-open closed so far)",
+                        why, self.refused, self.evicted)
+        self._send_busy(stream)
+
+    @staticmethod
+    def _send_busy(stream: Any) -> None:
+        try:
+            done = stream.write(BUSY_RESPONSE)
+        except Exception:  # noqa: BLE001 - the client is gone already
+            stream.close()
+            return
+
+        def close(future: Any) -> None:
+            future.exception()  # retrieved: a client gone meanwhile is not an error
+            stream.close()
+
+        done.add_done_callback(close)

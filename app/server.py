@@ -4,27 +4,94 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import logging
+import resource
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from .batching import ConnectionPacer, FairSelector
+from .batching import ConnectionLimiter, ConnectionPacer, FairSelector
+from .guard import is_loopback, served_hosts, websocket_origins
 from .settings import Settings
 
 log = logging.getLogger("app.server")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-def is_loopback(host: str) -> bool:
-    if host in {"localhost", ""}:
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+FD_RESERVE = 256  # descriptors kept for the database, Dask and the log beyond MAX_CONNECTIONS
+
+
+class RepeatFilter(logging.Filter):
+    """Lets ``burst`` identical lines (same logger, level and message) through per
+    ``interval_s``; the next one let through says how many were suppressed.
+
+    A flood of one error (a descriptor shortage once wrote 134,656 lines in 20 s)
+    then costs a few lines, not the disk.
+    """
+
+    def __init__(self, burst: int = 5, interval_s: float = 10.0, max_keys: int = 1000):
+        super().__init__()
+        self.burst = burst
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}  # key -> [window start, passed, suppressed]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg)[:200])
+        now = time.monotonic()
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.interval_s:
+            suppressed = int(entry[2]) if entry else 0
+            if len(self._seen) >= self.max_keys:
+                self._seen.clear()
+            self._seen[key] = [now, 1, 0]
+            if suppressed:
+                record.msg = f"{record.msg} [{suppressed} identical lines suppressed before this one]"
+            return True
+        if entry[1] < self.burst:
+            entry[1] += 1
+            return True
+        entry[2] += 1
         return False
+
+
+def install_log_filter(filter_: logging.Filter | None = None) -> logging.Filter:
+    """Put the repeat filter on every handler of the root logger (records from any logger pass there)."""
+    filter_ = filter_ or RepeatFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(filter_)
+    return filter_
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's descriptor limit to its hard limit; the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_caps(settings: Settings, fd_limit: int) -> tuple[int, int]:
+    """(total, per client) caps, the total kept under the descriptor limit."""
+    total = min(settings.max_connections, max(64, fd_limit - FD_RESERVE))
+    if total < settings.max_connections:
+        log.warning("MAX_CONNECTIONS=%d lowered to %d: the descriptor limit is %d",
+                    settings.max_connections, total, fd_limit)
+    return total, min(settings.max_connections_per_client, total)
+
+
+def http_server_options(settings: Settings) -> dict[str, Any]:
+    """Tornado HTTPServer options: the idle timeout is also the header timeout."""
+    # Tornado waits idle_connection_timeout for a request's complete header, on a new
+    # connection and between keep-alive requests alike (HTTP1ConnectionParameters.header_timeout).
+    return {"idle_connection_timeout": settings.idle_timeout_s, "body_timeout": settings.body_timeout_s}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -62,19 +129,15 @@ def describe_access(settings: Settings) -> list[str]:
             lines.append("/wall opens with ?token=<WALL_TOKEN>")
     origins = ", ".join(settings.cors_origins) or "none"
     lines.append(f"CORS origins allowed: {origins}")
+    lines.append(f"host names served (others get 421): {', '.join(sorted(served_hosts(settings)))}")
     return lines
-
-
-def websocket_origins(settings: Settings) -> list[str]:
-    port = settings.port
-    hosts = {"localhost", "127.0.0.1", settings.host}
-    return [f"{h}:{port}" for h in hosts] + (["*"] if not is_loopback(settings.host) else [])
 
 
 def serve(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env(host=args.host, port=args.port)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter()
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
     check_binding(settings)
     for line in describe_access(settings):
@@ -88,7 +151,7 @@ def serve(argv: list[str]) -> int:
     asyncio.set_event_loop(asyncio.SelectorEventLoop(selector))
     from components.pages import PAGES
 
-    from . import runtime
+    from . import guard, runtime
     from .api.routes import api_routes
     from .auth import dashboard_auth
     from .service import ProcessingService
@@ -98,7 +161,8 @@ def serve(argv: list[str]) -> int:
     server = pn.serve(
         PAGES, port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
         show=False, start=False, title="Processing Cluster", extra_patterns=api_routes(service),
-        static_dirs={"assets": str(STATIC_DIR)}, verbose=False, **dashboard_auth(settings),
+        static_dirs={"assets": str(STATIC_DIR)}, verbose=False, http_server_kwargs=http_server_options(settings),
+        **dashboard_auth(settings),
     )
     loop = IOLoop.current()
     stopping = {"flag": False}
@@ -132,10 +196,14 @@ def serve(argv: list[str]) -> int:
         log.info("serving on http://%s:%s/ (API under /api/processing/, docs at /docs)", settings.host, settings.port)
 
     http = getattr(server, "_http", None)  # bokeh keeps its Tornado HTTPServer here
-    if http is not None:
-        ConnectionPacer.install(http, selector)
-    else:  # pragma: no cover - a bokeh without it serves unpaced
-        log.warning("new connections are not paced: the HTTP server was not found")
+    if http is None:  # pragma: no cover - the guard is not optional
+        raise SystemExit("the HTTP server was not found: cannot install the request guard")
+    ConnectionPacer.install(http, selector)
+    total, per_client = connection_caps(settings, raise_fd_limit())
+    limiter = ConnectionLimiter.install(http, total, per_client)
+    guard.install(http.request_callback, service, limiter)  # Bokeh's Tornado Application
+    log.info("connections: at most %d open, %d per client address; idle/header timeout %g s, body timeout %g s",
+             total, per_client, settings.idle_timeout_s, settings.body_timeout_s)
     server.start()
     loop.add_callback(boot)
     loop.start()

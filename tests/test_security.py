@@ -28,7 +28,7 @@ MAX_REQUEST_KB = 16
 SECURED_ENV = {
     "PROCESSING_API_TOKEN": TOKEN, "PROCESSING_READ_TOKEN": READ_TOKEN, "WALL_TOKEN": WALL_TOKEN,
     "CORS_ALLOWED_ORIGINS": f"{ORIGIN},http://localhost:5173", "MAX_REQUEST_KB": str(MAX_REQUEST_KB),
-    "MAX_WORKERS": "2",
+    "MAX_WORKERS": "2", "AUTH_MAX_FAILURES": "100000",  # the walks below send hundreds of wrong tokens
 }
 PUBLIC = {("/api/processing/health", "get"), ("/api/processing/openapi.json", "get")}
 SUBMISSION = {"operation": "aggregate", "dataset_id": "demo_expression",
@@ -211,7 +211,8 @@ def test_chunked_json_body_over_the_limit_is_413(secured):
 def test_a_body_under_the_limit_still_works(secured):
     body = {**SUBMISSION, "parameters": {**SUBMISSION["parameters"]}}
     padded = '{"pad": "' + "x" * (MAX_REQUEST_KB * 1024 - 200) + '"}'
-    assert_error(secured.post("/api/processing/jobs/submit", data=padded, headers=auth(TOKEN)), 400)
+    assert_error(secured.post("/api/processing/jobs/submit", data=padded,
+                              headers={**auth(TOKEN), "Content-Type": "application/json"}), 400)
     assert secured.post("/api/processing/jobs/submit", json=body, headers=auth(TOKEN)).status_code == 201
 
 

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import param
 from tornado import web
 
-from ..auth import allowed_origin, check_api_access
-from ..errors import InvalidRequest, NotFound, PayloadTooLarge, ProcessingError, Unauthorized
+from ..auth import allowed_origin, bearer_token, check_api_access, failures
+from ..errors import (InvalidRequest, NotFound, PayloadTooLarge, ProcessingError, TooManyRequests, Unauthorized,
+                      UnsupportedMediaType)
 from ..models import build, public_params
 from ..store import new_id
 
@@ -33,6 +34,7 @@ log = logging.getLogger("app.api")
 STATUS_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+    421: "misdirected_request",
     422: "unprocessable", 429: "too_many_requests", 500: "internal_error", 503: "unavailable",
 }
 
@@ -82,9 +84,13 @@ class Endpoint:
 CORS_ALLOW_HEADERS = "Authorization, Content-Type"
 CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After, Location, WWW-Authenticate"
 CORS_MAX_AGE_S = 600
-HTTP_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH")
+HTTP_METHODS = ("GET", "HEAD", "POST", "DELETE", "PUT", "PATCH")
 HANDLER_METHODS = ("get", "post", "delete", "put", "patch", "head")
 BODY_METHODS = ("post", "put", "patch")
+JSON_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # a body they carry must be JSON
+MAX_JSON_DEPTH = 64  # nesting of a JSON body; deeper is a 400 (a 100,000-deep body was a 500)
+_TOO_DEEP = object()
+UPLOAD_MIN_RATE_MB_S = 1.0  # an upload may take MAX_UPLOAD_MB / this many seconds
 
 
 def _guarded_prepare(prepare: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,6 +133,9 @@ class BaseHandler(web.RequestHandler):
         for name in HANDLER_METHODS:
             if name in cls.__dict__:
                 setattr(cls, name, _guarded_method(cls.__dict__[name]))
+        if "get" in cls.__dict__ and "head" not in cls.__dict__:
+            # HEAD is GET without the body (Tornado drops it and keeps Content-Length)
+            cls.head = cls.get  # type: ignore[method-assign]
         takes_body = any(getattr(cls, m) is not getattr(web.RequestHandler, m) for m in BODY_METHODS)
         cls._stream_request_body = takes_body or cls.data_received is not BaseHandler.data_received
 
@@ -170,19 +179,54 @@ class BaseHandler(web.RequestHandler):
         if self._checked or self.request.method == "OPTIONS":
             return self._refusal is None
         self._checked = True
-        if not self.public:
-            try:
-                check_api_access(self.service.settings, self.request.method or "",
-                                 self.request.headers.get("Authorization"))
-            except ProcessingError as exc:
-                self._refusal = exc
+        try:
+            if not self.public:
+                self._check_access()
+            if type(self).data_received is BaseHandler.data_received:
+                self._check_content_type()
+        except ProcessingError as exc:
+            self._refusal = exc
         if type(self).data_received is not BaseHandler.data_received:
             self.raise_refusal()
+            settings = self.service.settings
+            self.request.connection.set_body_timeout(  # type: ignore[union-attr]
+                max(settings.body_timeout_s, settings.max_upload_mb / UPLOAD_MIN_RATE_MB_S))
             return True
         length = self.request.headers.get("Content-Length", "0")
         if length.isdigit() and int(length) > self._body_limit:
             raise self._too_large(f"a body of {int(length)} bytes")
         return self._refusal is None
+
+    def _check_access(self) -> None:
+        """The token check, behind a per-address lockout after repeated wrong tokens."""
+        settings = self.service.settings
+        if not settings.api_token:
+            return
+        address = self.request.remote_ip or "unknown"
+        tracker = failures(settings)
+        wait = tracker.locked_for(address)
+        if wait:
+            raise TooManyRequests(f"too many wrong tokens from this address; try again in {wait} s",
+                                  retry_after=wait)
+        authorization = self.request.headers.get("Authorization")
+        try:
+            check_api_access(settings, self.request.method or "", authorization)
+        except Unauthorized:
+            if bearer_token(authorization) is not None:  # a wrong token, not a missing one
+                tracker.failed(address, f"the API ({self.request.method} {self.request.path[:200]})")
+            raise
+
+    def _check_content_type(self) -> None:
+        """A body sent to a JSON endpoint must say it is JSON (a form or text/plain post is a CSRF vector)."""
+        if (self.request.method or "").upper() not in JSON_METHODS:
+            return
+        length = self.request.headers.get("Content-Length", "")
+        if not (length.isdigit() and int(length) > 0) and "Transfer-Encoding" not in self.request.headers:
+            return
+        media = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            raise UnsupportedMediaType(f"the body must be application/json, not {media[:100] or 'undeclared'}",
+                                       {"content_type": media[:100]})
 
     def raise_refusal(self) -> None:
         if self._refusal is not None:
@@ -241,9 +285,15 @@ class BaseHandler(web.RequestHandler):
         if not raw or not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            value = json.loads(raw)
+        except RecursionError:
+            value = _TOO_DEEP  # nested beyond the parser's stack
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+        if value is _TOO_DEEP or json_depth(value) > MAX_JSON_DEPTH:
+            raise InvalidRequest(f"the request body is nested more than {MAX_JSON_DEPTH} levels deep",
+                                 {"max_depth": MAX_JSON_DEPTH})
+        return value
 
     def parse_body(self, model: type[param.Parameterized]) -> Any:
         return build(model, self.json_body())
@@ -294,6 +344,19 @@ class BaseHandler(web.RequestHandler):
         code = STATUS_CODES.get(status_code, "error")
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps(error_body(code, message, {}, self.request_id)))
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of decoded JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def _convert(key: str, raw: str, p: param.Parameter) -> Any:

@@ -1,0 +1,378 @@
+"""HTTP hardening against the real server (issue 14): Host and Origin checks (DNS
+rebinding, CSRF), JSON-only bodies, security headers, HEAD, JSON depth, the sign-in
+redirect, websocket origins, the token lockout, slow and half-open clients and the
+log's repeat filter.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import time
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from tests import fuzzing
+from tests.server import ServerProcess
+
+TOKEN = "hardening-token-41c2"
+READ_TOKEN = "hardening-read-token-77e0"
+WALL_TOKEN = "hardening-wall-token-0a9d"
+ALLOWED_ORIGIN = "http://analysis.example"
+EVIL = "http://evil.example"
+SUBMISSION = {"operation": "aggregate", "dataset_id": "demo_expression", "priority": "CRITICAL",
+              "parameters": {"column": "expression_level", "operation": "mean"}, "max_cores": 1, "max_memory_gb": 0.5}
+HOSTILE_NEXT = [
+    "/%09/evil.example", "/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example", "//evil.example",
+    "///evil.example", "/\\evil.example", "\\\\evil.example", "/\\/evil.example", "http://evil.example",
+    "https://evil.example/", "https:evil.example", "//evil.example/%2F..", "/%2F/evil.example",
+    "/%2f%2fevil.example", "/%5Cevil.example", "/%5c%5cevil.example", "%2F%2Fevil.example",
+    "/%252F%252Fevil.example", " //evil.example", "\t//evil.example", "javascript:alert(1)",
+    "/\x00/evil.example", "/.//evil.example", "/\u3000/evil.example", "evil.example", "/%E3%80%80/evil.example",
+]
+
+
+def error_of(r: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, (r.request.method, r.url, r.status_code, r.text[:500])
+    assert r.headers["Content-Type"].startswith("application/json"), r.headers
+    err = r.json()["error"]
+    assert set(err) == {"code", "message", "details", "request_id"}
+    assert err["request_id"] == r.headers["X-Request-Id"]
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """No token (the default), loopback, one CORS origin, one extra host name."""
+    srv = ServerProcess(tmp_path_factory.mktemp("open"), {
+        "CLUSTER_AUTOSTART": "0", "CORS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
+        "PROCESSING_ALLOWED_HOSTS": "dash.example"}).start()
+    yield srv
+    srv.cleanup()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("secured"), {
+        "CLUSTER_AUTOSTART": "0", "PROCESSING_API_TOKEN": TOKEN, "PROCESSING_READ_TOKEN": READ_TOKEN,
+        "WALL_TOKEN": WALL_TOKEN, "AUTH_MAX_FAILURES": "1000"}).start()
+    yield srv
+    srv.cleanup()
+
+
+def job_count(srv: ServerProcess) -> int:
+    return srv.get("/api/processing/jobs/list").json()["total"]
+
+
+# -- CSRF: the two fetch reproductions of the issue -------------------------------------------
+
+def test_text_plain_no_cors_submit_creates_no_job(open_server):
+    """fetch(submit, {mode: 'no-cors', headers: {'Content-Type': 'text/plain'}, body}) from another page."""
+    open_server.wait_for(lambda: open_server.get("/api/processing/datasets/demo_expression").status_code == 200)
+    before = job_count(open_server)
+    body = json.dumps(SUBMISSION)
+    from_page = open_server.post("/api/processing/jobs/submit", data=body,
+                                 headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": EVIL})
+    error_of(from_page, 403, "forbidden")
+    # without the Origin (a script): still not JSON, so 415, whatever the body says
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        headers = {"Content-Type": ctype} if ctype else {}
+        r = requests.post(open_server.url + "/api/processing/jobs/submit", data=body.encode(), headers=headers,
+                          timeout=30)
+        assert "application/json" in error_of(r, 415, "unsupported_media_type")["message"]
+    assert job_count(open_server) == before
+    ok = open_server.post("/api/processing/jobs/submit", data=body,
+                          headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status_code == 201, ok.text
+
+
+def test_cluster_stop_from_a_foreign_origin_is_403(open_server):
+    """fetch('.../cluster/stop', {method: 'POST', mode: 'no-cors'}) from another page."""
+    stop = "/api/processing/cluster/stop"
+    for headers in ({"Origin": EVIL}, {"Origin": "null"}, {"Referer": f"{EVIL}/page.html"},
+                    {"Origin": f"{open_server.url}.evil.example"}, {"Origin": "http://127.0.0.1:1"},
+                    {"Origin": EVIL, "Referer": f"{open_server.url}/jobs"}):
+        err = error_of(open_server.post(stop, headers=headers), 403, "forbidden")
+        assert "CORS_ALLOWED_ORIGINS" in err["message"]
+    for headers in ({}, {"Origin": open_server.url}, {"Origin": ALLOWED_ORIGIN},
+                    {"Referer": f"{open_server.url}/cluster"},
+                    {"Origin": f"http://localhost:{open_server.port}", "Host": f"localhost:{open_server.port}"}):
+        assert open_server.post(stop, headers=headers).status_code == 200, headers
+
+
+# -- DNS rebinding ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example",
+                                  "localhost.evil.example", "10.0.0.1", "[::2]"])
+def test_a_foreign_host_is_421_on_the_api_and_the_pages(open_server, host):
+    host = host.format(port=open_server.port)
+    err = error_of(open_server.get("/api/processing/health", headers={"Host": host}), 421, "misdirected_request")
+    assert "PROCESSING_ALLOWED_HOSTS" in err["message"]
+    error_of(open_server.get("/api/processing/jobs/list", headers={"Host": host}), 421)
+    error_of(open_server.post("/api/processing/cluster/stop", headers={"Host": host}), 421)
+    for page in ("/", "/jobs", "/docs", "/wall", "/assets/does-not-exist.css", "/ws"):
+        r = open_server.get(page, headers={"Host": host}, allow_redirects=False)
+        assert r.status_code == 421, (page, r.status_code)
+        assert "PROCESSING_ALLOWED_HOSTS" in r.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST", "[::1]:{port}",
+                                  "dash.example", "dash.example:443", "127.0.0.1:1"])
+def test_served_names_are_answered_and_the_port_is_ignored(open_server, host):
+    r = open_server.get("/api/processing/health", headers={"Host": host.format(port=open_server.port)})
+    assert r.status_code == 200, r.text
+
+
+# -- security headers --------------------------------------------------------------------------
+
+def test_security_headers_on_pages_and_api(open_server):
+    for path in ("/", "/jobs", "/docs", "/api/processing/health", "/api/processing/nope", "/api/processing/openapi.json"):
+        r = open_server.get(path, allow_redirects=False)
+        assert r.headers["X-Frame-Options"] == "DENY", path
+        assert r.headers["X-Content-Type-Options"] == "nosniff", path
+        assert r.headers["Referrer-Policy"] == "same-origin", path
+        csp = r.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp, path
+        if r.headers["Content-Type"].startswith("text/html"):
+            assert "default-src 'self'" in csp and "object-src 'none'" in csp and "base-uri 'self'" in csp, path
+            assert f"ws://127.0.0.1:{open_server.port}" in csp
+        else:
+            assert csp.startswith("default-src 'none'"), path
+
+
+# -- HEAD --------------------------------------------------------------------------------------
+
+def test_head_on_every_get_route(secured):
+    spec = secured.get("/api/processing/openapi.json").json()
+    gets = [path for path, item in spec["paths"].items() if "get" in item and "{" not in path]
+    assert len(gets) >= 8
+    for path in gets:
+        for token in (TOKEN, READ_TOKEN):
+            url = path + ("?timeout=0" if path.endswith("/wait") else "")
+            got = secured.get(url, headers={"Authorization": f"Bearer {token}"})
+            head = requests.head(secured.url + url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            assert head.status_code == got.status_code == 200, (path, head.status_code, got.status_code)
+            assert head.content == b"" and head.headers["Content-Type"] == got.headers["Content-Type"], path
+    assert requests.head(secured.url + "/api/processing/jobs/list", timeout=30).status_code == 401
+    assert requests.head(secured.url + "/api/processing/health", timeout=30).status_code == 200
+    assert requests.head(secured.url + "/api/processing/jobs/nope/status", timeout=30,
+                         headers={"Authorization": f"Bearer {READ_TOKEN}"}).status_code == 404
+
+
+def test_head_on_pages(open_server):
+    for path in ("/", "/jobs", "/docs"):
+        got = open_server.get(path)
+        head = requests.head(open_server.url + path, timeout=30)
+        assert head.status_code == got.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and head.headers["Content-Type"].startswith("text/html"), path
+
+
+# -- bodies --------------------------------------------------------------------------------------
+
+def test_json_nested_too_deep_is_400_and_the_corpus_is_4xx(open_server):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = requests.post(open_server.url + "/api/processing/jobs/submit", data=deep, timeout=60,
+                      headers={"Content-Type": "application/json"})
+    assert "nested" in error_of(r, 400, "invalid_request")["message"]
+    for method, path, headers, body in fuzzing.KNOWN_BAD:
+        r = requests.request(method, open_server.url + path, headers=headers, data=body, timeout=60)
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:300])
+        error_of(r, r.status_code)
+    assert open_server.get("/api/processing/health").status_code == 200
+
+
+# -- sign-in redirect ---------------------------------------------------------------------------
+
+def test_sign_in_redirects_only_to_local_paths(secured):
+    for value in HOSTILE_NEXT:
+        r = requests.post(secured.url + "/login", data={"token": TOKEN, "next": value}, allow_redirects=False,
+                          timeout=30)
+        assert r.status_code == 302 and r.headers["Location"] == "/", (value, r.headers.get("Location"))
+    # the form also gets hostile values in its query string, percent-encoded once more
+    raw = requests.post(secured.url + "/login", data="token=" + TOKEN + "&next=/%09/evil.example",
+                        headers={"Content-Type": "application/x-www-form-urlencoded"}, allow_redirects=False,
+                        timeout=30)
+    assert raw.headers["Location"] == "/"
+    for value in ("/jobs", "/data?dataset=demo_expression", "/wall"):
+        r = requests.post(secured.url + "/login", data={"token": TOKEN, "next": value}, allow_redirects=False,
+                          timeout=30)
+        assert r.headers["Location"] == value
+
+
+# -- websocket origin -------------------------------------------------------------------------------
+
+def ws_handshake(port: int, origin: str, cookie: str, path: str = "/ws") -> bytes:
+    """The answer's head to a websocket upgrade of ``path`` from a page on ``origin``."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
+               f"Sec-WebSocket-Protocol: bokeh, not-a-session-token\r\nCookie: {cookie}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request.encode())
+        return s.recv(4096)
+
+
+def test_websocket_refuses_foreign_origins_on_a_public_bind(make_server):
+    srv = make_server({"PROCESSING_HOST": "0.0.0.0", "PROCESSING_API_TOKEN": TOKEN, "CLUSTER_AUTOSTART": "0",
+                       "DEMO_DATASET": "0"})
+    signed_in = requests.Session()
+    assert signed_in.post(srv.url + "/login", data={"token": TOKEN}, allow_redirects=False).status_code == 302
+    cookie = "; ".join(f"{k}={v}" for k, v in signed_in.cookies.items())
+    for origin in (EVIL, f"http://evil.example:{srv.port}", "null", f"https://127.0.0.1.evil.example:{srv.port}"):
+        assert ws_handshake(srv.port, origin, cookie).startswith(b"HTTP/1.1 403"), origin
+    for origin in (f"http://127.0.0.1:{srv.port}", f"http://localhost:{srv.port}"):
+        assert ws_handshake(srv.port, origin, cookie).startswith(b"HTTP/1.1 101"), origin
+
+
+# -- brute force -----------------------------------------------------------------------------------
+
+def test_wrong_tokens_lock_the_address_out_for_a_while(make_server):
+    srv = make_server({"PROCESSING_API_TOKEN": TOKEN, "WALL_TOKEN": WALL_TOKEN, "CLUSTER_AUTOSTART": "0",
+                       "DEMO_DATASET": "0", "AUTH_MAX_FAILURES": "3", "AUTH_LOCKOUT_S": "4"})
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    wrong = [f"guess-{i}-a8f3" for i in range(3)]
+    for guess in wrong:
+        error_of(srv.get("/api/processing/jobs/list", headers={"Authorization": f"Bearer {guess}"}), 401)
+    locked = srv.get("/api/processing/jobs/list", headers=right)
+    error_of(locked, 429, "too_many_requests")
+    assert 1 <= int(locked.headers["Retry-After"]) <= 4
+    # the lockout covers the sign-in form and the wall too
+    assert requests.post(srv.url + "/login", data={"token": TOKEN}, allow_redirects=False, timeout=30).status_code == 429
+    assert requests.get(srv.url + f"/wall?token={WALL_TOKEN}", allow_redirects=False, timeout=30).status_code == 302
+    assert srv.get("/api/processing/health").status_code == 200  # public: never locked
+    time.sleep(4.5)
+    assert srv.get("/api/processing/jobs/list", headers=right).status_code == 200
+    # wrong wall tokens and sign-ins count as well
+    for guess in wrong[:2]:
+        requests.get(srv.url + f"/wall?token={guess}", allow_redirects=False, timeout=30)
+    requests.post(srv.url + "/login", data={"token": wrong[2]}, allow_redirects=False, timeout=30)
+    error_of(srv.get("/api/processing/jobs/list", headers=right), 429)
+    log = srv.log_tail(400)
+    assert "wrong token from 127.0.0.1" in log and "locked out" in log
+    assert "the wall URL" in log and "the sign-in form" in log
+    for guess in wrong:
+        assert guess not in log
+    assert TOKEN not in log and WALL_TOKEN not in log
+
+
+# -- slow and half-open clients -------------------------------------------------------------------
+
+HALF_OPEN = b"GET / HTTP/1.1\r\nHost: x\r\n"
+
+
+def open_half(port: int, n: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.settimeout(30)
+        s.connect(("127.0.0.1", port))
+        s.sendall(HALF_OPEN)
+        socks.append(s)
+    return socks
+
+
+def closed_by_server(s: socket.socket, within: float) -> bytes | None:
+    """What the server sent before closing ``s`` within ``within`` s; None if still open."""
+    s.settimeout(within)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:
+        return data
+    except socket.timeout:
+        return None
+
+
+def test_half_open_connections_are_closed_after_the_idle_timeout(make_server):
+    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0", "IDLE_TIMEOUT_S": "2"})
+    socks = open_half(srv.port, 300)
+    try:
+        started = time.monotonic()
+        r = srv.get("/api/processing/health", timeout=15)
+        assert r.status_code == 200
+        still_open = [s for s in socks if closed_by_server(s, max(0.1, started + 8 - time.monotonic())) is None]
+        assert not still_open, f"{len(still_open)} of 300 half-open connections still open"
+        assert srv.get("/api/processing/health", timeout=15).status_code == 200
+        slow = socket.create_connection(("127.0.0.1", srv.port))  # one byte a second: the header timeout holds
+        for byte in b"GET /api/processing/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.5)
+        assert closed_by_server(slow, 3) is not None
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connection_caps_answer_503_and_evict_half_open_ones(make_server):
+    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0", "MAX_CONNECTIONS_PER_CLIENT": "20",
+                       "BODY_TIMEOUT_S": "60"})
+    # 20 connections whose request header is complete (a body still to come): none may be evicted
+    busy = []
+    for _ in range(20):
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"POST /api/processing/jobs/submit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        busy.append(s)
+    time.sleep(1)
+    over = socket.socket()
+    over.bind(("127.0.0.2", 0))
+    over.connect(("127.0.0.1", srv.port))
+    answer = closed_by_server(over, 10)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 503"), answer
+    assert srv.get("/api/processing/health").status_code == 200  # another address is not held back
+    for s in busy:
+        s.close()
+    time.sleep(0.5)
+    # 20 half-open ones: the next connection takes the place of the oldest, which is told 503
+    half = open_half(srv.port, 20, source="127.0.0.2")
+    time.sleep(1)
+    probe = socket.socket()
+    probe.bind(("127.0.0.2", 0))
+    probe.connect(("127.0.0.1", srv.port))
+    probe.sendall(b"GET /api/processing/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert (closed_by_server(probe, 10) or b"").startswith(b"HTTP/1.1 200")
+    evicted = closed_by_server(half[0], 5)
+    assert evicted is not None and evicted.startswith(b"HTTP/1.1 503"), evicted
+    for s in half:
+        s.close()
+    assert "connection refused with 503" in srv.log_tail(100)
+
+
+def test_repeated_log_lines_are_rate_limited():
+    from app.server import RepeatFilter
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("tests.hardening.repeat")
+    logger.propagate = False
+    handler = Keep()
+    handler.addFilter(RepeatFilter(burst=5, interval_s=0.3))
+    logger.addHandler(handler)
+    try:
+        for _ in range(10_000):
+            logger.error("socket.accept() out of system resource: [Errno 24] Too many open files")
+        logger.error("another line")
+        assert len(records) == 6, records
+        time.sleep(0.35)
+        logger.error("socket.accept() out of system resource: [Errno 24] Too many open files")
+        assert re.search(r"\[9995 identical lines suppressed", records[-1]), records[-1]
+    finally:
+        logger.removeHandler(handler)
