@@ -13,7 +13,7 @@ from app.errors import ProcessingError
 from app.service import ProcessingService
 
 from .live import LiveFeed
-from .theme import CSS, STATUS_COLORS, LiveHTML, fmt_bytes, progress_bar
+from .theme import CSS, STATUS_COLORS, LiveHTML, TextAlert, fmt_bytes, progress_bar
 
 
 class ClusterCards(pn.viewable.Viewer):
@@ -90,7 +90,7 @@ class ClusterControls(pn.viewable.Viewer):
         self._min = pn.widgets.IntInput(name="Minimum", value=1, start=0, end=limit, width=120, visible=False)
         self._max = pn.widgets.IntInput(name="Maximum", value=max(1, self.service.settings.n_workers), start=0, end=limit, width=120, visible=False)
         self._scale = pn.widgets.Button(label="Scale", color="primary", css_classes=["scale-cluster"], align="end")
-        self._message = pn.pane.Alert("", alert_type="light", visible=False)
+        self._message = TextAlert("", alert_type="light", visible=False)
         self._start.on_click(self._on_start)
         self._stop.on_click(self._on_stop)
         self._scale.on_click(self._on_scale)

@@ -17,7 +17,7 @@ from app.service import ProcessingService
 
 from .forms import ParamField, error_field
 from .results import record_view
-from .theme import CSS, badge, esc, fmt_bytes, fmt_number, progress_bar
+from .theme import CSS, TextAlert, badge, esc, esc_titles, fmt_bytes, fmt_number, progress_bar
 
 UPLOAD_ACCEPT = ".csv,.tsv,.parquet,.pq,.json,.jsonl,.ndjson"
 TABLE_TITLES = {"dataset_id": "Dataset", "name": "Name", "format": "Format", "rows": "Rows (est.)",
@@ -37,7 +37,7 @@ class _Form(pn.viewable.Viewer):
 
     def _setup(self, fields: dict[str, ParamField]) -> None:
         self.fields = fields
-        self._message = pn.pane.Alert("", alert_type="light", visible=False, sizing_mode="stretch_width")
+        self._message = TextAlert("", alert_type="light", visible=False, sizing_mode="stretch_width")
 
     def _say(self, text: str, kind: str) -> None:
         self._message.object, self._message.alert_type, self._message.visible = text, kind, True
@@ -302,6 +302,7 @@ class DatasetDetail(pn.viewable.Viewer):
             self._preview.visible = self._partition_card.visible = False
             return
         self._header.object = render_dataset(ds)
+        self._preview.titles = esc_titles(ds["columns"])
         self._preview.value = pd.DataFrame.from_records(ds.get("preview") or [], columns=ds["columns"])
         self._preview.visible = bool(ds.get("preview"))
         self._partition_card.visible = True

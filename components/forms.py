@@ -18,7 +18,7 @@ import param
 from app.errors import ProcessingError
 from app.models import public_params
 
-from .theme import CSS, esc
+from .theme import CSS, esc, esc_options
 
 NONE_LABEL = "(none)"
 FIELD_WIDTH = 210
@@ -84,7 +84,7 @@ class ParamField:
         if self.kind == "column":
             return pn.widgets.Select(options=column_options(columns), value=None, **common)
         if self.kind == "columns":
-            return pn.widgets.MultiChoice(options=column_options(columns, none=False), value=[], **common)
+            return pn.widgets.MultiChoice(options=esc_options(column_options(columns, none=False)), value=[], **common)
         if self.kind == "choice":
             return pn.widgets.Select(options=list(self.p.objects), value=default, **common)
         if self.kind == "bool":
@@ -105,7 +105,7 @@ class ParamField:
             self.widget.options = column_options(columns)
             self.widget.value = keep
         elif self.kind == "columns":
-            self.widget.options = column_options(columns, none=False)
+            self.widget.options = esc_options(column_options(columns, none=False))
             self.widget.value = [c for c in self.widget.value if c in columns]
 
     def read(self) -> tuple[bool, Any]:

@@ -23,7 +23,8 @@ from app.service import ProcessingService
 from .charts import time_format
 from .live import TERMINAL, LiveFeed, job_fingerprint, running_job, running_jobs
 from .results import result_view
-from .theme import CSS, PRIORITY_COLORS, STATUS_COLORS, badge, esc, fmt_bytes, fmt_duration, progress_bar, style_figure
+from .theme import (CSS, PRIORITY_COLORS, STATUS_COLORS, TextAlert, badge, esc, fmt_bytes, fmt_duration,
+                    progress_bar, style_figure)
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TABLE_TITLES = {"job_id": "Job", "operation": "Operation", "dataset_id": "Dataset", "priority": "Priority",
@@ -73,7 +74,7 @@ class JobTable(pn.viewable.Viewer):
         self._prev = pn.widgets.Button(label="‹ Newer", width=90, disabled=True)
         self._next = pn.widgets.Button(label="Older ›", width=90, disabled=True)
         self._info = pn.pane.HTML("", stylesheets=[CSS])
-        self._message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self._message = TextAlert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self._table = pn.widgets.Tabulator(
             job_frame([]), show_index=False, disabled=True, selectable=1, titles=TABLE_TITLES,
             layout="fit_columns", sizing_mode="stretch_width", css_classes=["job-table"],
@@ -163,7 +164,7 @@ class JobDetail(pn.viewable.Viewer):
         self._progress = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
         self._info = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
         self._cancel = pn.widgets.Button(label="Cancel job", color="danger", visible=False, css_classes=["cancel-job"])
-        self._message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self._message = TextAlert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self._source = ColumnDataSource({"t": [], "progress": []})
         self._chart = pn.Column(pn.pane.Bokeh(self._progress_figure(), sizing_mode="stretch_width"),
                                 sizing_mode="stretch_width", visible=False)

@@ -19,9 +19,10 @@ from .jobs import JobDetail, JobTable
 from .live import LiveFeed, LiveSource
 from .monitoring import MonitoringCharts
 from .submit import SubmitForm
-from .theme import ACCENT, CSS, SERIES_COLORS, esc
+from .theme import ACCENT, CSS, SERIES_COLORS, SYSTEM_FONT, drop_font_cdn, esc
 from .wall import Wall
 
+drop_font_cdn()
 pn.extension("tabulator", notifications=True, design="fast",
              disconnect_notification="Connection to the server lost: reload the page once it is back.")
 
@@ -44,7 +45,7 @@ def analyst_page(active: str, *main: Any) -> pn.template.FastListTemplate:
     """The analyst template: sidebar navigation and the page's cards."""
     return pn.template.FastListTemplate(
         title=TITLE, sidebar=[navigation(active)], main=list(main), accent=ACCENT, main_layout=None,
-        sidebar_width=200, header_background=ACCENT,
+        sidebar_width=200, header_background=ACCENT, font=SYSTEM_FONT, font_url="",
     )
 
 

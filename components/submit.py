@@ -13,7 +13,7 @@ from app.runner import catalogue, get_operation
 from app.service import ProcessingService
 
 from .forms import FieldError, ParamField, error_field
-from .theme import CSS, esc
+from .theme import CSS, TextAlert, esc
 
 FORM_SKIPS = {"partition"}  # partitioning has its own form on the Data page
 JOB_LABELS = {"priority": "Priority", "max_cores": "Cores", "max_memory_gb": "Memory (GB)"}
@@ -60,7 +60,7 @@ class SubmitForm(pn.viewable.Viewer):
         self._fields: dict[str, ParamField] = {}
         self._fields_box = pn.FlexBox(sizing_mode="stretch_width")
         self._submit = pn.widgets.Button(label="Submit job", color="primary", css_classes=["submit-job"], width=160)
-        self._message = pn.pane.Alert("", alert_type="light", visible=False, sizing_mode="stretch_width")
+        self._message = TextAlert("", alert_type="light", visible=False, sizing_mode="stretch_width")
         self._columns: dict[str, str] = {}
         op_widget.param.watch(lambda _e: self._build_fields(), "value")
         ds_widget.param.watch(lambda _e: self._load_columns(), "value")

@@ -12,6 +12,7 @@ from typing import Any
 
 import panel as pn
 from bokeh.models import Div, InlineStyleSheet
+from panel.theme.fast import Fast
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 CSS = (STATIC / "app.css").read_text()
@@ -28,6 +29,41 @@ SERIES_COLORS = {"memory": "#7048e8", "cpu": "#1c7ed6", "tasks": "#f76707", "wor
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def esc_titles(columns: Any, titles: dict[str, str] | None = None) -> dict[str, str]:
+    """Tabulator header titles, escaped: Tabulator puts a title into the page as HTML."""
+    titles = titles or {}
+    return {str(c): esc(titles.get(str(c), c)) for c in columns}
+
+
+def esc_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Escaped labels for a MultiChoice: its picker (Choices.js) shows labels as HTML."""
+    return {esc(label): value for label, value in options.items()}
+
+
+class TextAlert(pn.pane.Alert):
+    """An alert whose message is plain text: never read as Markdown or HTML.
+
+    Messages carry user data (column names, file names, error texts that quote values).
+    """
+
+    def _transform_object(self, obj: Any) -> dict[str, Any]:
+        text = "" if obj is None else str(obj)
+        body = f"<p style='white-space:pre-wrap;margin:0'>{html.escape(text)}</p>"
+        return dict(object=html.escape(body))  # Panel's markup model takes escaped HTML
+
+
+SYSTEM_FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
+
+
+def drop_font_cdn() -> None:
+    """Remove the Fast design's Google Fonts stylesheet: pages use system fonts and fetch nothing from a third party.
+
+    Panel resolves a design's bundled files by its class name, so a subclass cannot
+    serve them; the class's resource table is changed instead (once per process).
+    """
+    Fast._resources = {**Fast._resources, "font": {}}
 
 
 def fmt_duration(seconds: float | None) -> str:
