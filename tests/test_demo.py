@@ -107,3 +107,21 @@ def test_cli_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit) as exit_:
         demo_data_cli(["--format", "xlsx", "--out", str(tmp_path)])
     assert exit_.value.code == 2
+
+
+def test_a_demo_that_fails_at_start_is_a_health_reason(tmp_path: Path) -> None:
+    from tests.server import ServerProcess
+
+    data_dir = tmp_path / "data"
+    (data_dir / "managed").mkdir(parents=True)
+    (data_dir / "managed" / "demo").write_text("a file where the demo's folder must go\n")
+    srv = ServerProcess(data_dir, {"CLUSTER_AUTOSTART": "0"})
+    try:
+        srv.start()
+        health = srv.wait_for(lambda: (h := srv.get("/api/processing/health").json())["reasons"] and h, timeout=60)
+        assert health["status"] == "degraded", health
+        [reason] = [r for r in health["reasons"] if "demo dataset" in r]
+        assert "could not be created at start" in reason and "managed/demo" in reason, reason
+        assert srv.get("/api/processing/datasets/demo_expression").status_code == 404
+    finally:
+        srv.cleanup()

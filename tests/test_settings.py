@@ -25,6 +25,16 @@ def test_values_are_parsed_and_overrides_win():
     assert s.n_workers == 8 and s.autostart is False and s.data_roots == ("/a", "/b") and s.port == 9100
 
 
+def test_a_relative_data_dir_is_made_absolute_once_against_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({})  # the default "./data", as on a fresh clone
+    assert s.data_dir.is_absolute() and s.data_dir == tmp_path / "data"
+    assert s.allowed_roots[0] == (tmp_path / "data").resolve()
+    assert Settings.from_env({"PROCESSING_DATA_DIR": "rel/../x"}).data_dir == tmp_path / "x"
+    monkeypatch.chdir(tmp_path.parent)  # a later cwd change moves nothing
+    assert s.data_dir == tmp_path / "data"
+
+
 @pytest.mark.parametrize("env, needle", [
     ({"DASK_N_WORKERS": "four"}, "DASK_N_WORKERS"),
     ({"CLUSTER_AUTOSTART": "maybe"}, "CLUSTER_AUTOSTART"),
