@@ -1,5 +1,11 @@
-"""The Dask cluster the service computes on: an embedded ``LocalCluster``, an
-existing scheduler (``DASK_SCHEDULER_ADDRESS``) or one made by ``CLUSTER_FACTORY``.
+"""The Dask cluster the service computes on: an embedded cluster, an existing
+scheduler (``DASK_SCHEDULER_ADDRESS``) or one made by ``CLUSTER_FACTORY``.
+
+The embedded cluster's scheduler and nannies run as child processes (distributed's
+subprocess specs), never in the server process: the server holds no scheduler
+state, so a long-running server does not grow with the jobs it has run, and
+nothing here reaches into the scheduler's internals. The children close themselves
+when the server dies (:mod:`app.child_watch`).
 
 Slow steps (starting or closing a cluster, scaling it) run in an executor thread;
 the client is asynchronous on the server loop.
@@ -7,27 +13,18 @@ the client is asynchronous on the server loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import importlib
 import logging
 import time
+import uuid
 from typing import Any, Callable
 
-import dask.config
 from distributed import Client
 
 from .errors import ClusterNotRunning, Conflict, InvalidRequest
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Dask keeps the last N messages of every batched connection (each job's graph among them)
-# and the last N events per topic; its defaults (1000 and 100000) are sized for debugging
-# one session, not for a server running jobs for weeks with its scheduler in-process.
-# update_defaults: a value the user configured (YAML or DASK_* variables) still wins.
-dask.config.update_defaults({
-    "distributed": {"admin": {"low-level-log-length": 50}, "scheduler": {"events-log-length": 5000}},
-})
 
 STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
 
@@ -85,21 +82,27 @@ class ClusterManager:
         return None
 
     def _make_local(self) -> Any:
-        from distributed import LocalCluster
+        """Scheduler and nanny workers as child processes of this server."""
+        from distributed import SpecCluster
+        from distributed.deploy.subprocess import SubprocessScheduler, SubprocessWorker
 
         s = self.settings
-        return LocalCluster(
-            n_workers=s.n_workers,
-            threads_per_worker=s.threads_per_worker,
-            memory_limit=s.memory_limit,
-            dashboard_address=s.dashboard_address or None,
-            host="127.0.0.1",
-            processes=True,
-            local_directory=str(s.data_dir / "dask-scratch"),
+        scratch = s.data_dir / "dask-scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        scheduler = {"cls": SubprocessScheduler, "options": {"scheduler_kwargs": {
+            "host": "127.0.0.1", "port": 0, "dashboard": bool(s.dashboard_address),
+            "dashboard_address": s.dashboard_address or None, "preload": ["app.child_watch"],
+            "scheduler_file": str(scratch / f"scheduler-{uuid.uuid4().hex[:12]}.json"),
+        }}}
+        worker = {"cls": SubprocessWorker, "options": {"worker_class": "distributed.Nanny", "worker_kwargs": {
+            "host": "127.0.0.1", "nthreads": s.threads_per_worker, "memory_limit": s.memory_limit,
+            "local_directory": str(scratch), "preload_nanny": ["app.child_watch"],
             # computations yield the cores to the API and the dashboard of this machine
-            preload=["app.worker_setup"] if s.worker_nice else None,
-            env={"PROCESSING_WORKER_NICE": str(s.worker_nice)},
-        )
+            "preload": ["app.worker_setup"] if s.worker_nice else [],
+            "env": {"PROCESSING_WORKER_NICE": str(s.worker_nice)},
+        }}}
+        return SpecCluster(workers={i: worker for i in range(s.n_workers)}, scheduler=scheduler, worker=worker,
+                           name="processing")
 
     def _make_cluster(self) -> Any:
         if self.mode == "factory":
@@ -175,6 +178,9 @@ class ClusterManager:
             self.adaptive = None
 
     def _stop_adaptive(self) -> None:
+        # distributed has no public way to stop adaptive scaling; its own cluster widget
+        # stops ``_adaptive`` the same way (distributed/deploy/cluster.py, scale_cb).
+        # tests/test_api_cluster.py fails if scaling after adapt stops working.
         adaptive = getattr(self.cluster, "_adaptive", None)
         if adaptive is not None:
             adaptive.stop()
@@ -192,79 +198,3 @@ class ClusterManager:
         if not self.running:
             return None
         return await self.client.scheduler.identity(n_workers=-1)  # type: ignore[union-attr]
-
-    async def tidy_scheduler(self) -> int:
-        """Drop the embedded scheduler's records of long-finished computations (see ``prune_spans``).
-
-        Only for the embedded LocalCluster, whose scheduler lives in this process; a
-        scheduler someone else runs is theirs to manage. Returns the spans dropped.
-        """
-        if self.mode != "local" or not self.running:
-            return 0
-        try:
-            return await self.client.run_on_scheduler(prune_spans, keep=KEEP_SPANS)  # type: ignore[union-attr]
-        except Exception:  # a scheduler busy or going away: try again next time
-            log.debug("could not prune the scheduler's spans", exc_info=True)
-            return 0
-
-
-KEEP_SPANS = 200  # finished computations the Dask dashboard still shows
-TOMBSTONE_S = 3600.0  # a dropped span's empty stand-in stays this long
-SPAN_MIN_AGE_S = 60.0  # a span is kept this long after its last task ended (heartbeats: every few s)
-
-
-def _finished_before(root: Any, moment: float) -> bool:
-    groups = list(root.traverse_groups())
-    return bool(groups) and all(group.done for group in groups) and max(group.stop for group in groups) < moment
-
-
-def prune_spans(dask_scheduler: Any = None, keep: int = KEEP_SPANS, min_age_s: float = SPAN_MIN_AGE_S) -> int:
-    """Forget finished root spans beyond the newest ``keep``; returns how many were dropped.
-
-    Dask's scheduler keeps every span, and with it the TaskGroups of every computation,
-    for as long as it runs (dask/distributed#7977). Each job is one computation, so an
-    embedded scheduler grew this process by tens of KB per job. A root span is dropped
-    only when the scheduler has already forgotten every task group under it, no live
-    group refers to it, and its last task ended over ``min_age_s`` ago. Workers report a
-    span's metrics by id with their heartbeats, and a report about an unknown span makes
-    the scheduler fail the heartbeat and the worker close; so a dropped span's id keeps an
-    empty stand-in (no groups, no code) for ``TOMBSTONE_S`` before it is removed. Works on
-    the scheduler's own loop (``run_on_scheduler``); if the extension's layout is not the
-    one this was written for (distributed 2026.x), it changes nothing.
-    """
-    from distributed.spans import Span
-
-    ext = getattr(dask_scheduler, "extensions", {}).get("spans")
-    needed = ("root_spans", "spans", "spans_search_by_name", "spans_search_by_tag")
-    if ext is None or not all(hasattr(ext, name) for name in needed) or keep < 0:
-        return 0
-    live = dask_scheduler.task_groups
-    # the scheduler looks a live group's span up by id (observe_tasks): never drop one of those
-    referenced = {group.span_id for group in live.values() if group.span_id}
-    old = ext.root_spans[:-keep] if keep else list(ext.root_spans)
-    moment = time.time() - min_age_s
-    drop = [root for root in old
-            if not any(span.id in referenced for span in root.traverse_spans())
-            and _finished_before(root, moment)
-            and all(live.get(group.name) is not group for group in root.traverse_groups())]
-    now = time.time()
-    graves = ext.__dict__.setdefault("_processing_graves", collections.deque())
-    while graves and graves[0][0] < now - TOMBSTONE_S:  # long past any report about them
-        for key in graves.popleft()[1]:
-            ext.spans.pop(key, None)
-    if not drop:
-        return 0
-    gone = {id(span) for root in drop for span in root.traverse_spans()}
-    ext.root_spans = [span for span in ext.root_spans if id(span) not in gone]
-    buried = [key for key, span in ext.spans.items() if id(span) in gone]
-    for key in buried:  # an empty stand-in, so a late worker report finds its span id
-        ext.spans[key] = Span(ext.spans[key].name, key, None, dask_scheduler.total_nthreads_history)
-    graves.append((now, buried))
-    for index in (ext.spans_search_by_name, ext.spans_search_by_tag):
-        for key in list(index):
-            kept = [span for span in index[key] if id(span) not in gone]
-            if kept:
-                index[key] = kept
-            else:
-                del index[key]
-    return len(drop)

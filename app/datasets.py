@@ -145,7 +145,7 @@ class DatasetRegistry:
         resolved = sources.resolve_source(source, self.settings.allowed_roots, policy, excluded)
         try:
             fmt = readers.detect_format(resolved, fmt)
-            info = readers.inspect(resolved, fmt, options)
+            info = readers.inspect(resolved, fmt, options, allow_empty=managed)  # a job may write zero rows
         except ProcessingError:
             raise
         except Exception as exc:

@@ -8,26 +8,52 @@ new sample all ask for a pass); ``JOB_CHECK_INTERVAL`` is a safety net only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from concurrent.futures import Executor
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from . import queue as q
 from .batching import BatchWriter, Turns
 from .errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
-from .runner import Attempt, execute, get_operation, is_transient, read_rows, results_dir
+from .runner import Attempt, Stopped, execute, get_operation, is_transient, read_rows, results_dir
 from .store import TERMINAL, iso, new_id, utcnow
+from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     from .service import ProcessingService
 
 log = logging.getLogger(__name__)
-NOT_FAILURES = ("preempted", "server_restart", "cancelled", "completed", None)
+# attempt outcomes that say nothing against the job: it is not charged an attempt for them
+NOT_FAILURES = ("preempted", "server_restart", "cancelled", "completed", "lost_tasks", "cluster_stopped",
+                "scaled_down", None)
 ETA_MARKS = (25, 50)
 MEMORY_MARGIN = 1.5
-TIDY_EVERY_JOBS = 50  # finished jobs between prunings of the embedded scheduler's records
+SCALE_DOWN_GRACE_S = 30.0  # a worker loss this soon after a scale-down is the scale-down's doing
+INCIDENT_WINDOW_S = 60.0  # /health stays degraded this long after the engine repaired something
+
+
+class Interrupt(str, Enum):
+    """Why the engine stopped a running attempt (its attempt outcome)."""
+
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    MEMORY = "memory"
+    LOST_TASKS = "lost_tasks"
+    CLUSTER_STOPPED = "cluster_stopped"
+    SCALED_DOWN = "scaled_down"
+    SHUTDOWN = "shutdown"
+
+
+REQUEUED_BY = {
+    Interrupt.PREEMPTED: "room was needed for a CRITICAL job",
+    Interrupt.LOST_TASKS: "the scheduler no longer held the attempt's tasks",
+    Interrupt.CLUSTER_STOPPED: "the cluster was stopped; the job runs again when workers are back",
+    Interrupt.SCALED_DOWN: "its worker was removed by scaling down; the job runs again",
+}
 DISPATCH_WINDOW = 64  # jobs considered per pass; the rest keep their place (bounds loop time)
 DISPATCH_SHARE = 0.25  # at most this share of the loop's time goes to dispatch passes under a burst
 
@@ -60,9 +86,12 @@ class JobEngine:
         self._inserts: BatchWriter[dict[str, Any], dict[str, Any]] = BatchWriter(
             self.store.insert_jobs, self._accepted, name="job-writer")
         self._safety: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self.watchdog = Watchdog(self)
         self._stopping = False
-        self._finished = 0
-        self._tidy: asyncio.Task | None = None
+        self._client_lock = asyncio.Lock()
+        self.incidents: collections.deque[tuple[float, str]] = collections.deque(maxlen=100)
+        self.scaled_down_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
     def recover(self) -> None:
@@ -80,17 +109,20 @@ class JobEngine:
     def start(self) -> None:
         self.recover()
         self.service.sampler.listeners.append(self._on_sample)
-        self._safety = asyncio.get_running_loop().create_task(self._safety_net())
+        loop = asyncio.get_running_loop()
+        self._safety = loop.create_task(self._safety_net())
+        self._watch = loop.create_task(self.watchdog.run())
         self.kick()
 
     async def stop(self) -> None:
         """Stop without recording outcomes: interrupted attempts are recovered at next start."""
         self._stopping = True
-        if self._safety:
-            self._safety.cancel()
+        for task in (self._safety, self._watch):
+            if task:
+                task.cancel()
         await self._inserts.close()  # submissions being committed are answered, and recovered at next start
         for _, attempt, task in list(self.running.values()):
-            attempt.stop_reason = "shutdown"
+            attempt.stop_reason = Interrupt.SHUTDOWN
             task.cancel()
         client, self._client = self._client, None
         if client is not None:
@@ -200,7 +232,7 @@ class JobEngine:
         plan = q.plan(list(self.pending.values()), running, self.capacity(), time.time(), self.policy,
                       window=DISPATCH_WINDOW)
         for job_id in plan.preempt:
-            self._interrupt(job_id, "preempted")
+            self._interrupt(job_id, Interrupt.PREEMPTED)
         for job_id in plan.start:
             self._start(job_id)
         self.waiting = plan.waiting
@@ -209,6 +241,14 @@ class JobEngine:
 
     def _start(self, job_id: str) -> None:
         queued = self.pending.pop(job_id)
+        try:
+            self._start_attempt(job_id, queued)
+        except Exception as exc:  # noqa: BLE001 - a job must never be left between queue and attempt
+            log.exception("job %s could not start", job_id)
+            self.running.pop(job_id, None)
+            self._finish(job_id, "failed", error=_error(exc, "start"))
+
+    def _start_attempt(self, job_id: str, queued: q.QueuedJob) -> None:
         job = self.store.get_job(job_id)
         ds = self.store.get_dataset(job["dataset_id"])
         if ds is None:
@@ -226,16 +266,20 @@ class JobEngine:
         self.running[job_id] = (running, attempt, task)
 
     async def _run(self, attempt: Attempt) -> None:
+        """One attempt, supervised: whatever stage raises, the job ends terminal or requeued."""
         loop = asyncio.get_running_loop()
         try:
             client = await self._compute_client()
             outcome = await loop.run_in_executor(self.executor, execute, client, attempt)
-        except asyncio.CancelledError:
-            return  # shutdown: the store still says running; recovery re-queues it
-        except BaseException as exc:  # noqa: BLE001 - every failure is recorded
-            await self._failed(attempt, exc)
-        else:
             await self._succeeded(attempt, outcome)
+        except asyncio.CancelledError:
+            if self._stopping:
+                return  # shutdown: the store still says running; recovery re-queues it
+            self._settle(attempt, RuntimeError("the attempt's task was cancelled"))
+        except BaseException as exc:  # noqa: BLE001 - every failure is recorded
+            if is_transient(exc) and not attempt.stop_reason:
+                attempt.oom_evidence = await self._memory_evidence(attempt)
+            self._settle(attempt, exc)
         finally:
             if not self._stopping:
                 entry = self.running.get(attempt.job_id)
@@ -249,25 +293,31 @@ class JobEngine:
         return {attempt.read[0] for _, attempt, _ in self.running.values()}
 
     async def _compute_client(self) -> Any:
-        """A synchronous client for the job threads, made once per scheduler address."""
+        """A synchronous client for the job threads, made once per scheduler address.
+
+        Under a lock: attempts starting together used to make one client each.
+        """
         address = self.service.cluster.scheduler_address
         if address is None:
             raise ConnectionError("the cluster is not running")
-        if self._client is None or self._client_address != address:
-            from distributed import Client
+        async with self._client_lock:
+            if self._client is None or self._client_address != address:
+                from distributed import Client
 
-            old, self._client_address = self._client, address
-            self._client = await asyncio.get_running_loop().run_in_executor(
-                self.executor, lambda: Client(address, set_as_default=False, timeout="20s"))
-            if old is not None:
-                asyncio.get_running_loop().run_in_executor(None, old.close)
+                old = self._client
+                self._client = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, lambda: Client(address, set_as_default=False, timeout="20s"))
+                self._client_address = address
+                if old is not None:
+                    asyncio.get_running_loop().run_in_executor(None, old.close)
         return self._client
 
     # -- outcomes ----------------------------------------------------------------
     async def _succeeded(self, attempt: Attempt, outcome: dict[str, Any]) -> None:
         if attempt.stop_reason:
-            return self._stopped(attempt)
+            raise Stopped(attempt.stop_reason)
         job_id = attempt.job_id
+        attempt.stage = "register"
         result_dataset_id = None
         if outcome.get("partitions"):
             info = {**outcome["partitions"], "created_at": utcnow()}
@@ -279,6 +329,9 @@ class JobEngine:
                 f"Written by {job_id} from {attempt.dataset['dataset_id']}", "parquet", managed=True,
                 origin_job_id=job_id)
             result_dataset_id = ds["dataset_id"]
+        attempt.stage = "record"
+        if attempt.stop_reason:  # cancelled while the result was being registered
+            raise Stopped(attempt.stop_reason)
         result = outcome["result"]
         if isinstance(result, dict) and result_dataset_id:
             result = {**result, "result_dataset_id": result_dataset_id}
@@ -286,30 +339,92 @@ class JobEngine:
         self._finish(job_id, "completed", result=result, result_kind=outcome.get("kind"),
                      result_dataset_id=result_dataset_id)
 
-    async def _failed(self, attempt: Attempt, exc: BaseException) -> None:
-        if attempt.stop_reason and attempt.stop_reason != "memory":
-            return self._stopped(attempt)
-        job_id = attempt.job_id
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        if attempt.stop_reason == "memory":
-            self.store.end_attempt(attempt.attempt_id, "failed", message)
-            return self._finish(job_id, "failed", error={"type": "MemoryLimit", "message": message})
-        if is_transient(exc) and not self.service.cluster.state == "stopping":
-            failures = sum(1 for a in self.store.attempts(job_id) if a["outcome"] not in NOT_FAILURES) + 1
-            self.store.end_attempt(attempt.attempt_id, "worker_lost", message)
-            if failures < self.settings.job_max_attempts:
-                log.warning("job %s attempt %d lost (%s); retrying", job_id, attempt.number, message)
-                return self._requeue(job_id)
-        else:
-            self.store.end_attempt(attempt.attempt_id, "failed", message)
-        log.info("job %s failed: %s", job_id, message)
-        self._finish(job_id, "failed", error={"type": type(exc).__name__, "message": message})
+    def _settle(self, attempt: Attempt, exc: BaseException) -> None:
+        """Record a failed or stopped attempt; if even that fails, fail the job plainly."""
+        try:
+            self._failed(attempt, exc)
+        except Exception:  # noqa: BLE001 - the store or a bug: the job must still end
+            log.exception("recording the end of job %s attempt %d failed", attempt.job_id, attempt.number)
+            try:
+                self.store.update_job(attempt.job_id, status="failed", completed_at=utcnow(),
+                                      error=_error(exc, attempt.stage))
+            except Exception:  # noqa: BLE001 - the watchdog fails it once the store answers
+                log.exception("job %s could not be marked failed", attempt.job_id)
+            self._forget(attempt.job_id)
 
-    def _stopped(self, attempt: Attempt) -> None:
-        """An attempt the engine stopped: cancelled → done; preempted → back in the queue."""
-        if attempt.stop_reason == "preempted":
-            self.store.end_attempt(attempt.attempt_id, "preempted", "room was needed for a CRITICAL job")
-        # cancellation was recorded when it was asked for
+    async def _memory_evidence(self, attempt: Attempt) -> str | None:
+        """What the nannies told the scheduler about workers restarted for memory during the attempt."""
+        client = self.service.cluster.client
+        if client is None:
+            return None
+        try:
+            events = await asyncio.wait_for(client.get_events("worker-restart-memory"), 5)
+        except Exception:  # noqa: BLE001 - no evidence is no evidence
+            log.debug("could not read the scheduler's memory events", exc_info=True)
+            return None
+        hits = [msg for at, msg in events if at >= attempt.started_at - 1]
+        if not hits:
+            return None
+        last = hits[-1]
+        return (f"{len(hits)} worker restart(s) by the nanny for memory, the last of {last.get('worker')} "
+                f"at {float(last.get('rss') or 0) / 1e9:.2f} GB")
+
+    def _failed(self, attempt: Attempt, exc: BaseException) -> None:
+        if attempt.recorded or attempt.stop_reason:
+            return  # the engine recorded what it did when it stopped the attempt
+        job_id = attempt.job_id
+        error = _error(exc, attempt.stage)
+        if is_transient(exc):
+            return self._transient(attempt, error)
+        self.store.end_attempt(attempt.attempt_id, "failed", error["message"])
+        log.info("job %s failed during %s: %s", job_id, attempt.stage, _short(error["message"]))
+        self._finish(job_id, "failed", error=error)
+
+    def _transient(self, attempt: Attempt, error: dict[str, Any]) -> None:
+        """Worker or scheduler loss: out of memory, a scale-down, or retried up to JOB_MAX_ATTEMPTS."""
+        job_id = attempt.job_id
+        if self.service.cluster.state == "stopping" or not self.service.cluster.running:
+            return self._requeue_attempt(attempt, Interrupt.CLUSTER_STOPPED)
+        if attempt.oom_evidence:
+            return self._out_of_memory(attempt, error)
+        if time.time() - self.scaled_down_at < SCALE_DOWN_GRACE_S:
+            return self._requeue_attempt(attempt, Interrupt.SCALED_DOWN)
+        failures = sum(1 for a in self.store.attempts(job_id) if a["outcome"] not in NOT_FAILURES) + 1
+        self.store.end_attempt(attempt.attempt_id, "worker_lost", error["message"])
+        if failures < self.settings.job_max_attempts:
+            log.warning("job %s attempt %d lost (%s); retrying", job_id, attempt.number, _short(error["message"]))
+            return self._requeue(job_id)
+        log.info("job %s failed after %d lost attempts", job_id, failures)
+        self._finish(job_id, "failed", error=error)
+
+    def _out_of_memory(self, attempt: Attempt, error: dict[str, Any]) -> None:
+        """A worker was restarted by its nanny for memory: retry once with double memory, or fail."""
+        job = self.get(attempt.job_id)
+        declared = float(job["max_memory_gb"] or 0)
+        doubled = round(declared * 2, 3)
+        retried = any(a["outcome"] == "out_of_memory" for a in self.store.attempts(attempt.job_id))
+        if not retried and doubled <= self.capacity().total_memory_gb:
+            cause = (f"a worker ran out of memory ({attempt.oom_evidence}); retrying once with "
+                     f"max_memory_gb={doubled:g} (doubled from {declared:g})")
+            self.store.end_attempt(attempt.attempt_id, "out_of_memory", cause)
+            self.store.update_job(attempt.job_id, max_memory_gb=doubled)
+            log.warning("job %s: %s", attempt.job_id, cause)
+            return self._requeue(attempt.job_id)
+        what = "after a retry with doubled memory" if retried else "and the cluster has no room to double it"
+        message = (f"a worker ran out of memory running this job ({attempt.oom_evidence}) {what}; "
+                   f"resubmit with a larger max_memory_gb than {declared:g}, or use bigger workers "
+                   "(DASK_MEMORY_LIMIT)")
+        self.store.end_attempt(attempt.attempt_id, "out_of_memory", message)
+        self._finish(attempt.job_id, "failed", error={"type": "OutOfMemory", "message": message,
+                                                      "stage": error.get("stage")})
+
+    def _requeue_attempt(self, attempt: Attempt, reason: Interrupt) -> None:
+        """End the attempt with an outcome that is not a failure and put the job back in line."""
+        attempt.recorded = True
+        self.store.end_attempt(attempt.attempt_id, reason.value, REQUEUED_BY[reason])
+        job = self.store.get_job(attempt.job_id)
+        if job is not None and job["status"] == "running":
+            self._requeue(attempt.job_id)
 
     def _requeue(self, job_id: str) -> None:
         self.store.update_job(job_id, status="pending", eta_seconds=None, estimated_completion_at=None)
@@ -324,9 +439,6 @@ class JobEngine:
                           tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": utcnow()})
         self.store.update_job(job_id, status=status, completed_at=utcnow(), **values)
         self._forget(job_id)
-        self._finished += 1
-        if self._finished % TIDY_EVERY_JOBS == 0 and (self._tidy is None or self._tidy.done()):
-            self._tidy = asyncio.get_running_loop().create_task(self.service.cluster.tidy_scheduler())
         event = self.done_events.pop(job_id, None)
         if event:
             event.set()
@@ -350,28 +462,63 @@ class JobEngine:
                            {"status": job["status"]}, code="job_finished")
         if job_id in self.running:
             _, attempt, _ = self.running.pop(job_id)
-            self._interrupt_attempt(attempt, "cancelled")
+            self._interrupt_attempt(attempt, Interrupt.CANCELLED)
+            attempt.recorded = True
             self.store.end_attempt(attempt.attempt_id, "cancelled", "cancelled by request")
         self._finish(job_id, "cancelled", error=None)
         self.kick()
         return self.status(job_id)
 
-    def _interrupt(self, job_id: str, reason: str) -> None:
-        """Stop a running attempt from the loop; a preempted job goes back to the queue."""
+    def _interrupt(self, job_id: str, reason: Interrupt) -> None:
+        """Stop a running attempt from the loop and put its job back in the queue."""
         entry = self.running.pop(job_id, None)
         if entry is None:
             return
         _, attempt, _ = entry
         self._interrupt_attempt(attempt, reason)
-        if reason == "preempted":
-            self.store.end_attempt(attempt.attempt_id, "preempted", "room was needed for a CRITICAL job")
-            attempt.stop_reason = "preempted-recorded"
-            self._requeue(job_id)
+        self._requeue_attempt(attempt, reason)
 
-    def _interrupt_attempt(self, attempt: Attempt, reason: str) -> None:
+    def interrupt_all(self, reason: Interrupt) -> int:
+        """Requeue every running attempt (the cluster is being stopped); returns how many."""
+        jobs = list(self.running)
+        for job_id in jobs:
+            self._interrupt(job_id, reason)
+        return len(jobs)
+
+    def lost_tasks(self, job_id: str, attempt: Attempt, reason: str) -> None:
+        """The watchdog found an attempt with no work behind it: requeue it (outcome ``lost_tasks``)."""
+        entry = self.running.get(job_id)
+        if entry is None or entry[1] is not attempt:
+            return
+        self.report(f"job {job_id} attempt {attempt.number} lost its tasks ({reason}); requeued")
+        self._interrupt(job_id, Interrupt.LOST_TASKS)
+        self.kick()
+
+    def fail_orphan(self, job_id: str) -> None:
+        """A job the store says is running, with no live attempt: fail it with the reason."""
+        message = "the job was marked running but no attempt of it was alive in the engine; failed by the watchdog"
+        for attempt in self.store.attempts(job_id):
+            if attempt["ended_at"] is None:
+                self.store.end_attempt(attempt["id"], "failed", message)
+        self.report(f"job {job_id} was running with no live attempt; failed")
+        self._finish(job_id, "failed", error={"type": "Orphaned", "message": message, "stage": "watchdog"})
+
+    def report(self, message: str) -> None:
+        """Something the engine repaired: logged, and shown by /health for a while."""
+        log.warning("%s", message)
+        self.incidents.append((time.time(), message))
+
+    def incidents_since(self, moment: float) -> list[str]:
+        return [message for at, message in self.incidents if at >= moment]
+
+    def _interrupt_attempt(self, attempt: Attempt, reason: Interrupt) -> None:
         with attempt.lock:
             attempt.stop_reason = reason
             futures = list(attempt.futures)
+        # identical jobs share task keys (Dask names tasks by their inputs) and this client's
+        # futures: cancelling a shared key would cancel the other job's work too
+        shared = {f.key for _, other, _ in self.running.values() if other is not attempt for f in list(other.futures)}
+        futures = [f for f in futures if f.key not in shared]
         if futures and self._client is not None:
             asyncio.get_running_loop().run_in_executor(self.executor, _cancel, self._client, futures)
 
@@ -419,7 +566,8 @@ class JobEngine:
 
     def _memory_stop(self, job_id: str, attempt: Attempt, held: int, declared: float) -> None:
         log.warning("job %s holds %.2f GB, over its declared %.2f GB: stopping it", job_id, held / 1e9, declared)
-        self._interrupt_attempt(attempt, "memory")
+        self._interrupt_attempt(attempt, Interrupt.MEMORY)
+        attempt.recorded = True
         self.running.pop(job_id, None)
         message = (f"the job held {held / 1e9:.2f} GB of results on the workers, more than "
                    f"{MEMORY_MARGIN}× its declared max_memory_gb={declared:g}; resubmit with more memory")
@@ -554,6 +702,19 @@ class JobEngine:
     def uses_dataset(self, dataset_id: str) -> bool:
         total, _ = self.store.list_jobs(["pending", "running"], None, 1, 0, dataset_id=dataset_id)
         return total > 0
+
+
+def _error(exc: BaseException, stage: str) -> dict[str, Any]:
+    """The job's ``error``: type, one clean message, and the stage it happened in."""
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    name = type(exc).__name__
+    if not message.startswith(name):
+        message = f"{name}: {message}"
+    return {"type": name, "message": f"{message} (during {stage})", "stage": stage}
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _count(values: Any) -> dict[str, int]:

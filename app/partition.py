@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import dask
+import dask.local
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .expr_lock import GRAPH_LOCK
 from .errors import Conflict, InvalidRequest, Unprocessable
 
 MB = 1_000_000  # decimal, as Dask reads "64MB"
@@ -80,15 +82,18 @@ def write_partitions(ddf: dd.DataFrame, out_dir: Path, n_partitions: int,
     if isinstance(n_partitions, bool) or not isinstance(n_partitions, int) or n_partitions < 1:
         raise InvalidRequest("n_partitions must be a positive integer")
     run = compute or (lambda objs: dask.compute(*objs))
-    if ddf.index.name is not None:
-        ddf = ddf.reset_index()
-    lengths = [int(n) for n in run([ddf.map_partitions(len)])[0].tolist()]
+    with GRAPH_LOCK:  # building expressions is not thread-safe (app.expr_lock)
+        if ddf.index.name is not None:
+            ddf = ddf.reset_index()
+        counts = ddf.map_partitions(len)
+        schema = arrow_schema(ddf._meta)
+        columns = [str(c) for c in ddf.columns]
+    lengths = [int(n) for n in run([counts])[0].tolist()]
     total = sum(lengths)
     if total == 0:
         raise Unprocessable("the data has no rows to partition")
     n = min(n_partitions, total)
     cuts = [round(k * total / n) for k in range(n + 1)]
-    schema = arrow_schema(ddf._meta)
     source = _Unseen(ddf)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
     tmp.mkdir(parents=True)
@@ -107,7 +112,7 @@ def write_partitions(ddf: dd.DataFrame, out_dir: Path, n_partitions: int,
         "files": [str(out_dir / _part_name(k)) for k in range(n)],
         "rows": sum(partition_rows),
         "size_bytes": sum(partition_bytes),
-        "columns": [str(c) for c in ddf.columns],
+        "columns": columns,
         "partition_rows": partition_rows,
         "partition_bytes": partition_bytes,
     }
@@ -165,7 +170,10 @@ def _write_file(source: _Unseen, spans: list[tuple[int, int, int]], path: str,
     rows = 0
     with pq.ParquetWriter(path, schema, compression=COMPRESSION) as writer:
         for index, start, stop in spans:
-            frame = source.ddf.partitions[index].compute(scheduler="sync")
+            with GRAPH_LOCK:  # a worker's threads share this process (app.expr_lock)
+                part = source.ddf.partitions[index].optimize()
+                graph, keys = part.__dask_graph__(), part.__dask_keys__()
+            frame = dask.local.get_sync(graph, keys)[0]
             piece = frame.iloc[start:stop]
             del frame
             writer.write_table(pa.Table.from_pandas(piece, schema=schema, preserve_index=False))

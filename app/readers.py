@@ -417,11 +417,13 @@ def _empty_frame(schema: pa.Schema, opts: ReaderOptions) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- public readers
 
-def inspect(source: str, fmt: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+def inspect(source: str, fmt: str, options: dict[str, Any] | None = None,
+            allow_empty: bool = False) -> dict[str, Any]:
     """Format, files, total size, schema and row count of ``source`` without reading it all.
 
     Parquet rows are exact (from the footers); CSV and JSON lines are estimated from
-    the first ``SAMPLE_BYTES`` (exact when every file fits in the sample).
+    the first ``SAMPLE_BYTES`` (exact when every file fits in the sample). A source with
+    no rows is refused unless ``allow_empty`` (a job's result may rightly be empty).
     """
     files = list_files(source, fmt)
     opts = reader_options(fmt, options, files[0])
@@ -435,7 +437,7 @@ def inspect(source: str, fmt: str, options: dict[str, Any] | None = None) -> dic
         frame, rows = sample.frame, sample.rows
         if frame.shape[1] == 0:
             raise Unprocessable(f"{source!r} has no columns", {"path": source})
-    if rows == 0:
+    if rows == 0 and not allow_empty:
         raise Unprocessable(f"{source!r} has no rows", {"path": source})
     return {
         "format": fmt,

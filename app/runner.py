@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from . import operations, readers
 from .errors import InvalidRequest, ProcessingError
+from .expr_lock import GRAPH_LOCK
 from .models import PRIORITIES, PartitionRequest, public_params
 from .operations.base import Operation, Schema, jsonable
 from .partition import plan_partitions, write_partitions
@@ -87,7 +88,10 @@ class Attempt:
     inline_rows: int
     attempt_id: int = 0
     started_at: float = 0.0
-    stop_reason: str | None = None  # "cancelled", "preempted", "memory", "shutdown"
+    stop_reason: str | None = None  # why the engine stopped it: an Interrupt value, or "shutdown"
+    recorded: bool = False  # the engine already recorded the attempt's outcome when it stopped it
+    oom_evidence: str | None = None  # a nanny restarted a worker for memory during the attempt
+    stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -101,7 +105,11 @@ class Stopped(Exception):
 
 
 def execute(client: Any, attempt: Attempt) -> dict[str, Any]:
-    """Run the attempt to completion; returns ``{"result": …, "dataset": …}``."""
+    """Run the attempt to completion; returns ``{"result": …, "dataset": …}``.
+
+    ``attempt.stage`` names the step under way, so a failure says where it happened.
+    """
+    attempt.stage = "metadata"
     op = get_operation(attempt.operation)
     schema: Schema = {c["name"]: c["dtype"] for c in attempt.dataset.get("schema") or []}
     p = op.parse(attempt.parameters, schema)
@@ -110,26 +118,42 @@ def execute(client: Any, attempt: Attempt) -> dict[str, Any]:
         if op is PARTITION:
             return _partition(client, attempt, p)
         source, fmt, options = attempt.read
-        ddf = readers.read_ddf(source, fmt, options, columns=op.columns(p))
-        graph = op.build(ddf, p)
+        with GRAPH_LOCK:
+            ddf = readers.read_ddf(source, fmt, options, columns=op.columns(p))
+            attempt.stage = "build"
+            graph = op.build(ddf, p)
         if op.writes_dataset:
             return _write_dataset(client, attempt, graph)
+        attempt.stage = "compute"
         value = _compute(client, attempt, graph, weight)
+    attempt.stage = "finalize"
     result = op.finalize(value, p)
     return _maybe_spill(attempt, op.kind(p), result)
 
 
 def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:
-    with attempt.lock:
-        if attempt.stop_reason:
-            raise Stopped(attempt.stop_reason)
+    attempt.stage = "compute"
+    _check_stopped(attempt)
+    with GRAPH_LOCK:  # Client.compute optimizes the expression (see app.expr_lock)
         submitted = client.compute(graph, priority=weight)
-        many = isinstance(submitted, list)
-        attempt.futures.extend(submitted if many else [submitted])
+    many = isinstance(submitted, list)
+    futures = submitted if many else [submitted]
+    with attempt.lock:
+        attempt.futures.extend(futures)
+        stopped = attempt.stop_reason
+    if stopped:  # stopped while submitting: the engine cancelled what it knew of, not these
+        client.cancel(futures, force=True)
+        raise Stopped(stopped)
     if not many:
         return submitted.result()
     values = client.gather(submitted)
     return tuple(values) if isinstance(graph, tuple) else values
+
+
+def _check_stopped(attempt: Attempt) -> None:
+    with attempt.lock:
+        if attempt.stop_reason:
+            raise Stopped(attempt.stop_reason)
 
 
 def _read_block(client: Any) -> int:
@@ -146,19 +170,21 @@ def _read_block(client: Any) -> int:
 
 def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:
     ds = attempt.dataset
+    attempt.stage = "metadata"
     n = plan_partitions(int(ds.get("size_bytes") or 0), p.n_partitions, p.partition_size_mb)
     # a read block no bigger than an output file, so each input block is read about once
     size = int(ds.get("size_bytes") or 0)
     block = min(_read_block(client), max(1_000_000, size // n + 1))
-    ddf = readers.read_ddf(ds["source"], ds["format"], ds.get("options") or {}, blocksize=block)
+    with GRAPH_LOCK:
+        ddf = readers.read_ddf(ds["source"], ds["format"], ds.get("options") or {}, blocksize=block)
     out = attempt.data_dir / "managed" / "partitions" / ds["dataset_id"] / attempt.job_id
     if out.exists():  # a previous attempt's partial output
         shutil.rmtree(out)
     # as_current is this thread's alone; dask.config.set(scheduler=client) was process-wide,
     # and a nanny restarting a worker then failed to pickle the config holding the client
+    attempt.stage = "compute"
     with client.as_current():
-        if attempt.stop_reason:
-            raise Stopped(attempt.stop_reason)
+        _check_stopped(attempt)
         info = write_partitions(ddf, out, n, lambda objs: _compute(client, attempt, objs,
                                                                      PRIORITY_WEIGHT[attempt.priority]))
     partitions = {
@@ -192,15 +218,18 @@ def _write_part(frame: pd.DataFrame, path: str) -> int:
 def _write_dataset(client: Any, attempt: Attempt, ddf: Any) -> dict[str, Any]:
     out = results_dir(attempt.data_dir, attempt.job_id)
     out.mkdir(parents=True, exist_ok=True)
-    parts = ddf.to_delayed()
+    with GRAPH_LOCK:
+        parts = ddf.to_delayed()
+        columns = [str(c) for c in ddf.columns]
     paths = [str(out / f"part-{i:05d}.parquet") for i in range(len(parts))]
     todo = [i for i, path in enumerate(paths) if not os.path.exists(path)]
     writes = [dask.delayed(_write_part)(parts[i], paths[i]) for i in todo]
     if writes:
         _compute(client, attempt, writes, PRIORITY_WEIGHT[attempt.priority])
+    attempt.stage = "write"
     rows = sum(pq.read_metadata(p).num_rows for p in paths)
     result = {"rows": rows, "n_partitions": len(paths), "partitions_written": len(todo),
-              "partitions_reused": len(paths) - len(todo), "columns": [str(c) for c in ddf.columns]}
+              "partitions_reused": len(paths) - len(todo), "columns": columns}
     return {"result": result, "dataset_path": str(out), "kind": "dataset"}
 
 
@@ -209,6 +238,7 @@ def _maybe_spill(attempt: Attempt, kind: str, result: Any) -> dict[str, Any]:
     rows = result.get("rows") if isinstance(result, dict) else None
     if not isinstance(rows, list) or len(rows) <= attempt.inline_rows:
         return {"result": result, "kind": kind}
+    attempt.stage = "write"
     out = results_dir(attempt.data_dir, attempt.job_id)
     out.mkdir(parents=True, exist_ok=True)
     _write_part(pd.DataFrame.from_records(rows), str(out / "part-00000.parquet"))

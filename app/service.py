@@ -16,7 +16,7 @@ import cloudpickle
 from . import progress
 from .cluster import RUNNING, ClusterManager
 from .datasets import DatasetRegistry
-from .jobs import JobEngine
+from .jobs import INCIDENT_WINDOW_S, Interrupt, JobEngine
 from .errors import InvalidRequest
 from .metrics import Sampler, fmt_gb
 from .partition import plan_partitions
@@ -121,6 +121,10 @@ class ProcessingService:
             log.warning("could not install the progress plugin; progress will be coarse", exc_info=True)
 
     async def stop_cluster(self) -> bool:
+        """Stop the cluster; running jobs go back to the queue (outcome ``cluster_stopped``)."""
+        requeued = self.jobs.interrupt_all(Interrupt.CLUSTER_STOPPED) if self.cluster.running else 0
+        if requeued:
+            log.info("cluster stop: %d running job(s) requeued", requeued)
         stopped = await self.cluster.stop()
         if stopped:
             self.store.add_cluster_event("stop", {"mode": self.cluster.mode})
@@ -133,12 +137,15 @@ class ProcessingService:
         if (n_workers is None) == (adaptive is None):
             raise InvalidRequest("give either 'n_workers' or 'adaptive' ({'minimum': a, 'maximum': b})")
         if n_workers is not None:
+            if n_workers < self.sampler.latest.get("n_workers", 0):
+                self.jobs.scaled_down_at = time.time()  # attempts losing a worker now are requeued
             await self.cluster.scale(n_workers)
             self.store.add_cluster_event("scale", {"n_workers": n_workers})
         else:
             lo, hi = adaptive["minimum"], adaptive["maximum"]  # type: ignore[index]
             if lo > hi:
                 raise InvalidRequest(f"adaptive minimum ({lo}) must not exceed maximum ({hi}); allowed 0..{limit}")
+            self.jobs.scaled_down_at = time.time()
             await self.cluster.adapt(lo, hi)
             self.store.add_cluster_event("adapt", {"minimum": lo, "maximum": hi})
         self.sampler.poke()
@@ -248,6 +255,7 @@ class ProcessingService:
         if last is not None and now - last > max(10.0, 5 * self.settings.live_interval):
             reasons.append(f"metrics sampler stalled ({now - last:.0f} s since last sample)")
         reasons.extend(self.startup_problems)
+        reasons += self.jobs.incidents_since(now - INCIDENT_WINDOW_S)
         store_error = self._check_store()
         if store_error:
             reasons.append(f"store not writable: {store_error}")

@@ -1,0 +1,126 @@
+"""The engine's consistency watchdog: no job stays "running" without work behind it.
+
+Every ``interval`` seconds it compares three records of the same thing:
+
+- the store: a job whose row says ``running`` but that has no live attempt in the
+  engine is failed, with the reason;
+- the scheduler: an attempt whose submitted tasks the scheduler no longer knows
+  (seen on two checks in a row), or that has made no progress while the scheduler
+  had nothing to do for ``idle_after_s``, is requeued with the outcome
+  ``lost_tasks`` — not a failure of the job;
+- each repair is logged with the job and the attempt, counted by outcome in
+  Prometheus (``processing_job_attempts``), and named by ``/health`` for a while.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .jobs import JobEngine
+    from .runner import Attempt
+
+log = logging.getLogger(__name__)
+STUCK_BEFORE_SUBMIT_S = 120.0  # an attempt that never got its tasks to the scheduler, on an idle cluster
+
+
+@dataclass
+class _Seen:
+    """What the previous check saw of one attempt."""
+
+    done: int
+    since: float  # when ``done`` last changed
+    unknown_since: float | None = None
+
+
+class Watchdog:
+    """Runs next to the engine, on the server loop; each check costs one scheduler call."""
+
+    def __init__(self, engine: "JobEngine", interval: float = 2.0, idle_after_s: float = 5.0):
+        self.engine = engine
+        self.interval = interval
+        self.idle_after_s = idle_after_s
+        self._seen: dict[tuple[str, int], _Seen] = {}
+        self._busy_at = time.time()  # the last moment the scheduler was seen with work
+        self.checks = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - the watchdog must outlive any one bad check
+                log.exception("watchdog check failed")
+
+    async def check(self) -> None:
+        """One pass over the store and the scheduler."""
+        self.checks += 1
+        self._orphans()
+        await self._lost()
+
+    def _orphans(self) -> None:
+        engine = self.engine
+        _, rows = engine.store.list_jobs(["running"], None, 1000, 0)
+        for row in rows:
+            job_id = row["job_id"]
+            if job_id in engine.running or job_id in engine.pending:
+                continue
+            engine.fail_orphan(job_id)
+
+    async def _lost(self) -> None:
+        engine = self.engine
+        client = engine.service.cluster.client
+        if client is None or not engine.running:
+            self._seen.clear()
+            return
+        now = time.time()
+        snap = engine.service.sampler.latest
+        if snap.get("active_tasks", 0) or snap.get("processing", 0):
+            self._busy_at = now
+        counts = snap.get("jobs", {})
+        attempts = [attempt for _, attempt, _ in engine.running.values()]
+        live = {(a.job_id, a.number) for a in attempts}
+        self._seen = {k: v for k, v in self._seen.items() if k in live}
+        pending = {a.annotation: [f for f in list(a.futures) if f.status == "pending"] for a in attempts}
+        keys = [f.key for futures in pending.values() for f in futures]
+        known = await client.scheduler.get_task_status(keys=keys) if keys else {}
+        for attempt in attempts:
+            reason = self._verdict(attempt, pending[attempt.annotation], known, counts, now)
+            if reason:
+                self._seen.pop((attempt.job_id, attempt.number), None)
+                engine.lost_tasks(attempt.job_id, attempt, reason)
+
+    def _verdict(self, attempt: "Attempt", futures: list[Any], known: dict[Any, Any],
+                 counts: dict[str, Any], now: float) -> str | None:
+        """Why this attempt is lost, or None while it is fine."""
+        done = int((counts.get(attempt.annotation) or {}).get("done", 0))
+        seen = self._seen.setdefault((attempt.job_id, attempt.number), _Seen(done, now))
+        if done != seen.done:
+            seen.done, seen.since = done, now
+        unknown = [f.key for f in futures if known.get(f.key) is None]
+        if unknown:
+            if seen.unknown_since is None:
+                seen.unknown_since = now  # it may have been submitted a moment ago: look again
+            elif now - seen.unknown_since >= self.idle_after_s:
+                return f"the scheduler does not know {len(unknown)} of its task(s) (e.g. {unknown[0]!r})"
+        else:
+            seen.unknown_since = None
+        idle = now - max(self._busy_at, seen.since)
+        if attempt.stage != "compute" or idle < self.idle_after_s or not self._has_workers():
+            return None
+
+    def _has_workers(self) -> bool:
+        """Idle without workers is waiting for them, not lost."""
+        return bool(self.engine.service.sampler.latest.get("n_workers", 0))
+        if futures:
+            return f"no progress for {idle:.0f} s while the scheduler had no task to run"
+        if idle >= STUCK_BEFORE_SUBMIT_S:
+            return f"no task reached the scheduler in {idle:.0f} s while it had nothing to run"
+        return None
+
+    def _has_workers(self) -> bool:
+        """Idle without workers is waiting for them, not lost."""
+        return bool(self.engine.service.sampler.latest.get("n_workers", 0))
