@@ -164,6 +164,12 @@ def serve(argv: list[str]) -> int:
         static_dirs={"assets": str(STATIC_DIR)}, verbose=False, http_server_kwargs=http_server_options(settings),
         **dashboard_auth(settings),
     )
+    if settings.port == 0:  # PROCESSING_PORT=0: the OS chose the port; page websockets come from it
+        from dataclasses import replace
+
+        server._tornado.websocket_origins.update(websocket_origins(replace(settings, port=server.port)))
+    # the bound port, as soon as it is bound: what tests (and scripts) starting on port 0 read
+    log.info("listening on http://%s:%s/", settings.host, server.port)
     loop = IOLoop.current()
     stopping = {"flag": False}
 

@@ -1,7 +1,12 @@
-"""Start the real server in a subprocess on a free port, for tests and benchmarks."""
+"""Start the real server in a subprocess, for tests and benchmarks.
+
+The server binds port 0 (the OS picks a free port) and logs the port it bound; this class
+reads it from the log, so no port is chosen first and lost to another process meanwhile."""
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,34 +33,88 @@ TEST_ENV = {
 }
 
 
+LISTENING = re.compile(rb"listening on http://([^\s/]+):(\d+)/")
+WILDCARD = {"0.0.0.0", "::", ""}
+_LOGS = itertools.count()
+
+
 def free_port() -> int:
+    """A port that was free a moment ago (racy: only for things that cannot bind port 0)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+class ClosedPort:
+    """A loopback port held bound but not listening: connecting is refused, and no other
+    process can take it while the ``with`` block runs (a free_port() can be taken)."""
+
+    def __enter__(self) -> str:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.sock.close()
+
+
 class ServerProcess:
-    """``python -m app serve`` with a temporary data dir; stopped by PID."""
+    """``python -m app serve`` with a temporary data dir; stopped by PID.
+
+    Without ``port`` the server binds port 0 and ``port``/``url`` are known once it logged
+    the port it bound (``start`` waits for that, even with ``wait=False``)."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None):
         self.data_dir = Path(data_dir)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port: int | None = port
         self.env = {**os.environ, **TEST_ENV, "PROCESSING_DATA_DIR": str(self.data_dir),
-                    "PROCESSING_PORT": str(self.port), "PROCESSING_HOST": "127.0.0.1", **(env or {})}
+                    "PROCESSING_HOST": "127.0.0.1", **(env or {}), "PROCESSING_PORT": str(port or 0)}
         self.proc: subprocess.Popen | None = None
-        self.log_path = self.data_dir / f"server-{self.port}.log"
+        self._url: str | None = None
+        self.host = "127.0.0.1"  # where to reach it: the bound address unless that is a wildcard
+        self._log_start = 0
+        self.log_path = self.data_dir / f"server-{os.getpid()}-{next(_LOGS)}.log"
+
+    @property
+    def url(self) -> str:
+        if self._url is not None:
+            return self._url
+        if self.port is None:
+            raise RuntimeError("the server has not reported its port yet: start() it first")
+        return f"http://{self.host}:{self.port}"
+
+    @url.setter
+    def url(self, value: str) -> None:
+        """Reach the server under another address (e.g. 127.0.0.2 on a wildcard bind)."""
+        self._url = value
 
     def start(self, wait: bool = True, timeout: float = 90) -> "ServerProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self.env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
+        host, self.port = self.wait_port(timeout)
+        self.host = "127.0.0.1" if host in WILDCARD else host
         if wait:
             self.wait_healthy(timeout)
         return self
+
+    def wait_port(self, timeout: float = 90) -> tuple[str, int]:
+        """The address and port this start of the server logged it listens on."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                found = LISTENING.search(f.read())
+            if found:
+                return found.group(1).decode(), int(found.group(2))
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"server logged no port after {timeout} s:\n{self.log_tail()}")
 
     def wait_healthy(self, timeout: float = 90) -> None:
         deadline = time.time() + timeout

@@ -307,8 +307,7 @@ def test_check_binding_rules(caplog):
 def test_insecure_flag_starts_on_a_loopback_alias(make_server):
     srv = make_server({"PROCESSING_HOST": "127.0.0.2", "PROCESSING_ALLOW_INSECURE": "1", "CLUSTER_AUTOSTART": "0"},
                       start=False)
-    srv.url = f"http://127.0.0.2:{srv.port}"
-    srv.start()
+    srv.start()  # ServerProcess reaches it at the address it logged (127.0.0.2)
     assert srv.get("/api/processing/health").status_code == 200
     assert "access: no PROCESSING_API_TOKEN" in srv.log_tail(200)
 
