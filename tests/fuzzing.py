@@ -99,3 +99,32 @@ KNOWN_BAD: list[tuple[str, str, dict[str, str], bytes]] = [
     ("POST", "/api/processing/jobs/submit", {"Content-Type": "application/json"},
      b'{"operation": "filter", "parameters": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001),
 ]
+
+# issue 14 (datasets and reservations): (method, path, headers, body, expected status, words of the message).
+# A dataset named "inputs/ok.csv" is looked for in the served data dir; tests/test_fuzz.py writes it first.
+_JSON = {"Content-Type": "application/json"}
+_RAW = {"Content-Type": "application/octet-stream"}
+KNOWN_BAD_DATA: list[tuple[str, str, dict[str, str], bytes, int, str]] = [
+    # rot13 is a codec but not a text encoding: pandas raised LookupError (500)
+    ("POST", "/api/processing/datasets", _JSON, b'{"source": "inputs/ok.csv", "options": {"encoding": "rot13"}}',
+     400, "not a text encoding"),
+    ("POST", "/api/processing/datasets", _JSON, b'{"source": "inputs/ok.csv", "options": {"encoding": ["utf-8"]}}',
+     400, "encoding"),
+    # ENAMETOOLONG was a 500 whose traceback logged the whole 100,000-character path
+    ("POST", "/api/processing/datasets", _JSON, b'{"source": "' + b"a" * 100_000 + b'"}', 400, "at most 4096"),
+    ("POST", "/api/processing/datasets", _JSON, b'{"source": "inputs/' + b"n" * 300 + b'.csv"}', 400,
+     "longer than the file system allows"),
+    # JSON uploads nested 50,000 deep: pyarrow crashed the server (SIGSEGV), Python's json raised RecursionError
+    ("POST", "/api/processing/datasets/upload?filename=deep.jsonl", _RAW,
+     b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"\n", 422, "levels deep"),
+    ("POST", "/api/processing/datasets/upload?filename=deep.json", _RAW, b"[" * 50_000 + b"]" * 50_000, 422,
+     "too deeply"),
+    # reservations without a floor (1e-300) defeated admission control
+    ("POST", "/api/processing/jobs/submit", _JSON,
+     b'{"operation": "describe", "dataset_id": "demo_expression", "max_cores": 1e-300}', 400, "at least 0.1"),
+    ("POST", "/api/processing/jobs/submit", _JSON,
+     b'{"operation": "describe", "dataset_id": "demo_expression", "max_memory_gb": 1e-300}', 400, "at least 0.05"),
+    # the service's own managed folder as a source
+    ("POST", "/api/processing/datasets", _JSON, b'{"source": "managed"}', 403, "managed data"),
+]
+KNOWN_BAD += [case[:4] for case in KNOWN_BAD_DATA]  # type: ignore[misc]
