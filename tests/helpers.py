@@ -1,29 +1,68 @@
-"""Shared helpers for API tests: datasets on disk, job submission and waiting."""
+"""The one set of test helpers: datasets on disk, job submission and waiting, error bodies,
+condition waits with deadlines. Test modules import from here, never from each other."""
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+import requests
 
 from app.demo import generate_expression, write_dataset
 from tests.server import ServerProcess
 
 AGG_MEAN = {"column": "expression_level", "operation": "mean"}
+TOKEN = "test-api-token-5f2c"  # the token-protected server's (conftest: token_server)
+TERMINAL = ("completed", "failed", "cancelled")
+
+T = TypeVar("T")
+
+
+def uid(prefix: str) -> str:
+    """A fresh id with a readable prefix."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 60, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll ``predicate()`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not met in {timeout} s (last value {value!r})")
+        time.sleep(interval)
+
+
+def write_csv(path: Path, rows: int = 3) -> Path:
+    """A small gene_id,expression_level CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("gene_id,expression_level\n" + "".join(f"G{i},{i * 1.5}\n" for i in range(rows)))
+    return path
 
 
 def register_generated(srv: ServerProcess, rows: int, files: int, fmt: str = "csv",
                        dataset_id: str | None = None, seed: int = 42) -> dict[str, Any]:
     """Write a demo-shaped dataset into the server's data dir and register it."""
-    dataset_id = dataset_id or f"gen_{uuid.uuid4().hex[:8]}"
+    dataset_id = dataset_id or uid("gen")
     out = Path(srv.data_dir) / "inputs" / dataset_id
     write_dataset(generate_expression(rows, seed), out, fmt, n_files=files)
-    r = srv.post("/api/processing/datasets", {"source": str(out), "dataset_id": dataset_id, "format": fmt})
+    return register(srv, out, dataset_id, fmt)
+
+
+def register(srv: ServerProcess, source: Path, dataset_id: str, fmt: str = "csv") -> dict[str, Any]:
+    """Register a file or folder already on disk; the dataset's record."""
+    r = srv.post("/api/processing/datasets", {"source": str(source), "dataset_id": dataset_id, "format": fmt})
     assert r.status_code == 201, r.text
     return r.json()["dataset"]
 
 
 def submit(srv: ServerProcess, operation: str = "aggregate", dataset_id: str = "demo_expression",
            parameters: dict[str, Any] | None = None, **extra: Any) -> str:
+    """Submit a job (201 expected); its id."""
     body = {"operation": operation, "dataset_id": dataset_id,
             "parameters": AGG_MEAN if parameters is None else parameters, **extra}
     r = srv.post("/api/processing/jobs/submit", body)
@@ -32,10 +71,32 @@ def submit(srv: ServerProcess, operation: str = "aggregate", dataset_id: str = "
 
 
 def wait_job(srv: ServerProcess, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    status = srv.get(f"/api/processing/jobs/{job_id}/wait?timeout={min(timeout, 300)}", timeout=timeout + 10).json()
-    assert status["status"] in ("completed", "failed", "cancelled"), status
-    return status
+    """The job's status once it ended (completed, failed or cancelled); fails if it did not."""
+    r = srv.get(f"/api/processing/jobs/{job_id}/wait?timeout={min(timeout, 300)}", timeout=timeout + 10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] in TERMINAL, f"job {job_id} still {body['status']} after {timeout} s: {body}"
+    return body
 
 
 def status(srv: ServerProcess, job_id: str) -> dict[str, Any]:
-    return srv.get(f"/api/processing/jobs/{job_id}/status").json()
+    """The job's status now."""
+    r = srv.get(f"/api/processing/jobs/{job_id}/status")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_status(srv: ServerProcess, job_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
+    """Poll the job until its status is one of ``wanted``."""
+    return wait_until(lambda: (s := status(srv, job_id))["status"] in wanted and s, timeout, 0.1,
+                      f"job {job_id} in {sorted(wanted)}")
+
+
+def error_of(r: requests.Response) -> dict[str, Any]:
+    """The ``error`` object of an error answer."""
+    return r.json()["error"]
+
+
+def concrete(path: str) -> str:
+    """An OpenAPI path with every ``{placeholder}`` filled by an id that does not exist."""
+    return re.sub(r"\{\w+\}", "does-not-exist", path)

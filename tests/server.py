@@ -36,6 +36,9 @@ TEST_ENV = {
 LISTENING = re.compile(rb"listening on http://([^\s/]+):(\d+)/")
 WILDCARD = {"0.0.0.0", "::", ""}
 _LOGS = itertools.count()
+# Set by tests/conftest.py before each test: the node id of the running test when it is not
+# marked slow or ui (so it may not start a server), else None. Benchmarks leave it None.
+FAST_TEST: str | None = None
 
 
 def free_port() -> int:
@@ -89,6 +92,8 @@ class ServerProcess:
         self._url = value
 
     def start(self, wait: bool = True, timeout: float = 90) -> "ServerProcess":
+        if FAST_TEST is not None:
+            raise RuntimeError(f"{FAST_TEST} starts a server: mark it slow (tests/conftest.py)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")

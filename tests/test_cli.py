@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import pytest
 
 from app.cli import main, parse_params, UsageError
-from tests.server import ServerProcess, free_port
-from tests.test_client import RecordingServer, write_csv
+from tests.helpers import TOKEN, wait_until, write_csv
+from tests.server import ClosedPort, ServerProcess
 
 SCRIPT = Path(sys.executable).with_name("processing")
 
@@ -85,13 +85,18 @@ def test_health_workers_queue_operations(cli):
     assert {o["name"] for o in run_json(cli, "operations")["operations"]} >= {"aggregate", "filter"}
 
 
-def test_metrics(cli):
+def test_metrics(cli, server):
+    wait_until(lambda: server.get("/api/processing/metrics/cluster").json()["total"] >= 3, 30, 0.5, "3 metric rows")
     code, out, err = cli("metrics", "--limit", "3")
-    if code == 1 and "404" in err:
-        pytest.skip("GET /api/processing/metrics/cluster is not served yet (being added in parallel)")
     assert code == 0, err
-    assert out.startswith("TIMESTAMP") and "N_WORKERS" in out
-    assert len(run_json(cli, "metrics", "--window", "1h", "--limit", "2")["metrics"]) <= 2
+    lines = out.splitlines()
+    assert lines[0].startswith("TIMESTAMP") and "N_WORKERS" in lines[0]
+    assert len(lines) == 5 and lines[-1].startswith("(3 of "), out  # header, 3 rows, the count
+    assert all(line.split()[0].endswith("Z") for line in lines[1:4])
+    answer = run_json(cli, "metrics", "--window", "1h", "--limit", "2")
+    rows = answer["metrics"]
+    assert len(rows) == 2 and answer["total"] >= 3
+    assert rows[0]["ts"] < rows[1]["ts"] and rows[-1]["n_workers"] == 2 and rows[-1]["status"] == "running"
 
 
 def test_datasets_list_show_add_upload_delete(cli, server, tmp_path):
@@ -190,21 +195,24 @@ def test_api_errors_exit_1_with_the_servers_message(cli):
 
 
 def test_an_unreachable_service_exits_3_naming_the_url(cli):
-    url = f"http://127.0.0.1:{free_port()}"
-    code, out, err = cli("--url", url, "cluster", "status")
+    with ClosedPort() as url:
+        code, out, err = cli("--url", url, "cluster", "status")
     assert code == 3 and out == ""
     assert f"cannot connect to the processing service at {url}" in err
 
 
-def test_url_and_token_come_from_the_environment(capsys, monkeypatch):
-    with RecordingServer() as fake:
-        monkeypatch.setenv("PROCESSING_URL", fake.url)
-        monkeypatch.setenv("PROCESSING_API_TOKEN", "from-env")
-        assert main(["health", "--json"]) == 0
-        assert json.loads(capsys.readouterr().out) == {"status": "healthy"}
-        assert main(["health", "--token", "from-flag"]) == 0
-        assert capsys.readouterr().out.strip() == "status: healthy"
-    assert [r["headers"]["Authorization"] for r in fake.requests] == ["Bearer from-env", "Bearer from-flag"]
+def test_url_and_token_come_from_the_environment(token_server, capsys, monkeypatch):
+    monkeypatch.setenv("PROCESSING_URL", token_server.url)
+    monkeypatch.delenv("PROCESSING_API_TOKEN", raising=False)
+    assert main(["queue", "--json"]) == 1  # the URL came from the environment; no token: refused
+    assert "unauthorized" in capsys.readouterr().err
+    monkeypatch.setenv("PROCESSING_API_TOKEN", TOKEN)
+    assert main(["queue", "--json"]) == 0
+    assert "total_queued" in json.loads(capsys.readouterr().out)["queue_status"]
+    monkeypatch.setenv("PROCESSING_API_TOKEN", "not-the-token")
+    assert main(["queue", "--token", TOKEN, "--json"]) == 0, "--token wins over the environment"
+    capsys.readouterr()
+    assert main(["queue", "--json"]) == 1 and "unauthorized" in capsys.readouterr().err
 
 
 def test_scale_adapt_stop_start_wait_timeout_and_cancel(private, capsys, monkeypatch):
@@ -246,9 +254,9 @@ def test_the_installed_console_script(server):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["n_workers"] == 2
-    url = f"http://127.0.0.1:{free_port()}"
-    done = subprocess.run([str(SCRIPT), "queue"], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "PROCESSING_URL": url})
+    with ClosedPort() as url:
+        done = subprocess.run([str(SCRIPT), "queue"], capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "PROCESSING_URL": url})
     assert done.returncode == 3 and url in done.stderr
     done = subprocess.run([str(SCRIPT), "jobs"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "usage: processing jobs" in done.stderr

@@ -2,32 +2,45 @@
 attaching to an external scheduler."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from tests.server import free_port
+from tests.helpers import wait_until
 
 
-def probe_health(url: str, stop: threading.Event, out: list[float]) -> None:
+PROBE_TIMEOUT_S = 10
+
+
+def probe_health(url: str, stop: threading.Event, out: list[float], failures: list[str]) -> None:
+    """Time /health until ``stop``; a timeout, an error or a non-200 answer is a failure."""
     while not stop.is_set():
         started = time.perf_counter()
-        requests.get(url + "/api/processing/health", timeout=10)
+        try:
+            r = requests.get(url + "/api/processing/health", timeout=PROBE_TIMEOUT_S)
+        except requests.RequestException as exc:  # a blocked loop ends here: it must fail the test
+            failures.append(f"{type(exc).__name__} after {time.perf_counter() - started:.1f} s: {exc}")
+            return
         out.append(time.perf_counter() - started)
+        if r.status_code != 200:
+            failures.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            return
         time.sleep(0.02)
 
 
 def test_health_answers_while_cluster_starts_and_scales(make_server):
     srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})
-    stop, latencies = threading.Event(), []
-    prober = threading.Thread(target=probe_health, args=(srv.url, stop, latencies))
+    stop, latencies, failures = threading.Event(), [], []
+    prober = threading.Thread(target=probe_health, args=(srv.url, stop, latencies, failures), daemon=True)
     prober.start()
     try:
         r = srv.post("/api/processing/cluster/start")
@@ -36,7 +49,9 @@ def test_health_answers_while_cluster_starts_and_scales(make_server):
         srv.wait_workers(3)
     finally:
         stop.set()
-        prober.join()
+        prober.join(PROBE_TIMEOUT_S + 5)
+    assert not prober.is_alive(), "the health probe hung"
+    assert not failures, failures
     assert len(latencies) > 10
     # a sync LocalCluster started on the loop blocks it for seconds; the executor keeps it free
     # (a loaded 2-core machine adds GIL and CPU waits; bench_api reports the real figures)
@@ -55,15 +70,30 @@ def test_sigterm_stops_cluster_and_leaves_no_workers(make_server):
     assert elapsed < 8, f"exit took {elapsed:.1f} s"  # ~2.5 s on a quiet machine (bench_api)
 
 
+def scheduler_address(scheduler_file: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The address a ``dask scheduler --port 0 --scheduler-file F`` wrote once it bound."""
+    def written() -> str | None:
+        assert proc.poll() is None, f"dask scheduler exited with {proc.returncode}"
+        try:
+            return json.loads(scheduler_file.read_text())["address"]
+        except (OSError, ValueError, KeyError):
+            return None
+    return wait_until(written, timeout, 0.1, "scheduler file")
+
+
 @pytest.fixture
 def external_scheduler(tmp_path):
-    port = free_port()
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     bindir = os.path.dirname(sys.executable)
-    sched = subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                              "--dashboard-address", "127.0.0.1:0"], env=env, cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"tcp://127.0.0.1:{port}"
+    scheduler_file = tmp_path / "scheduler.json"
+    sched = subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                              "--scheduler-file", str(scheduler_file), "--dashboard-address", "127.0.0.1:0"],
+                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        address = scheduler_address(scheduler_file, sched)
+    except BaseException:
+        sched.kill()
+        raise
     worker = subprocess.Popen([os.path.join(bindir, "dask"), "worker", address, "--nthreads", "1",
                                "--memory-limit", "1GB", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"],
                               env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
