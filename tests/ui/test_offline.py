@@ -1,0 +1,40 @@
+"""No third-party requests: every page, in both themes, loads everything (scripts, styles, fonts) from the server."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from tests.server import ServerProcess
+from tests.ui.conftest import module_server
+from tests.ui.guard import PageGuard
+
+pytestmark = pytest.mark.ui
+
+PAGES = {"/": "[data-testid=cluster-status]", "/cluster": "[data-testid=cluster-status]", "/jobs": ".submit-job",
+         "/data": "[data-testid=dataset-title]", "/monitoring": ".window-picker", "/wall": "[data-testid=wall-status]",
+         "/docs": "h1"}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, "offline", {"DEMO_ROWS": "2000"})
+
+
+@pytest.mark.parametrize("theme", ["default", "dark"])
+def test_pages_request_only_the_server(srv: ServerProcess, page, theme: str) -> None:
+    guard = PageGuard(page, srv.url)
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+    problems = []
+    for path, marker in PAGES.items():
+        guard.clear()
+        query = "&" if "?" in path else "?"
+        page.goto(f"{srv.url}{path}{query}theme={theme}" + ("&dataset=demo_expression" if path == "/data" else ""))
+        page.locator(marker).first.wait_for(timeout=30_000)
+        page.wait_for_load_state("load")
+        page.wait_for_timeout(1500)  # late fetches: fonts, lazily loaded modules
+        if guard.foreign:
+            problems.append(f"{path}: {sorted(set(guard.foreign))}")
+    assert seen, "the guard saw no request at all"
+    assert not problems, "requests that left the server:\n" + "\n".join(problems)
