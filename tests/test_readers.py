@@ -354,6 +354,9 @@ def test_reader_options(root: Path) -> None:
     ({"delimiter": ",,"}, "single character"),
     ({"header": "yes"}, "true or false"),
     ({"encoding": "klingon"}, "unknown encoding"),
+    ({"encoding": "rot13"}, "not a text encoding"),
+    ({"encoding": "base64"}, "not a text encoding"),
+    ({"encoding": 8}, "name of a text encoding"),
     ({"columns": []}, "non-empty list"),
     ({"columns": ["nope"]}, "unknown column"),
 ])
@@ -497,3 +500,61 @@ def test_parquet_preview_honours_columns(root: Path) -> None:
         [{"b": "x"}, {"b": "y"}]
     with pytest.raises(InvalidRequest):
         preview(str(root / "t.parquet"), "parquet", {}, n=0)
+
+
+# --------------------------------------------------------------------------- hostile input (issue 14, 15)
+
+@pytest.mark.parametrize("text, depth", [
+    (b"", 0), (b"1", 0), (b"[]", 1), (b'{"a": [1, {"b": [2]}]}', 4),
+    (b'{"a": "[[[[{{{{"}', 1), (b'{"a": "x\\"[[[[", "b": [1]}', 2),  # brackets inside strings do not count
+    (b'{"a": 1}\n{"b": [[2]]}\n', 3),
+])
+def test_json_depth_ignores_strings(text: bytes, depth: int) -> None:
+    assert readers.json_depth(text) == depth
+
+
+@pytest.mark.parametrize("name, content, error, message", [
+    ("lines.jsonl", b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"\n", Unprocessable, "50000 levels deep"),
+    ("array.json", b"[" * 50_000 + b"]" * 50_000, Unprocessable, "too deeply"),
+    ("record.json", b"[" + b'{"a":' * 100 + b"1" + b"}" * 100 + b"]", Unprocessable, "100 levels deep"),
+])
+def test_json_nested_too_deep_is_refused_before_parsing(root: Path, name: str, content: bytes,
+                                                        error: type, message: str) -> None:
+    (root / name).write_bytes(content)
+    with pytest.raises(error, match=message):
+        inspect(str(root / name), "json")
+    with pytest.raises(error, match=message):
+        read_ddf(str(root / name), "json").compute()
+
+
+def test_json_at_the_depth_limit_and_strings_full_of_brackets_are_read(root: Path) -> None:
+    deep = b'{"a":' * (readers.MAX_JSON_DEPTH - 1) + b"[1]" + b"}" * (readers.MAX_JSON_DEPTH - 1)
+    (root / "ok.jsonl").write_bytes(deep + b"\n" + (b'{"a": null, "s": "' + b"[{" * 100 + b'"}\n') * 3)
+    info = inspect(str(root / "ok.jsonl"), "json")
+    assert [c["name"] for c in info["schema"]] == ["a", "s"] and info["estimated_rows"] == 4
+    assert len(read_ddf(str(root / "ok.jsonl"), "json").compute()) == 4
+
+
+def test_a_deep_block_found_by_a_worker_fails_clearly(root: Path) -> None:
+    """Past the sampled head, the depth is still checked in every block a task reads."""
+    ok = b'{"a": 1}\n' * (readers.PREVIEW_BYTES // 9 + 1000)  # past the head the plan samples
+    (root / "late.jsonl").write_bytes(ok + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"\n")
+    ddf = read_ddf(str(root / "late.jsonl"), "json", blocksize=2**18)  # the plan saw only plain lines
+    with pytest.raises(Unprocessable, match="levels deep"):
+        ddf.compute()
+
+
+def test_long_and_managed_sources_are_refused(root: Path) -> None:
+    managed = root / "managed"
+    (managed / "demo").mkdir(parents=True)
+    (managed / "demo" / "a.csv").write_text("x\n1\n")
+    (root / "mine.csv").write_text("x\n1\n")
+    with pytest.raises(InvalidRequest, match="at most 4096"):
+        resolve_local("a" * 5000, [root])
+    with pytest.raises(InvalidRequest, match="longer than the file system allows"):
+        resolve_local("b" * 300, [root])
+    for path in ["managed", "managed/demo/a.csv", "managed/*/*.csv", "*", "**/*.csv", "."]:
+        with pytest.raises(Forbidden, match="managed data"):
+            resolve_local(path, [root], excluded=[managed])
+    assert resolve_local("mine.csv", [root], excluded=[managed]) == (root / "mine.csv").resolve()
+    assert resolve_local("managed/demo/a.csv", [root]) == (managed / "demo" / "a.csv").resolve()
