@@ -36,7 +36,7 @@ class Var:
 SETTINGS: tuple[Var, ...] = (
     Var("PROCESSING_HOST", "host", str, "127.0.0.1", "Address the server binds to."),
     Var("PROCESSING_PORT", "port", int, 8001, "Port of the dashboard and the JSON API."),
-    Var("PROCESSING_DATA_DIR", "data_dir", Path, "./data", "Holds the SQLite file and managed data (uploads, partitions, results)."),
+    Var("PROCESSING_DATA_DIR", "data_dir", Path, "./data", "Holds the SQLite file and managed data (uploads, partitions, results); a relative path is taken from the directory the server starts in, once."),
     Var("DATA_ROOTS", "data_roots", _list, "", "Comma-separated extra directories datasets may be registered from (besides the data dir)."),
     Var("REMOTE_PROTOCOLS", "remote_protocols", _list, "s3,gs,gcs,az,abfs,abfss,https", "URL protocols datasets may be registered from; empty disables remote sources."),
     Var("REMOTE_ALLOW_PRIVATE", "remote_allow_private", _bool, False, "Allow http(s)/ftp URLs whose host is a loopback, private or link-local address."),
