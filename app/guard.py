@@ -43,9 +43,9 @@ HEAD_AS_GET = "_head_as_get"  # request attribute: a page HEAD served by its GET
 # and 'unsafe-eval' (Bokeh compiles model code and CustomJS with new Function);
 # inline styles (every Bokeh view sets style attributes and <style> elements); data:
 # and blob: images (icons, exported plots); and a websocket back to this server.
-PAGE_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+PAGE_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:; "
                "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
-               "connect-src 'self' ws://{host} wss://{host}; worker-src 'self' blob:; object-src 'none'; "
+               "connect-src 'self' blob: ws://{host} wss://{host}; worker-src 'self' blob:; object-src 'none'; "
                "base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 OTHER_POLICY = "default-src 'none'; frame-ancestors 'none'"
 FIXED_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}

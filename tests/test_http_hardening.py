@@ -376,3 +376,42 @@ def test_repeated_log_lines_are_rate_limited():
         assert re.search(r"\[9995 identical lines suppressed", records[-1]), records[-1]
     finally:
         logger.removeHandler(handler)
+
+
+# -- the pages under the Content-Security-Policy ----------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIOLATIONS_JS = """() => {
+  window.__violations = [];
+  document.addEventListener('securitypolicyviolation',
+    e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));
+}"""
+
+
+@pytest.mark.ui
+@pytest.mark.parametrize("path", ["/", "/jobs", "/data", "/wall", "/docs"])
+def test_pages_render_under_the_policy_with_no_violation(open_server, path):
+    """Chromium loads the page with the headers on: it renders, and no CSP violation is reported."""
+    from playwright.sync_api import sync_playwright
+
+    csp = open_server.get(path).headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp
+    messages: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: messages.append(m.text))
+            page.add_init_script(f"({VIOLATIONS_JS})()")
+            page.goto(open_server.url + path)
+            rendered = {"/": page.get_by_test_id("cluster-status"), "/wall": page.get_by_test_id("wall-status"),
+                        "/docs": page.get_by_text("Distributed Processing Cluster API")}
+            rendered.get(path, page.locator(".bk-Column, .bk-Row").first).wait_for(timeout=60_000)
+            page.wait_for_timeout(3000)  # the websocket's updates render too
+            violations = page.evaluate("window.__violations")
+        finally:
+            browser.close()
+    reported = [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
+    assert not violations and not reported, (violations, reported)
