@@ -1,7 +1,9 @@
 """The job table (one page at a time from ``jobs.list``) and the job detail view.
 
-Both re-read the store only when the set of queued or running jobs changes or the
-user acts; between those, running rows are patched from memory every sample.
+The table re-reads its page whenever a job it shows as pending or running is no
+longer so in the engine's memory, a new job is queued or started, or the shared
+counts of jobs per status change (a job that came and went between two samples);
+between those, running rows are patched from memory every sample.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from app.models import PRIORITIES
 from app.service import ProcessingService
 
 from .charts import time_format
-from .live import TERMINAL, LiveFeed, job_fingerprint, running_job, running_jobs
+from .live import TERMINAL, LiveFeed, job_status_counts, memory_status, running_job, running_jobs
 from .results import result_view
 from .theme import (CSS, PRIORITY_COLORS, STATUS_COLORS, TextAlert, badge, esc, fmt_bytes, fmt_duration,
                     progress_bar, style_figure)
@@ -85,7 +87,9 @@ class JobTable(pn.viewable.Viewer):
         self._offset = 0
         self._total = 0
         self._memo: dict[str, float] = {}
-        self._fingerprint = job_fingerprint(self.service)
+        self._shown: list[tuple[str, str]] = []  # (job_id, status) of the rows on screen
+        self._live_ids: set[str] = set()  # queued or running in memory at the last read
+        self._counts: dict[str, int] | None = None
         self._status.param.watch(self._filter_changed, "value")
         self._priority.param.watch(self._filter_changed, "value")
         self._prev.on_click(lambda _e: self._page(-1))
@@ -101,6 +105,8 @@ class JobTable(pn.viewable.Viewer):
             self._offset = max(0, self._offset - self.page_size)
             page = self.service.jobs.list(self._status.value, self._priority.value, self.page_size, self._offset)
         self._total = page["total"]
+        self._live_ids = set(self.service.jobs.pending) | set(self.service.jobs.running)
+        self._shown = [(j["job_id"], j["status"]) for j in page["jobs"]]
         self._table.value = job_frame(page["jobs"])
         shown = len(page["jobs"])
         self._info.object = (f"<div class='pc-pager' data-testid='jobs-pager'>{self._offset + 1}–{self._offset + shown} "
@@ -116,10 +122,22 @@ class JobTable(pn.viewable.Viewer):
         self._offset = max(0, self._offset + step * self.page_size)
         self.refresh()
 
+    def _stale(self) -> bool:
+        """Whether memory says a shown row changed, or a job was queued or started since the last read."""
+        for job_id, status in self._shown:
+            if status in ("pending", "running") and memory_status(self.service, job_id) != status:
+                return True  # started, ended or requeued (re-read until the store says so too)
+        return bool((set(self.service.jobs.pending) | set(self.service.jobs.running)) - self._live_ids)
+
+    async def _check_counts(self) -> None:
+        counts = await job_status_counts(self.service)
+        if self._counts is not None and counts != self._counts:
+            self.refresh()
+        self._counts = counts
+
     def _on_sample(self, _snap: dict[str, Any]) -> None:
-        fingerprint = job_fingerprint(self.service)
-        if fingerprint != self._fingerprint:
-            self._fingerprint = fingerprint
+        pn.state.execute(self._check_counts)
+        if self._stale():
             self.refresh()
             return
         live = {r["job_id"]: r for r in running_jobs(self.service, self._memo)}

@@ -2,8 +2,9 @@
 the shared sampler, and read-only helpers that compose service calls.
 
 Nothing here queries Dask. SQLite is read only on a user's action (changing the
-monitoring window, opening a job) or through ``SharedCache`` at most every few
-seconds per process, never per tick and never per session.
+monitoring window, opening a job), when a job a table shows changed state, or through
+``SharedCache`` (job counts per status at most every 0.4 s, throughput every 10 s) per
+process, never per tick and session.
 """
 from __future__ import annotations
 
@@ -235,11 +236,6 @@ def queued_jobs(service: ProcessingService) -> list[dict[str, Any]]:
     return rows
 
 
-def job_fingerprint(service: ProcessingService) -> tuple:
-    """Changes whenever a job is queued, starts or ends in this process (no SQLite)."""
-    return (tuple(sorted(service.jobs.pending)), tuple(sorted(service.jobs.running)))
-
-
 def queue_counts(snap: dict[str, Any]) -> dict[str, int]:
     """Queued jobs by priority (highest first) from a sampler reading."""
     by_priority = (snap.get("queue") or {}).get("queued_by_priority") or {}
@@ -274,6 +270,24 @@ class SharedCache:
 
 
 _throughput_cache = SharedCache(ttl_s=10.0)
+_status_counts_cache = SharedCache(ttl_s=0.4)
+
+
+async def job_status_counts(service: ProcessingService) -> dict[str, int]:
+    """Jobs per status: one small GROUP BY per process at most every 0.4 s, shared by every session.
+
+    Every state change moves a job between statuses, so a change of these counts
+    tells a table that a job it may show has changed, even one that was queued,
+    ran and ended between two samples (which the in-memory maps never show).
+    """
+    return await _status_counts_cache.get("status", service.store.count_jobs, service.executor)
+
+
+def memory_status(service: ProcessingService, job_id: str) -> str:
+    """"running", "pending" or "ended", from the engine's memory (no SQLite)."""
+    if job_id in service.jobs.running:
+        return "running"
+    return "pending" if job_id in service.jobs.pending else "ended"
 
 
 async def job_throughput(service: ProcessingService, window_s: float, buckets: int = 30) -> dict[str, list[Any]]:
