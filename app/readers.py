@@ -34,7 +34,7 @@ from fsspec.compression import compr
 from fsspec.utils import infer_compression, read_block
 
 from .errors import InvalidRequest, NotFound, ProcessingError, Unprocessable
-from .sources import GLOB
+from .sources import GLOB, shorten
 from .sources import RemotePolicy, check_url, is_url, resolve_local, resolve_source
 
 __all__ = ["RemotePolicy", "check_url", "is_url", "resolve_local", "resolve_source", "detect_format",
@@ -152,8 +152,8 @@ def reader_options(fmt: str, options: dict[str, Any] | None, name: str = "") -> 
     options = dict(options or {})
     unknown = sorted(set(options) - set(READER_OPTIONS))
     if unknown:
-        raise InvalidRequest(f"unknown reader option(s): {', '.join(unknown)}; allowed: "
-                             f"{', '.join(READER_OPTIONS)}", {"unknown": unknown})
+        raise InvalidRequest(f"unknown reader option(s): {shorten(', '.join(unknown))}; allowed: "
+                             f"{', '.join(READER_OPTIONS)}", {"unknown": [shorten(u) for u in unknown[:20]]})
     if fmt != "csv":
         given = [k for k in ("delimiter", "header", "encoding") if options.get(k) is not None]
         if given:
@@ -194,10 +194,15 @@ def _check_encoding(value: Any) -> str:
     return info.name
 
 
+MAX_COLUMNS = 10_000
+
+
 def _check_columns(value: Any) -> tuple[str, ...]:
-    if (not isinstance(value, (list, tuple)) or not value
-            or not all(isinstance(c, str) and c for c in value) or len(set(value)) != len(value)):
-        raise InvalidRequest("option 'columns' must be a non-empty list of distinct column names")
+    if (not isinstance(value, (list, tuple)) or not value or len(value) > MAX_COLUMNS
+            or not all(isinstance(c, str) and c and len(c) <= 1024 for c in value)
+            or len(set(value)) != len(value)):
+        raise InvalidRequest(f"option 'columns' must be a non-empty list of at most {MAX_COLUMNS} distinct "
+                             "column names (each at most 1024 characters)")
     return tuple(value)
 
 
@@ -206,8 +211,8 @@ def _select(frame: pd.DataFrame, columns: tuple[str, ...] | None) -> pd.DataFram
         return frame
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise InvalidRequest(f"unknown column(s): {', '.join(missing)}; available: "
-                             f"{', '.join(map(str, frame.columns))}", {"unknown": missing})
+        raise InvalidRequest(f"unknown column(s): {shorten(', '.join(missing))}; available: "
+                             f"{shorten(', '.join(map(str, frame.columns)), 1000)}", {"unknown": missing[:100]})
     return frame[list(columns)]
 
 
