@@ -4,6 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 
+SHOWN_CHARS = 200  # long user values are cut to this in messages and logs
+MAX_MESSAGE_CHARS = 2000  # no public message (nor the log line that repeats it) grows past this
+
+
+def shorten(value: str, limit: int = SHOWN_CHARS) -> str:
+    """``value`` cut to ``limit`` characters (with how many were left out), for messages and logs."""
+    return value if len(value) <= limit else f"{value[:limit]}… ({len(value) - limit} more characters)"
+
+
 class ProcessingError(Exception):
     """An error with a public message; ``code`` is stable and machine-readable."""
 
@@ -11,6 +20,7 @@ class ProcessingError(Exception):
     status = 500
 
     def __init__(self, message: str, details: dict[str, Any] | None = None, code: str | None = None):
+        message = shorten(message, MAX_MESSAGE_CHARS)  # it may quote a user's value of any length
         super().__init__(message)
         self.message = message
         self.details = details or {}

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from .errors import Forbidden, InvalidRequest, NotFound, Unprocessable
+from .errors import Forbidden, InvalidRequest, NotFound, Unprocessable, shorten
 
 GLOB = re.compile(r"[*?\[]")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(?:://|::)")  # "proto::" starts a chained URL
@@ -30,12 +30,6 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(?:://|::)")  # "proto::" starts 
 _REFUSED_PROTOCOLS = {"file", "local", "zip", "tar", "libarchive", "dir", "reference",
                       "simplecache", "filecache", "blockcache", "cached"}
 MAX_SOURCE_CHARS = 4096  # PATH_MAX on Linux; a longer source was an ENAMETOOLONG 500
-SHOWN_CHARS = 200  # long values are cut to this in messages and logs
-
-
-def shorten(value: str, limit: int = SHOWN_CHARS) -> str:
-    """``value`` cut to ``limit`` characters (with how many were left out), for messages and logs."""
-    return value if len(value) <= limit else f"{value[:limit]}… ({len(value) - limit} more characters)"
 
 
 def check_length(source: str) -> None:
