@@ -19,8 +19,8 @@ class DatasetsHandler(BaseHandler):
         "get": Endpoint("List datasets, newest first (paginated)", query=PageQuery, tags=("datasets",)),
         "post": Endpoint("Register a dataset by path, glob or URL; the schema is read now",
                          body=RegisterDatasetRequest,
-                         responses={201: "Registered", 403: "Outside the data roots", 409: "Id taken",
-                                    422: "Unreadable, empty or malformed"}, tags=("datasets",)),
+                         responses={201: "Registered", 403: "Outside the data roots, or in the service's managed folder",
+                                    409: "Id taken", 422: "Unreadable, empty, malformed or nested too deeply"}, tags=("datasets",)),
     }
 
     def get(self) -> None:
@@ -59,7 +59,7 @@ class UploadHandler(BaseHandler):
         "Upload a file as a new dataset (raw body, streamed to disk; limit MAX_UPLOAD_MB)",
         query=UploadQuery, content_type="application/octet-stream",
         responses={201: "Registered", 400: "Bad extension or empty body", 409: "Id taken",
-                   413: "Over MAX_UPLOAD_MB", 415: "Multipart body", 422: "Unreadable"},
+                   413: "Over MAX_UPLOAD_MB", 415: "Multipart body", 422: "Unreadable or nested too deeply"},
         tags=("datasets",))}
 
     _file: BinaryIO | None = None
