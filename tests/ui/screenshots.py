@@ -1,0 +1,77 @@
+"""Screenshots of every page at 1920×1080 and 1280×800 in both themes (run by hand, not collected by pytest).
+
+    .venv/bin/python -m tests.ui.screenshots OUT_DIR [--url http://127.0.0.1:8001] [--busy]
+
+Without ``--url`` a private server is started (and stopped) for the run. ``--busy``
+submits a longer job first, so the pages are also seen under a running job.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import requests
+from playwright.sync_api import sync_playwright
+
+from tests.server import ServerProcess
+from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
+
+PAGES = {"overview": "/", "cluster": "/cluster", "jobs": "/jobs", "data": "/data?dataset=demo_expression",
+         "monitoring": "/monitoring", "wall": "/wall"}
+SIZES = ((1920, 1080), (1280, 800))
+THEMES = ("default", "dark")
+
+
+def busy(url: str) -> None:
+    """Submit a job that runs for a while (a group-by over the demo dataset)."""
+    requests.post(f"{url}/api/processing/jobs/submit", timeout=30, json={
+        "operation": "differential_expression", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.5,
+        "parameters": {}})
+
+
+def capture(url: str, out: Path) -> list[Path]:
+    """One full-page PNG per page, size and theme."""
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        for width, height in SIZES:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
+            for theme in THEMES:
+                for name, path in PAGES.items():
+                    sep = "&" if "?" in path else "?"
+                    page.goto(f"{url}{path}{sep}theme={theme}")
+                    page.wait_for_timeout(3500)  # the session renders, the first samples arrive
+                    target = out / f"{name}-{theme}-{width}x{height}.png"
+                    page.screenshot(path=str(target), full_page=name != "wall")
+                    made.append(target)
+            context.close()
+        browser.close()
+    return made
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--url", default=None)
+    parser.add_argument("--busy", action="store_true")
+    args = parser.parse_args()
+    srv = None
+    url = args.url
+    if url is None:
+        srv = ServerProcess(Path(tempfile.mkdtemp(prefix="screens-")), {"DEMO_ROWS": "200000"}).start(timeout=120)
+        url = srv.url
+    try:
+        if args.busy:
+            busy(url)
+        for path in capture(url, args.out):
+            print(path)
+    finally:
+        if srv is not None:
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    main()
