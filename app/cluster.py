@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 from distributed import Client
+from distributed.deploy.spec import ProcessInterface
 
 from .errors import ClusterNotRunning, Conflict, InvalidRequest
 from .settings import Settings
@@ -27,6 +31,45 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
+
+
+class SchedulerProcess(ProcessInterface):
+    """A Dask scheduler in a child process, its log in a file.
+
+    distributed's ``SubprocessScheduler`` pipes the child's stderr and reads it only if
+    the start fails: a scheduler logging for days would fill the pipe and block.
+    """
+
+    def __init__(self, scheduler_kwargs: dict[str, Any], log_path: str, timeout: float = 60.0):
+        self.scheduler_kwargs = scheduler_kwargs
+        self.log_path = log_path
+        self.timeout = timeout
+        self.process: asyncio.subprocess.Process | None = None
+        super().__init__()
+
+    async def start(self) -> None:
+        spec = json.dumps({"cls": "distributed.Scheduler", "opts": self.scheduler_kwargs})
+        with open(self.log_path, "ab") as log_file:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "dask", "spec", "--spec", spec, stderr=log_file, stdout=log_file)
+        info = Path(self.scheduler_kwargs["scheduler_file"])
+        deadline = time.monotonic() + self.timeout
+        while self.process.returncode is None and time.monotonic() < deadline:
+            try:
+                self.address = json.loads(info.read_text())["address"]
+                break
+            except (OSError, ValueError, KeyError):
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"the scheduler did not start (exit code {self.process.returncode}); "
+                               f"see {self.log_path}")
+        await super().start()
+
+    async def close(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        await super().close()
 
 
 def load_factory(path: str) -> Callable[..., Any]:
@@ -84,12 +127,12 @@ class ClusterManager:
     def _make_local(self) -> Any:
         """Scheduler and nanny workers as child processes of this server."""
         from distributed import SpecCluster
-        from distributed.deploy.subprocess import SubprocessScheduler, SubprocessWorker
+        from distributed.deploy.subprocess import SubprocessWorker
 
         s = self.settings
         scratch = s.data_dir / "dask-scratch"
         scratch.mkdir(parents=True, exist_ok=True)
-        scheduler = {"cls": SubprocessScheduler, "options": {"scheduler_kwargs": {
+        scheduler = {"cls": SchedulerProcess, "options": {"log_path": str(scratch / "scheduler.log"), "scheduler_kwargs": {
             "host": "127.0.0.1", "port": 0, "dashboard": bool(s.dashboard_address),
             "dashboard_address": s.dashboard_address or None, "preload": ["app.child_watch"],
             "scheduler_file": str(scratch / f"scheduler-{uuid.uuid4().hex[:12]}.json"),

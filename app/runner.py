@@ -22,12 +22,16 @@ import param
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import operations, readers
+from . import kernels, operations, readers
 from .errors import InvalidRequest, ProcessingError
 from .expr_lock import GRAPH_LOCK
 from .models import PRIORITIES, PartitionRequest, public_params
 from .operations.base import Operation, Schema, jsonable
 from .partition import plan_partitions, write_partitions
+from .sources import is_url
+
+# PROCESSING_KERNELS=0 runs every operation as a Dask DataFrame graph (for comparison and tests)
+KERNELS = os.environ.get("PROCESSING_KERNELS", "1") != "0"
 
 PRIORITY_WEIGHT = {p: 10 * i for i, p in enumerate(PRIORITIES)}
 # dask-expr warns that annotations are ignored; distributed's client applies them on compute,
@@ -118,6 +122,15 @@ def execute(client: Any, attempt: Attempt) -> dict[str, Any]:
         if op is PARTITION:
             return _partition(client, attempt, p)
         source, fmt, options = attempt.read
+        frags = _kernel_fragments(op, attempt, schema)
+        if frags is not None:
+            plan, frags, small = frags
+            attempt.stage = "build"
+            graph = kernels.graph(frags, plan, small)
+            attempt.stage = "compute"
+            value = _compute(client, attempt, graph, weight)
+            attempt.stage = "finalize"
+            return _maybe_spill(attempt, op.kind(p), op.finalize(value, p))
         with GRAPH_LOCK:
             ddf = readers.read_ddf(source, fmt, options, columns=op.columns(p))
             attempt.stage = "build"
@@ -129,6 +142,23 @@ def execute(client: Any, attempt: Attempt) -> dict[str, Any]:
     attempt.stage = "finalize"
     result = op.finalize(value, p)
     return _maybe_spill(attempt, op.kind(p), result)
+
+
+def _kernel_fragments(op: Operation, attempt: Attempt, schema: Schema) -> tuple[Any, list[Any], bool] | None:
+    """(plan, fragments, small) when the operation runs as kernels over local files, else None."""
+    if not KERNELS:
+        return None
+    p = op.parse(attempt.parameters, schema)
+    plan = op.plan(p, schema)
+    source, fmt, options = attempt.read
+    if plan is None or is_url(source) or (options or {}).get("columns") or fmt not in ("parquet", "csv", "json"):
+        return None
+    files = readers.list_files(source, fmt)
+    if fmt == "json" and any(readers._json_kind(f) != "lines" or kernels._compressed(f) for f in files):
+        return None  # JSON arrays and compressed JSON keep the Dask reader
+    frags = kernels.fragments(files, fmt, dict(options or {}), schema)
+    size = sum(os.path.getsize(f) for f in files)
+    return plan, frags, size <= kernels.SMALL_INPUT_BYTES
 
 
 def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:

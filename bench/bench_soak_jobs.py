@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        env = {"MAX_CONCURRENT_JOBS": "4", "DEMO_DATASET": "0", "LOG_LEVEL": "WARNING"}
+        env = {"MAX_CONCURRENT_JOBS": "4", "DEMO_DATASET": "0"}
         server = ServerProcess(data, env=env).start()
         try:
             csv = data / "soak.csv"

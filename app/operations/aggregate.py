@@ -1,6 +1,7 @@
 """One statistic of a column, over the whole dataset or per group."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
@@ -9,8 +10,11 @@ import param
 
 from ..errors import InvalidRequest
 from ..models import required
+from ..kernels import KernelPlan
+from ._partials import median_of_counts, merge_counts, merge_moments, moments, statistic, value_counts
 from ._stats import exact_quantiles
-from .base import Operation, Schema, as_list, jsonable, require_column, require_kind, require_names, table, unique
+from .base import (Operation, Schema, as_list, jsonable, kind_of, require_column, require_kind, require_names,
+                   table, unique)
 
 STATISTICS = ("mean", "sum", "min", "max", "std", "var", "count", "median", "nunique")
 _NUMERIC_ONLY = {"mean", "sum", "std", "var", "median"}
@@ -82,6 +86,21 @@ class Aggregate(Operation):
             return exact_quantiles(series, [0.5])
         return getattr(series, p.operation)()
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan:
+        """Moments per group (mean … max, count) or value counts (median, nunique) per fragment."""
+        keys = as_list(p.group_by)
+        columns = unique([*keys, p.column])
+        if p.operation in ("median", "nunique"):
+            return KernelPlan(columns, value_counts, partial(merge_counts, columns=columns),
+                              partial(_from_counts, operation=p.operation, column=p.column, keys=keys),
+                              {"column": p.column, "keys": keys})
+        dtype = schema[p.column]
+        numeric = kind_of(dtype) == "numeric"
+        args = {"column": p.column, "keys": keys, "integer": numeric and "int" in dtype.lower(),
+                "ordered_only": not numeric, "extremes": p.operation in ("min", "max")}
+        return KernelPlan(columns, moments, partial(merge_moments, keys=keys),
+                          partial(_from_moments, operation=p.operation, column=p.column, keys=keys), args)
+
     def finalize(self, computed: Any, p: Any) -> Any:
         keys = as_list(p.group_by)
         if not keys:
@@ -89,6 +108,39 @@ class Aggregate(Operation):
             return {"value": jsonable(value), "column": p.column, "operation": p.operation}
         frame = computed.rename(p.operation).sort_index().reset_index()
         return table(frame, column=p.column, operation=p.operation, group_by=keys)
+
+
+def _indexed(values: pd.Series, merged: pd.DataFrame, keys: list[str], column: str) -> pd.Series:
+    """Per-group values indexed by the group keys, as Dask's groupby gives them."""
+    index = pd.MultiIndex.from_frame(merged[keys]) if len(keys) > 1 else pd.Index(merged[keys[0]], name=keys[0])
+    return pd.Series(values.to_numpy(), index=index, name=column)
+
+
+def _from_moments(merged: pd.DataFrame, operation: str, column: str, keys: list[str]) -> Any:
+    if not keys:
+        if merged.empty:
+            merged = pd.DataFrame({"n": [0], "s": [None], "m": [None], "m2": [None], "mn": [None], "mx": [None]})
+        return statistic(merged, operation).iloc[0]
+    if merged.empty:
+        merged = pd.DataFrame({**{k: [] for k in keys}, "n": [], "s": [], "m": [], "m2": [], "mn": [], "mx": []})
+    return _indexed(statistic(merged, operation), merged, keys, column)
+
+
+def _from_counts(merged: pd.DataFrame, operation: str, column: str, keys: list[str]) -> Any:
+    def one(part: pd.DataFrame) -> float:
+        part = part[part[column].notna()]
+        if operation == "nunique":
+            return len(part)
+        return median_of_counts(part[column].to_numpy(), part["c"].to_numpy())
+
+    if not keys:
+        return one(merged) if not merged.empty else (0 if operation == "nunique" else float("nan"))
+    if merged.empty:
+        return pd.Series([], dtype="float64", index=pd.MultiIndex.from_arrays([[]] * len(keys), names=keys)
+                         if len(keys) > 1 else pd.Index([], name=keys[0]), name=column)
+    groups = merged.groupby(keys, sort=False, dropna=False)
+    values = groups[[column, "c"]].apply(one)
+    return values.rename(column)
 
 
 OPERATION = Aggregate()

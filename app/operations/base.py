@@ -15,6 +15,7 @@ import pandas as pd
 import param
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan
 from ..models import build as build_model
 from ..models import json_schema, public_params, required_fields
 
@@ -60,6 +61,10 @@ class Operation:
     def build(self, ddf: dd.DataFrame, p: Any) -> Any:
         """The lazy Dask graph of this operation."""
         raise NotImplementedError
+
+    def plan(self, p: Any, schema: Schema) -> "KernelPlan | None":
+        """The columnar kernel plan (see :mod:`app.kernels`), or None to run ``build`` instead."""
+        return None
 
     def finalize(self, computed: Any, p: Any) -> Any:
         """Turn the computed value into a JSON-safe result."""

@@ -1,0 +1,252 @@
+"""Columnar kernels inside Dask tasks: the engine's fast path.
+
+An operation that can say so returns a :class:`KernelPlan` (``Operation.plan``):
+
+- ``columns``: the projection, read from each fragment and nothing else;
+- ``kernel(relation, args)``: runs on a worker over ONE fragment (a Parquet file or a
+  range of its row groups, a byte range of a CSV file, a JSON-lines file) as a DuckDB
+  relation, and returns a small *partial* (a few numbers or a small frame);
+- ``combine(partials)``: merges partials (associative: they combine in a tree);
+- ``finish(partial)``: turns the last partial into the value the operation's
+  ``finalize`` expects, the same value the Dask DataFrame graph computes.
+
+Dask still schedules, retries, prioritises and scales: each fragment is one task, the
+partials combine in a tree of ``SPLIT_EVERY``, and a small input is one task for the
+whole plan (no graph to speak of). User text never becomes SQL: identifiers go
+through :func:`ident`, values are bound as parameters.
+
+Each worker thread keeps one DuckDB connection (``connect()`` costs ~15 ms) with
+``threads=1``, a ``memory_limit`` of the worker's memory divided by its threads, and
+its spill directory in the worker's local directory.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+SPLIT_EVERY = 8  # partials merged per combine task
+FRAGMENT_ROWS = 1_000_000  # Parquet row groups are grouped into fragments of about this many rows
+CSV_BLOCK = 64_000_000  # bytes of CSV per fragment
+SMALL_INPUT_BYTES = 32_000_000  # below this the whole plan is one task (no graph)
+NULL_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+               "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # pandas' defaults
+
+Kernel = Callable[["Source", Any], Any]
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """How an operation runs as kernels: projection, per-fragment kernel, combine, finish."""
+
+    columns: list[str]
+    kernel: Kernel
+    combine: Callable[[list[Any]], Any]
+    finish: Callable[[Any], Any]
+    args: Any = None  # passed to ``kernel``: picklable, built from the validated parameters
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One piece of a dataset a task reads: a file, a row-group range or a byte range."""
+
+    path: str
+    fmt: str
+    row_groups: tuple[int, ...] | None = None
+    offset: int = 0
+    length: int | None = None  # CSV byte range; None for the whole file
+    header: bytes = b""  # a CSV block after the first carries the header line here
+    options: dict[str, Any] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)  # registered column -> pandas dtype
+
+
+def ident(name: str) -> str:
+    """A SQL identifier for any column name (quotes doubled): never a way to inject SQL."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+# -- fragments ----------------------------------------------------------------------
+
+def fragments(files: Sequence[str], fmt: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:
+    """The fragments of a local dataset, about ``FRAGMENT_ROWS`` rows or ``CSV_BLOCK`` bytes each."""
+    out: list[Fragment] = []
+    for path in files:
+        if fmt == "parquet":
+            out += _parquet_fragments(path, options, types)
+        elif fmt == "csv" and not _compressed(path) and os.path.getsize(path) > CSV_BLOCK:
+            out += _csv_fragments(path, options, types)
+        else:
+            out.append(Fragment(path, fmt, options=options, types=types))
+    return out
+
+
+def _parquet_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:
+    meta = pq.ParquetFile(path).metadata
+    if meta.num_rows <= FRAGMENT_ROWS or meta.num_row_groups <= 1:
+        return [Fragment(path, "parquet", options=options, types=types)]
+    groups: list[list[int]] = [[]]
+    rows = 0
+    for i in range(meta.num_row_groups):
+        if rows >= FRAGMENT_ROWS:
+            groups.append([])
+            rows = 0
+        groups[-1].append(i)
+        rows += meta.row_group(i).num_rows
+    return [Fragment(path, "parquet", tuple(g), options=options, types=types) for g in groups]
+
+
+def _csv_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:
+    size = os.path.getsize(path)
+    header = b""
+    if options.get("header", True) is not False:
+        with open(path, "rb") as f:
+            header = f.readline()
+    starts = range(len(header), size, CSV_BLOCK)
+    return [Fragment(path, "csv", offset=o, length=CSV_BLOCK, header=header, options=options, types=types)
+            for o in starts]
+
+
+def _compressed(path: str) -> bool:
+    return path.lower().endswith((".gz", ".bz2", ".xz", ".zst", ".zip"))
+
+
+# -- on the worker ------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def connection() -> duckdb.DuckDBPyConnection:
+    """This thread's DuckDB connection, limited to its share of the worker's memory."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect(config={"threads": 1})
+        limit, scratch = _worker_share()
+        if limit:
+            con.execute(f"SET memory_limit='{int(limit)}B'")
+        if scratch:
+            con.execute("SET temp_directory=?", [scratch])
+        _local.con = con
+    return con
+
+
+def _worker_share() -> tuple[int | None, str | None]:
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except ValueError:  # not in a worker (tests, the threaded scheduler)
+        return None, None
+    limit = worker.memory_manager.memory_limit
+    share = int(limit * 0.6 / max(1, worker.state.nthreads)) if limit else None
+    return share, os.path.join(worker.local_directory, "duckdb")
+
+
+def relation(cur: duckdb.DuckDBPyConnection, frag: Fragment, columns: list[str]) -> duckdb.DuckDBPyRelation:
+    """The fragment's ``columns`` as a DuckDB relation."""
+    if frag.fmt == "parquet" and frag.row_groups is None:
+        rel = cur.read_parquet(frag.path)
+    else:
+        rel = cur.from_arrow(_arrow(frag, columns))
+    return rel.project(", ".join(ident(c) for c in columns)) if columns else rel
+
+
+def _arrow(frag: Fragment, columns: list[str]) -> pa.Table:
+    if frag.fmt == "parquet":
+        return pq.ParquetFile(frag.path).read_row_groups(list(frag.row_groups or ()), columns=columns or None)
+    if frag.fmt == "csv":
+        return _csv_table(frag, columns)
+    from .readers import _json_part, _json_plan, reader_options
+
+    _, schema = _json_plan(frag.path, reader_options("json", frag.options, frag.path), 1 << 20)
+    frame = _json_part((frag.path, "lines", 0, None), schema)
+    return pa.Table.from_pandas(frame[columns] if columns else frame, preserve_index=False)
+
+
+_ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "boolean": pa.bool_(),
+                "Int64": pa.int64(), "Float64": pa.float64()}
+
+
+def _csv_table(frag: Fragment, columns: list[str]) -> pa.Table:
+    """A CSV file or byte range, typed as registered (pandas' defaults for nulls)."""
+    opts = frag.options
+    header = opts.get("header", True) is not False
+    names = list(frag.types) if not header else None
+    delimiter = opts.get("delimiter") or ("\t" if frag.path.lower().endswith((".tsv", ".tab", ".tsv.gz")) else ",")
+    delimiter = "\t" if delimiter in ("tab", "\\t") else delimiter
+    types = {c: _ARROW_TYPES.get(t, pa.timestamp("ns") if t.startswith("datetime64") else pa.large_string())
+             for c, t in frag.types.items()}
+    read = pa_csv.ReadOptions(column_names=names, encoding=opts.get("encoding") or "utf-8",
+                              use_threads=False, block_size=1 << 24)
+    parse = pa_csv.ParseOptions(delimiter=delimiter)
+    convert = pa_csv.ConvertOptions(column_types=types, null_values=NULL_VALUES, strings_can_be_null=True,
+                                    include_columns=columns or None)
+    if frag.length is None:
+        source: Any = pa.input_stream(frag.path, compression="detect")
+    else:
+        from dask.bytes.core import read_block
+
+        with open(frag.path, "rb") as f:
+            source = io.BytesIO(frag.header + read_block(f, frag.offset, frag.length, delimiter=b"\n"))
+    return pa_csv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
+
+
+class Source:
+    """One fragment as the table ``frag`` of a cursor: SQL over it, every value bound."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation):
+        self.cur = cur
+        rel.create_view("frag", replace=True)
+
+    def df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        return self.cur.execute(sql, list(params)).df()
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> tuple:
+        return self.cur.execute(sql, list(params)).fetchone()
+
+    def arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        return self.cur.execute(sql, list(params)).to_arrow_table()
+
+
+def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
+    """One task: the plan's kernel over one fragment."""
+    cur = connection().cursor()
+    try:
+        return plan.kernel(Source(cur, relation(cur, frag, plan.columns)), plan.args)
+    finally:
+        cur.close()
+
+
+def combine(partials: list[Any], plan: KernelPlan) -> Any:
+    """A combine task of the tree."""
+    return plan.combine(list(partials))
+
+
+def finish(partial: Any, plan: KernelPlan) -> Any:
+    """The last task: what ``Operation.finalize`` takes."""
+    return plan.finish(partial)
+
+
+def run_all(frags: list[Fragment], plan: KernelPlan) -> Any:
+    """The whole plan in one task (a small input): kernels, combine, finish."""
+    return plan.finish(plan.combine([run_fragment(f, plan) for f in frags]))
+
+
+def graph(frags: list[Fragment], plan: KernelPlan, small: bool) -> Any:
+    """A Delayed computing the plan's finished value: one task, or kernels combined in a tree."""
+    import dask
+
+    if small or len(frags) == 1:
+        return dask.delayed(run_all, pure=False)(frags, plan)
+    level = [dask.delayed(run_fragment, pure=False)(f, plan) for f in frags]
+    while len(level) > 1:
+        level = [dask.delayed(combine, pure=False)(level[i:i + SPLIT_EVERY], plan)
+                 for i in range(0, len(level), SPLIT_EVERY)]
+    return dask.delayed(finish, pure=False)(level[0], plan)
