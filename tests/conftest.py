@@ -10,8 +10,10 @@ and a test of that tier that starts a server anyway fails, naming the mark it la
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -19,24 +21,37 @@ from tests import server as server_module
 from tests.helpers import TOKEN
 from tests.server import ServerProcess
 
-# Fixtures that start a server (pytest's fixture closure finds them through other fixtures).
+# What starts a server or Dask processes, in a test's own code or in a fixture it uses
+# (pytest's fixture closure reaches fixtures used through other fixtures).
+STARTERS = ("ServerProcess(", "make_server(", "module_server(", "subprocess.Popen(", "Popen(", "_spawn(")
 SERVER_FIXTURES = {"server", "make_server", "token_server"}
-# Modules whose tests start servers, Dask processes or clusters through their own fixtures.
-SLOW_MODULES = {
-    "test_api_cluster", "test_api_datasets", "test_api_jobs", "test_children", "test_cli", "test_client",
-    "test_cluster_factory", "test_containers", "test_demo", "test_engine_supervision", "test_errors",
-    "test_faults", "test_first_run", "test_fuzz", "test_http_hardening", "test_job_failures", "test_lifecycle",
-    "test_multihost", "test_readme_examples", "test_resume", "test_security", "test_upgrade",
-}
+
+
+@functools.lru_cache(maxsize=None)
+def _starts_processes(func: Callable[..., Any]) -> bool:
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    return any(word in source for word in STARTERS)
+
+
+def _starts_a_server(item: pytest.Item) -> bool:
+    if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    if isinstance(item, pytest.Function) and _starts_processes(item.function):
+        return True
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(_starts_processes(d.func) for name in getattr(item, "fixturenames", ())
+               for d in defs.get(name, ()) if not d.func.__module__.startswith("_pytest"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``slow`` every non-browser test that starts a server or a cluster."""
+    """Mark ``slow`` every non-browser test that starts a server or Dask processes."""
     for item in items:
         if item.get_closest_marker("ui") or item.get_closest_marker("slow"):
             continue
-        module = Path(str(item.fspath)).stem
-        if SERVER_FIXTURES & set(item.fixturenames) or module in SLOW_MODULES:
+        if _starts_a_server(item):
             item.add_marker(pytest.mark.slow)
 
 
@@ -55,6 +70,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.wait_workers(2)
     yield srv
     srv.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def shared_cluster_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the shared server: its cluster is still 2 fixed workers, running."""
+    yield
+    if "server" not in request.fixturenames:
+        return
+    srv: ServerProcess = request.getfixturevalue("server")
+    if srv.proc is None or srv.proc.poll() is not None:
+        pytest.fail(f"{request.node.nodeid} ended the shared server")
+    try:
+        status = srv.wait_workers(2, timeout=30)
+    except TimeoutError:
+        pytest.fail(f"{request.node.nodeid} changed the shared server's cluster (use make_server)")
+    assert status["status"] == "running" and status.get("adaptive") is None, (
+        f"{request.node.nodeid} changed the shared server's cluster (use make_server): {status}")
 
 
 @pytest.fixture(scope="session")

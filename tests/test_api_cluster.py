@@ -56,7 +56,9 @@ def test_scale_rejects_bad_bodies(server, body, needle):
     assert needle in r.json()["error"]["message"]
 
 
-def test_scale_up_down_and_adaptive(server):
+def test_scale_up_down_and_adaptive(make_server):
+    server = make_server({"DEMO_DATASET": "0"})  # its own: the shared server keeps its 2 workers
+    server.wait_workers(2)
     r = server.post("/api/processing/cluster/scale", json={"n_workers": 3})
     assert r.status_code == 200, r.text
     server.wait_workers(3)

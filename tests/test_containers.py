@@ -153,11 +153,74 @@ def test_dockerfile():
     assert not ignored & {"app", "components", "static", "pyproject.toml", "README.md"}
 
 
-def test_docker_compose_config():
-    if shutil.which("docker") is None:
-        pytest.skip("no docker client on this machine")
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("the docker client has no compose plugin (`docker compose version` fails)")
+# Keys of the compose specification (compose-spec.io) this project may use; anything else
+# is a typo `docker compose` would refuse or, worse, ignore.
+TOP_KEYS = {"name", "services", "volumes", "networks", "configs", "secrets"}
+SERVICE_KEYS = {"image", "build", "restart", "command", "entrypoint", "ports", "environment", "volumes",
+                "depends_on", "healthcheck", "deploy", "networks", "expose", "env_file", "user", "working_dir"}
+HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"}
+DURATION = re.compile(r"^(\d+(\.\d+)?(us|ms|s|m|h))+$")
+PORT = re.compile(r"^(?:(?P<ip>[0-9.]+):)?(?P<host>\d+):(?P<container>\d+)$")
+
+
+def compose_problems(doc: dict[str, Any]) -> list[str]:
+    """What is wrong with a compose document's structure (empty when nothing is)."""
+    problems = [f"unknown top-level key {k!r}" for k in doc if k not in TOP_KEYS and not k.startswith("x-")]
+    services = doc.get("services")
+    if not isinstance(services, dict) or not services:
+        return problems + ["no services"]
+    volumes = set(doc.get("volumes") or {})
+    for name, svc in services.items():
+        problems += [f"{name}: unknown key {k!r}" for k in svc if k not in SERVICE_KEYS]
+        if not isinstance(svc.get("image"), str) or not svc["image"]:
+            problems.append(f"{name}: no image")
+        command = svc.get("command")
+        if command is not None and not (isinstance(command, list) and all(isinstance(c, str) for c in command)):
+            problems.append(f"{name}: command must be a list of strings (exec form)")
+        for port in svc.get("ports", []):
+            m = PORT.match(str(port))
+            if not m:
+                problems.append(f"{name}: port {port!r} is not [ip:]host:container")
+            elif name != "app" and m["ip"] != "127.0.0.1":  # the app is published: it requires a token
+                problems.append(f"{name}: port {port!r} is not bound to 127.0.0.1")
+        env = svc.get("environment", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            problems.append(f"{name}: environment must map names to strings")
+        for volume in svc.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            if not source.startswith((".", "/")) and source not in volumes:
+                problems.append(f"{name}: volume {source!r} is not declared at the top level")
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            if dep not in services:
+                problems.append(f"{name}: depends on unknown service {dep!r}")
+            if cond.get("condition") == "service_healthy" and "healthcheck" not in services.get(dep, {}):
+                problems.append(f"{name}: waits for {dep} to be healthy, which has no healthcheck")
+        check = svc.get("healthcheck")
+        if check is not None:
+            problems += [f"{name}: healthcheck key {k!r}" for k in check if k not in HEALTHCHECK_KEYS]
+            if not (isinstance(check.get("test"), list) and check["test"][:1] in (["CMD"], ["CMD-SHELL"])):
+                problems.append(f"{name}: healthcheck test must start with CMD or CMD-SHELL")
+            problems += [f"{name}: healthcheck {k} {check[k]!r} is not a duration"
+                         for k in ("interval", "timeout", "start_period") if k in check and not DURATION.match(check[k])]
+        replicas = (svc.get("deploy") or {}).get("replicas")
+        if replicas is not None and not str(replicas).isdigit():
+            problems.append(f"{name}: replicas {replicas!r} is not a number")
+    return problems
+
+
+def test_compose_file_is_structurally_valid(compose):
+    """Always: the structure check; and `docker compose config` too where the plugin exists."""
+    assert compose_problems(compose) == []
+    # the check can fail: a typo'd key, a published scheduler port, an undeclared volume
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["worker"]["comand"] = broken["services"]["worker"].pop("command")
+    broken["services"]["scheduler"]["ports"] = ["8786:8786"]
+    broken["services"]["app"]["volumes"] = ["other-volume:/data"]
+    assert sorted(compose_problems(broken)) == ["app: volume 'other-volume' is not declared at the top level",
+                                                "scheduler: port '8786:8786' is not bound to 127.0.0.1",
+                                                "worker: unknown key 'comand'"]
+    if not docker_compose_available():
+        return  # no container engine on this machine: the structure check above stands alone
     env = {**os.environ, "PROCESSING_API_TOKEN": "test-token"}
     done = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], env=env,
                           capture_output=True, text=True, cwd=ROOT)
@@ -166,6 +229,13 @@ def test_docker_compose_config():
     done = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], env=env,
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode != 0 and "PROCESSING_API_TOKEN" in done.stderr
+
+
+def docker_compose_available() -> bool:
+    """Whether `docker compose` (the plugin) runs here."""
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
 
 
 # -- the compose topology as plain processes ----------------------------------------------

@@ -21,14 +21,12 @@ PAGES = ("/", "/cluster", "/jobs", "/data", "/monitoring")
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # 2M demo rows: a describe runs for many seconds, long enough to watch and cancel
-    yield from module_server(tmp_path_factory, "analyst", {"CLUSTER_AUTOSTART": "0", "DEMO_ROWS": "2000000"})
+    yield from module_server(tmp_path_factory, "analyst", {"DEMO_ROWS": "2000000"})
 
 
 @pytest.fixture
 def running(srv: ServerProcess) -> ServerProcess:
-    """The module's server with its cluster up (started through the page by the first test)."""
-    if srv.get("/api/processing/cluster/status").json()["status"] != "running":
-        assert srv.post("/api/processing/cluster/start").status_code in (200, 201)
+    """The module's server with its cluster up and the demo dataset registered."""
     srv.wait_workers(2)
     srv.wait_for(lambda: srv.get("/api/processing/datasets/demo_expression?preview_rows=0").status_code == 200, 60)
     return srv
@@ -45,7 +43,8 @@ def submit(page) -> str:
     return page.get_by_test_id("job-id").inner_text(timeout=15_000)
 
 
-def test_start_cluster_from_the_overview(srv, page):
+def test_start_cluster_from_the_overview(make_server, page):
+    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})  # its own: any test order works
     page.goto(srv.url + "/")
     expect(page.get_by_test_id("cluster-status")).to_have_text("stopped", timeout=30_000)
     page.get_by_role("button", name="Start cluster").click()
@@ -146,17 +145,40 @@ def test_partition_a_dataset_from_its_page(running, page, tmp_path):
     assert detail["partitioned"]["n_partitions"] == 2
 
 
+def expect_page(page, path: str, job_id: str | None) -> None:
+    """What each page must show once drawn (the screenshot then records it)."""
+    expect(page.get_by_test_id("nav-overview")).to_be_visible(timeout=30_000)
+    if path in ("/", "/cluster"):
+        expect(page.get_by_test_id("cluster-status")).to_have_text("running", timeout=30_000)
+    if path == "/":
+        expect(page.get_by_test_id("card-workers")).to_have_text("2", timeout=30_000)
+    if path == "/cluster":
+        expect(page.get_by_test_id("cluster-events")).to_contain_text("start", timeout=30_000)
+    if path == "/jobs" and job_id:
+        expect(page.get_by_test_id("job-id")).to_have_text(job_id, timeout=30_000)
+        expect(page.get_by_test_id("job-status")).to_have_text("completed", timeout=30_000)
+    if path == "/data":
+        expect(page.get_by_test_id("schema-column").first).to_be_visible(timeout=30_000)
+        assert "expression_level" in page.get_by_test_id("schema-column").all_inner_texts()
+    if path == "/monitoring":
+        # live charts have drawn a few samples
+        page.wait_for_function("() => parseInt(document.querySelector(\"[data-testid='window-points']\")"
+                               "?.textContent || '0') >= 2", timeout=30_000)
+
+
 def test_screenshots_of_every_page(running, page):
     jobs = running.get("/api/processing/jobs/list?status=completed&limit=1").json()["jobs"]
+    job_id = jobs[0]["job_id"] if jobs else None
     for path in PAGES:
-        query = f"?job={jobs[0]['job_id']}" if path == "/jobs" and jobs else ""
+        query = f"?job={job_id}" if path == "/jobs" and job_id else ""
         query = "?dataset=demo_expression" if path == "/data" else query
         page.set_viewport_size({"width": 1280, "height": 800})
         page.goto(running.url + path + query)
-        page.get_by_test_id("nav-overview").wait_for(timeout=30_000)
-        page.wait_for_timeout(2000)  # live charts draw a few samples
+        expect_page(page, path, job_id)
         name = "overview" if path == "/" else path.strip("/")
         shot(page, f"{name}-1280x800")
         page.set_viewport_size({"width": 1920, "height": 1080})
-        page.wait_for_timeout(800)  # the layout follows the window
+        # the layout follows the window: wait until the document is as wide as the new viewport
+        page.wait_for_function("() => document.documentElement.clientWidth >= 1900", timeout=10_000)
+        expect_page(page, path, job_id)
         shot(page, f"{name}-1920x1080")

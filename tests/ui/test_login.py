@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from tests.server import ServerProcess
+from tests.server import ServerProcess, free_port
 from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.ui
@@ -19,9 +19,12 @@ WALL_TOKEN = "ui-wall-token-a9c3"
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("login"), {"PROCESSING_API_TOKEN": TOKEN, "WALL_TOKEN": WALL_TOKEN})
-    # http://localhost:<port> is another origin than the API's http://127.0.0.1:<port>
-    server.env["CORS_ALLOWED_ORIGINS"] = f"http://localhost:{server.port}"
+    # http://localhost:<port> is another origin than the API's http://127.0.0.1:<port>, and
+    # CORS_ALLOWED_ORIGINS must name it before the start: the one server given a port up front
+    port = free_port()
+    server = ServerProcess(tmp_path_factory.mktemp("login"), {"PROCESSING_API_TOKEN": TOKEN, "WALL_TOKEN": WALL_TOKEN,
+                                                              "CORS_ALLOWED_ORIGINS": f"http://localhost:{port}"},
+                           port=port)
     server.start(timeout=120)
     yield server
     server.cleanup()

@@ -43,10 +43,12 @@ def test_wall_shows_live_figures_that_match_the_api(srv, wide_page):
     height, width = wide_page.evaluate(
         "() => [document.documentElement.scrollHeight, document.documentElement.scrollWidth]")
     assert height <= 1080 and width <= 1920, (height, width)
-    wide_page.wait_for_timeout(2000)
+    live_text(wide_page, "wall-updated")  # charts have drawn another sample
     shot(wide_page, "wall-1920x1080")
     wide_page.set_viewport_size({"width": 1280, "height": 800})
-    wide_page.wait_for_timeout(1500)
+    wide_page.wait_for_function("() => document.documentElement.clientWidth <= 1280", timeout=10_000)
+    live_text(wide_page, "wall-updated")  # redrawn at the new size
+    expect(wide_page.get_by_test_id("wall-workers")).to_have_text("2")
     shot(wide_page, "wall-1280x800")
 
 
@@ -66,12 +68,14 @@ def test_wall_panels_and_rotation_from_the_url(srv, wide_page):
     expect(wide_page.get_by_test_id("wall-queue-normal")).to_be_visible(timeout=10_000)  # and back
 
 
-def test_wall_recovers_by_itself_after_a_server_restart(srv, wide_page):
+def test_wall_recovers_by_itself_after_a_server_restart(make_server, wide_page):
+    srv = make_server({"DEMO_DATASET": "0"})  # its own: it is stopped here, whatever runs after
     wide_page.goto(srv.url + "/wall")
     expect(wide_page.get_by_test_id("wall-workers")).to_have_text("2", timeout=30_000)
     wide_page.evaluate("() => { window.__before_restart = true; }")
     srv.terminate()
     expect(wide_page.get_by_test_id("wall-offline")).to_be_visible(timeout=20_000)
+    # the same port: the page reloads from the address it was opened at
     restarted = ServerProcess(srv.data_dir, srv.env, port=srv.port).start(timeout=120)
     try:
         restarted.wait_workers(2)
