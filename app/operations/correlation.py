@@ -9,7 +9,8 @@ limit for Spearman.
 """
 from __future__ import annotations
 
-from itertools import combinations
+from functools import partial
+from itertools import combinations, combinations_with_replacement
 from typing import Any
 
 import dask.dataframe as dd
@@ -18,6 +19,7 @@ import pandas as pd
 import param
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from ._stats import lookup_ranks, rank_table
 from .base import Operation, Schema, jsonable, require_names, require_numeric
@@ -68,6 +70,14 @@ class Correlation(Operation):
             return frame.corr(method="pearson")
         return tuple(_spearman_pair(frame[[a, b]]) for a, b in combinations(p.columns, 2))
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan | None:
+        """Pearson: co-moments of every pair over its complete rows, merged exactly; Spearman: None."""
+        if p.method != "pearson":
+            return None
+        pairs = list(combinations_with_replacement(p.columns, 2))
+        return KernelPlan(list(p.columns), _comoments, _merge_comoments, partial(_matrix, labels=list(p.columns)),
+                          pairs)
+
     def finalize(self, computed: Any, p: Any) -> Any:
         labels = list(p.columns)
         if p.method == "pearson":
@@ -95,6 +105,54 @@ def _ranks(part: pd.DataFrame, table_a: pd.Series, table_b: pd.Series) -> pd.Dat
     return pd.DataFrame(
         {a: lookup_ranks(part, table_a), b: lookup_ranks(part, table_b)}, index=part.index
     )
+
+
+_PAIR = ["n", "mx", "my", "sxx", "syy", "sxy"]
+
+
+def _comoments(src: Source, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per pair (x, y) over the rows where both are present: n, means, centred sums."""
+    parts = []
+    for x, y in pairs:
+        a, b = ident(x), ident(y)
+        parts.append(f"regr_count({a}, {b}), regr_avgy({a}, {b}), regr_avgx({a}, {b}), "
+                     f"regr_syy({a}, {b}), regr_sxx({a}, {b}), regr_sxy({a}, {b})")
+    row = src.row(f"SELECT {', '.join(parts)} FROM frag")
+    values = np.array([np.nan if v is None else float(v) for v in row], dtype="float64").reshape(len(pairs), 6)
+    frame = pd.DataFrame(values, columns=_PAIR)
+    frame["pair"] = range(len(pairs))
+    return frame
+
+
+def _merge_comoments(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    df = pd.concat(parts, ignore_index=True)
+    n = df["n"].fillna(0)
+    group = df.assign(n=n).groupby("pair", sort=True)
+    total = group["n"].transform("sum")
+    mx = (n * df["mx"].fillna(0)).groupby(df["pair"]).transform("sum") / total.where(total > 0)
+    my = (n * df["my"].fillna(0)).groupby(df["pair"]).transform("sum") / total.where(total > 0)
+    dx, dy = df["mx"] - mx, df["my"] - my
+    live = n > 0
+    df = df.assign(n=n, sxx=np.where(live, df["sxx"].fillna(0) + n * dx * dx, 0.0),
+                   syy=np.where(live, df["syy"].fillna(0) + n * dy * dy, 0.0),
+                   sxy=np.where(live, df["sxy"].fillna(0) + n * dx * dy, 0.0),
+                   mx=np.where(live, n * df["mx"].fillna(0), 0.0), my=np.where(live, n * df["my"].fillna(0), 0.0))
+    out = df.groupby("pair", sort=True)[["n", "mx", "my", "sxx", "syy", "sxy"]].sum()
+    out["mx"], out["my"] = out["mx"] / out["n"].where(out["n"] > 0), out["my"] / out["n"].where(out["n"] > 0)
+    return out.reset_index()
+
+
+def _matrix(merged: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """The symmetric Pearson matrix, as ``DataFrame.corr`` gives it (NaN under two rows)."""
+    matrix = pd.DataFrame(np.nan, index=labels, columns=labels)
+    pairs = list(combinations_with_replacement(labels, 2))
+    for row in merged.itertuples():
+        x, y = pairs[int(row.pair)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = row.sxy / np.sqrt(row.sxx * row.syy) if row.n >= 2 else np.nan
+        r = float(np.clip(r, -1.0, 1.0)) if np.isfinite(r) else np.nan
+        matrix.loc[x, y] = matrix.loc[y, x] = r
+    return matrix
 
 
 OPERATION = Correlation()

@@ -12,6 +12,7 @@ so positive means higher in ``b``; ``t`` has the same sign (b minus a).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
@@ -21,6 +22,7 @@ import param
 from scipy import stats
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import Operation, Schema, jsonable, records, require_column, require_numeric
 
@@ -99,6 +101,14 @@ class DifferentialExpression(Operation):
         rows = ddf.map_partitions(_moments_input, p, meta=meta)
         return rows.groupby([p.feature_column, p.group_column], dropna=True)[[_SUM, _SQUARES, _ROWS]].sum()
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan:
+        """n, sum and sum of squares per feature and level per fragment, added up."""
+        return KernelPlan([p.feature_column, p.group_column, p.value_column], _sums,
+                          partial(_merge_sums, keys=[p.feature_column, p.group_column]),
+                          partial(_indexed_sums, keys=[p.feature_column, p.group_column]),
+                          {"feature": p.feature_column, "group": p.group_column, "value": p.value_column,
+                           "levels": [p.a, p.b]})
+
     def finalize(self, computed: pd.DataFrame, p: Any) -> Any:
         levels = set(computed.index.get_level_values(1))
         for field in ("a", "b"):
@@ -124,6 +134,24 @@ def _moments_input(part: pd.DataFrame, p: Any) -> pd.DataFrame:
     x = part.loc[keep, p.value_column].astype("float64")
     out = part.loc[keep, [p.feature_column, p.group_column]]
     return out.assign(**{_SUM: x, _SQUARES: x * x, _ROWS: np.ones(len(x), dtype="int64")})
+
+
+def _sums(src: Source, args: dict[str, Any]) -> pd.DataFrame:
+    f, g, x = (ident(args[k]) for k in ("feature", "group", "value"))
+    return src.df(
+        f"SELECT {f}, {g}, sum({x}::DOUBLE) AS {ident(_SUM)}, sum(({x}::DOUBLE) * ({x}::DOUBLE)) AS "
+        f"{ident(_SQUARES)}, count({x}) AS {ident(_ROWS)} FROM frag WHERE {g} IN (?, ?) AND {x} IS NOT NULL "
+        f"AND {f} IS NOT NULL GROUP BY ALL", args["levels"])
+
+
+def _merge_sums(parts: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.groupby(keys, sort=False, as_index=False)[[_SUM, _SQUARES, _ROWS]].sum() if len(frame) else frame
+
+
+def _indexed_sums(merged: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Indexed by (feature, level), as the Dask graph gives it."""
+    return merged.set_index(keys)[[_SUM, _SQUARES, _ROWS]].astype({_ROWS: "int64"})
 
 
 def welch(moments: pd.DataFrame, a: Any, b: Any, pseudo_count: float) -> pd.DataFrame:

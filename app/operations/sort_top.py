@@ -8,6 +8,7 @@ several rows tied at the cut is kept is not specified.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
@@ -15,6 +16,7 @@ import pandas as pd
 import param
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import Operation, Schema, require_column, require_kind, table
 
@@ -62,6 +64,11 @@ class SortTop(Operation):
             meta=ddf._meta,
         )
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan:
+        """The best n rows (per group) of each fragment, then of their union."""
+        best = {"column": p.column, "key": p.group_by, "n": p.n, "ascending": p.ascending}
+        return KernelPlan(list(schema), _best_rows, partial(_merge_best, **best), _as_frame, best)
+
     def finalize(self, computed: pd.DataFrame, p: Any) -> Any:
         keys = [p.column] if p.group_by is None else [p.group_by, p.column]
         order = [p.ascending] if p.group_by is None else [True, p.ascending]
@@ -72,6 +79,27 @@ class SortTop(Operation):
 def _best_per_group(part: pd.DataFrame, column: str, key: str, n: int, ascending: bool) -> pd.DataFrame:
     ranked = part.dropna(subset=[column, key]).sort_values(column, ascending=ascending, kind="stable")
     return ranked.groupby(key, sort=False, dropna=True).head(n)
+
+
+def _best_rows(src: Source, best: dict[str, Any]) -> pd.DataFrame:
+    column, key = ident(best["column"]), best["key"]
+    order = f"{column} {'ASC' if best['ascending'] else 'DESC'}"
+    if key is None:
+        return src.df(f"SELECT * FROM frag WHERE {column} IS NOT NULL ORDER BY {order} LIMIT ?", [best["n"]])
+    k = ident(key)
+    return src.df(f"SELECT * FROM frag WHERE {column} IS NOT NULL AND {k} IS NOT NULL "
+                  f"QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {order}) <= ?", [best["n"]])
+
+
+def _merge_best(parts: list[pd.DataFrame], column: str, key: str | None, n: int, ascending: bool) -> pd.DataFrame:
+    frame = pd.concat(parts, ignore_index=True)
+    if key is None:
+        return frame.sort_values(column, ascending=ascending, kind="stable").head(n)
+    return _best_per_group(frame, column, key, n, ascending)
+
+
+def _as_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
 
 
 OPERATION = SortTop()

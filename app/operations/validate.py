@@ -11,13 +11,17 @@ The result kind is "table": the profile is the table, ``rules`` rides along.
 """
 from __future__ import annotations
 
+import datetime
+from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import param
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import (
     Operation,
@@ -114,6 +118,16 @@ class Validate(Operation):
             checks += [bad.shape[0], bad.head(EXAMPLES, npartitions=-1, compute=False)]
         return tuple(profile + checks)
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan | None:
+        """The profile as kernels (rules keep the Dask graph): counts, min/max, bottom-k distinct hashes."""
+        if p.rules:
+            return None
+        profiled = {c: schema[c] for c in p.columns}
+        ordered = [c for c in p.columns if kind_of(schema[c]) in _ORDERED]
+        args = {"columns": list(p.columns), "ordered": ordered}
+        return KernelPlan(list(p.columns), _profile, partial(_merge_profiles, ordered=ordered),
+                          partial(_profile_value, dtypes=profiled, ordered=ordered), args)
+
     def finalize(self, computed: Any, p: Any) -> Any:
         n_rows, nulls, *rest = computed
         ordered = [c for c in p.columns if kind_of(nulls.at[c, "dtype"]) in _ORDERED]
@@ -131,6 +145,56 @@ class Validate(Operation):
         result = table(frame, row_count=n_rows, rules=rules)
         result["passed"] = all(r["violations"] == 0 for r in rules)
         return result
+
+
+DISTINCT_K = 4096  # distinct counts are exact below this many values, else estimated (~1.6 %)
+
+
+def _profile(src: Source, args: dict[str, Any]) -> dict[str, Any]:
+    cols, ordered = args["columns"], args["ordered"]
+    parts = ["count(*)"] + [f"count({ident(c)})" for c in cols]
+    parts += [f"min({ident(c)})" for c in ordered] + [f"max({ident(c)})" for c in ordered]
+    row = src.row(f"SELECT {', '.join(parts)} FROM frag")
+    k = len(ordered)
+    hashes = [src.df(f"SELECT DISTINCT hash({ident(c)}) AS h FROM frag WHERE {ident(c)} IS NOT NULL "
+                     f"ORDER BY h LIMIT {DISTINCT_K}")["h"].to_numpy(dtype="uint64") for c in cols]
+    return {"rows": row[0], "present": list(row[1:1 + len(cols)]), "low": list(row[1 + len(cols):1 + len(cols) + k]),
+            "high": list(row[1 + len(cols) + k:]), "hashes": hashes}
+
+
+def _merge_profiles(parts: list[dict[str, Any]], ordered: list[str]) -> dict[str, Any]:
+    """Counts add up, extremes take the extreme, the bottom-k hash lists merge to a bottom-k list."""
+    first = parts[0]
+    return {
+        "rows": sum(p["rows"] for p in parts),
+        "present": [sum(values) for values in zip(*(p["present"] for p in parts))],
+        "low": [_extreme(values, min) for values in zip(*(p["low"] for p in parts))],
+        "high": [_extreme(values, max) for values in zip(*(p["high"] for p in parts))],
+        "hashes": [np.unique(np.concatenate(h))[:DISTINCT_K] for h in zip(*(p["hashes"] for p in parts))]
+        if first["hashes"] else [],
+    }
+
+
+def _extreme(values: tuple, pick: Any) -> Any:
+    present = [v for v in values if v is not None and not pd.isna(v)]
+    return pick(present) if present else None
+
+
+def _distinct(hashes: np.ndarray) -> float:
+    """Exact below DISTINCT_K values; else the bottom-k estimate (k - 1) / (k-th smallest hash / 2^64)."""
+    if len(hashes) < DISTINCT_K:
+        return float(len(hashes))
+    return (DISTINCT_K - 1) / (float(hashes[DISTINCT_K - 1]) / 2.0**64)
+
+
+def _profile_value(merged: dict[str, Any], dtypes: dict[str, str], ordered: list[str]) -> tuple:
+    """What the Dask graph computes: (rows, nulls with dtypes, lows…, highs…, distinct…)."""
+    rows = int(merged["rows"])
+    nulls = pd.Series([rows - int(n) for n in merged["present"]], index=list(dtypes), dtype="int64")
+    stamps = [[pd.Timestamp(v) if isinstance(v, (datetime.date, datetime.datetime)) else v for v in merged[side]]
+              for side in ("low", "high")]
+    return (rows, _with_dtypes(nulls, dtypes), *stamps[0], *stamps[1],
+            *[_distinct(h) for h in merged["hashes"]])
 
 
 def _with_dtypes(nulls: pd.Series, dtypes: dict[str, str]) -> pd.DataFrame:

@@ -1,12 +1,16 @@
 """The most frequent values of a column."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
+import pandas as pd
 import param
 
+from ..kernels import KernelPlan
 from ..models import required
+from ._partials import merge_counts, value_counts
 from .base import Operation, Schema, jsonable, require_column, table
 
 
@@ -41,6 +45,11 @@ class ValueCounts(Operation):
         # Values tied with the last one kept may be cut either way; finalize orders ties by value.
         return counts.nlargest(p.top), series.count(), series.isna().sum(), counts.size
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan:
+        """Counts per value (nulls as one row) per fragment, added up."""
+        return KernelPlan([p.column], value_counts, partial(merge_counts, columns=[p.column]),
+                          partial(_from_counts, column=p.column, top=p.top), {"column": p.column, "keys": []})
+
     def finalize(self, computed: Any, p: Any) -> Any:
         top, total, nulls, distinct = computed
         frame = top.rename("count").rename_axis("value").reset_index()
@@ -59,6 +68,16 @@ class ValueCounts(Operation):
 def _sortable(column: Any) -> Any:
     # Mixed-type object columns cannot be compared; order their values by text.
     return column if column.name == "count" or column.dtype != object else column.astype(str)
+
+
+def _from_counts(merged: pd.DataFrame, column: str, top: int) -> tuple[pd.Series, int, int, int]:
+    """What the Dask graph computes: (top counts by value, non-null total, nulls, distinct)."""
+    if merged.empty:
+        return pd.Series([], dtype="int64", name="count"), 0, 0, 0
+    present = merged[merged[column].notna()]
+    nulls = int(merged.loc[merged[column].isna(), "c"].sum())
+    counts = pd.Series(present["c"].to_numpy(dtype="int64"), index=present[column].to_numpy(), name="count")
+    return counts.nlargest(top), int(counts.sum()), nulls, len(counts)
 
 
 OPERATION = ValueCounts()
