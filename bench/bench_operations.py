@@ -2,7 +2,7 @@
 the same computation written directly in Dask on the same cluster, and DuckDB where it
 can express it — alternating in one run, medians and ratios.
 
-DuckDB is a benchmark-only comparison (``pip install duckdb``), not a dependency.
+DuckDB alone gets the same two threads as the cluster's two single-thread workers.
 
     .venv/bin/python -m bench.bench_operations [--rows 10000000] [--runs 3]
 """
@@ -111,7 +111,7 @@ def main() -> None:
         srv.post("/api/processing/datasets", {"source": str(src), "dataset_id": "big"}).raise_for_status()
         files = sorted(str(p) for p in src.glob("*.parquet"))
         client = Client(srv.get("/api/processing/cluster/status").json()["scheduler_address"], set_as_default=False)
-        con = duckdb.connect() if duckdb else None
+        con = duckdb.connect(config={"threads": 2}) if duckdb else None
         for op, params, direct, sql in cases(files, str(Path(srv.data_dir) / "bench-out")):
             service_t, dask_t, duck_t = [], [], []
             for _ in range(args.runs):
