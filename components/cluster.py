@@ -73,7 +73,11 @@ def render_cards(s: dict[str, Any]) -> str:
 
 
 class ClusterControls(pn.viewable.Viewer):
-    """Start, stop and scale buttons with feedback while they work."""
+    """Start, stop and scale buttons with feedback while they work.
+
+    Stop asks first, saying how many jobs run; the buttons and the scaling mode
+    follow the cluster's state (Start only when stopped, Stop only when running).
+    """
 
     service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
     feed = param.ClassSelector(class_=LiveFeed, default=None, allow_None=True,
@@ -91,15 +95,59 @@ class ClusterControls(pn.viewable.Viewer):
         self._max = pn.widgets.IntInput(name="Maximum", value=max(1, self.service.settings.n_workers), start=0, end=limit, width=120, visible=False)
         self._scale = pn.widgets.Button(label="Scale", color="primary", css_classes=["scale-cluster"], align="end")
         self._message = TextAlert("", alert_type="light", visible=False)
+        self._confirm_text = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
+        self._confirm_yes = pn.widgets.Button(label="Yes, stop the cluster", color="danger", css_classes=["confirm-stop"])
+        self._confirm_no = pn.widgets.Button(label="Keep it running", css_classes=["cancel-stop"])
+        self._confirm = pn.Column(self._confirm_text, pn.Row(self._confirm_yes, self._confirm_no), visible=False,
+                                  sizing_mode="stretch_width", css_classes=["stop-confirm"])
+        self._busy = False
         self._start.on_click(self._on_start)
-        self._stop.on_click(self._on_stop)
+        self._stop.on_click(self._ask_stop)
+        self._confirm_yes.on_click(self._on_stop)
+        self._confirm_no.on_click(self._keep_running)
         self._scale.on_click(self._on_scale)
         self._mode.param.watch(self._on_mode, "value")
+        self._show_state(self.service.cluster_status())
+        bounds = self.adaptive_bounds()
+        if bounds is not None:  # after a reload the form shows what the cluster does
+            self._min.value, self._max.value = bounds
+            self._mode.value = "Adaptive"
         if self.feed is not None:
             self.feed.subscribe(self._on_sample)
 
+    def adaptive_bounds(self) -> tuple[int, int] | None:
+        """(minimum, maximum) when the cluster scales adaptively, else None."""
+        adaptive = self.service.cluster_status().get("adaptive")
+        return (int(adaptive["minimum"]), int(adaptive["maximum"])) if adaptive else None
+
+    def _show_state(self, s: dict[str, Any]) -> None:
+        """Enable what makes sense in this state (nothing while an action runs)."""
+        if self._busy:
+            return
+        status = s.get("status")
+        self._start.disabled = status in ("running", "starting", "stopping")
+        self._stop.disabled = status in ("stopped", "stopping")
+
+    def _confirm_html(self) -> str:
+        running, waiting = len(self.service.jobs.running), len(self.service.jobs.pending)
+        jobs = (f"<b data-testid='stop-running-count'>{running}</b> job{'s' if running != 1 else ''} running"
+                + (": they will be interrupted." if running else "."))
+        queued = f" {waiting} queued job{'s' if waiting != 1 else ''} wait for workers." if waiting else ""
+        return (f"<div class='pc-reason' data-testid='stop-confirm'>Stop the cluster? {jobs}{queued}</div>")
+
+    def _ask_stop(self, _: Any) -> None:
+        self._confirm_text.object = self._confirm_html()
+        self._confirm.visible = True
+
+    def _keep_running(self, _: Any) -> None:
+        self._confirm.visible = False
+        self._say("The cluster keeps running.", "light")
+
     def _on_sample(self, snap: dict[str, Any]) -> None:
-        """While scaling to a fixed size: say how many workers are up."""
+        """Follow the cluster's state; while scaling to a fixed size, say how many workers are up."""
+        self._show_state(self.service.cluster_status())
+        if self._confirm.visible:
+            self._confirm_text.object = self._confirm_html()  # the count stays current while the user decides
         if self._target is None:
             return
         n = snap.get("n_workers", 0)
@@ -119,6 +167,7 @@ class ClusterControls(pn.viewable.Viewer):
 
     async def _run(self, button: pn.widgets.Button, working: str, action: Any) -> None:
         label = button.label
+        self._busy = True
         button.loading, button.disabled, button.label = True, True, working
         try:
             self._say(await action())
@@ -126,6 +175,8 @@ class ClusterControls(pn.viewable.Viewer):
             self._say(exc.message, "danger")
         finally:
             button.loading, button.disabled, button.label = False, False, label
+            self._busy = False
+            self._show_state(self.service.cluster_status())
 
     async def _on_start(self, _: Any) -> None:
         async def act() -> str:
@@ -135,6 +186,8 @@ class ClusterControls(pn.viewable.Viewer):
         await self._run(self._start, "Starting…", act)
 
     async def _on_stop(self, _: Any) -> None:
+        self._confirm.visible = False
+
         async def act() -> str:
             return "Cluster stopped" if await self.service.stop_cluster() else "The cluster is not running"
         await self._run(self._stop, "Stopping…", act)
@@ -151,7 +204,7 @@ class ClusterControls(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            pn.Row(self._start, self._stop),
+            pn.Row(self._start, self._stop), self._confirm,
             pn.pane.HTML("<b>Scale</b> <span class='pc-muted'>a fixed number of workers, or adaptive between a minimum "
                          "and a maximum</span>", stylesheets=[CSS], margin=(14, 10, 0, 10)),
             self._mode, pn.Row(self._n, self._min, self._max, self._scale),

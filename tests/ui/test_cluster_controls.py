@@ -1,0 +1,78 @@
+"""The cluster controls: Stop asks first and says how many jobs run; the controls show the cluster's state."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.server import ServerProcess
+from tests.ui.conftest import module_server, shot
+
+pytestmark = pytest.mark.ui
+
+LONG_JOB = {"operation": "aggregate", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.5,
+            "parameters": {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, "controls", {"DEMO_ROWS": "1500000"})
+
+
+def running_count(srv: ServerProcess) -> int:
+    return srv.get("/api/processing/queue/status").json()["queue_status"]["total_running"]
+
+
+def test_stop_asks_with_the_running_count_and_cancel_keeps_the_cluster(srv: ServerProcess, page) -> None:
+    srv.wait_workers(2)
+    srv.wait_for(lambda: srv.get("/api/processing/datasets/demo_expression").status_code == 200, 120, 0.5)
+    r = srv.post("/api/processing/jobs/submit", LONG_JOB)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    srv.wait_for(lambda: srv.get(f"/api/processing/jobs/{job_id}/status").json()["status"] == "running", 60, 0.1)
+    page.goto(srv.url + "/cluster")
+    expect(page.get_by_test_id("cluster-status")).to_have_text("running", timeout=30_000)
+    expect(page.get_by_role("button", name="Start cluster")).to_be_disabled(timeout=10_000)
+    page.get_by_role("button", name="Stop cluster").click()
+    confirm = page.get_by_test_id("stop-confirm")
+    expect(confirm).to_be_visible(timeout=10_000)
+    shown = int(page.get_by_test_id("stop-running-count").inner_text())
+    assert shown == 1 and running_count(srv) == 1, (shown, running_count(srv))
+    shot(page, "cluster-stop-confirmation-1280x800")
+    page.get_by_role("button", name="Keep it running").click()
+    expect(confirm).to_be_hidden(timeout=10_000)
+    page.wait_for_timeout(1500)
+    assert srv.get("/api/processing/cluster/status").json()["status"] == "running"
+    final = srv.get(f"/api/processing/jobs/{job_id}/wait", params={"timeout": 120}, timeout=130).json()
+    assert final["status"] == "completed", final
+
+
+def test_confirmed_stop_stops_and_the_buttons_follow(srv: ServerProcess, page) -> None:
+    page.goto(srv.url + "/cluster")
+    expect(page.get_by_test_id("cluster-status")).to_have_text("running", timeout=30_000)
+    page.get_by_role("button", name="Stop cluster").click()
+    expect(page.get_by_test_id("stop-running-count")).to_have_text("0", timeout=10_000)
+    page.get_by_role("button", name="Yes, stop the cluster").click()
+    expect(page.get_by_test_id("cluster-status")).to_have_text("stopped", timeout=60_000)
+    expect(page.get_by_role("button", name="Stop cluster")).to_be_disabled(timeout=10_000)
+    expect(page.get_by_role("button", name="Start cluster")).to_be_enabled()
+    page.reload()  # a new session shows the same state
+    expect(page.get_by_test_id("cluster-status")).to_have_text("stopped", timeout=30_000)
+    expect(page.get_by_role("button", name="Stop cluster")).to_be_disabled(timeout=10_000)
+    page.get_by_role("button", name="Start cluster").click()
+    expect(page.get_by_test_id("cluster-status")).to_have_text("running", timeout=60_000)
+    expect(page.get_by_role("button", name="Start cluster")).to_be_disabled(timeout=10_000)
+
+
+def test_adaptive_mode_is_shown_after_a_reload(srv: ServerProcess, page) -> None:
+    srv.wait_for(lambda: srv.get("/api/processing/cluster/status").json()["status"] == "running", 60)
+    r = srv.post("/api/processing/cluster/scale", {"adaptive": {"minimum": 1, "maximum": 2}})
+    assert r.status_code == 200, r.text
+    try:
+        page.goto(srv.url + "/cluster")
+        page.get_by_test_id("cluster-status").wait_for(timeout=30_000)
+        expect(page.locator(".bk-btn-group .bk-btn.bk-active").first).to_have_text("Adaptive", timeout=10_000)
+        expect(page.get_by_label("Maximum")).to_have_value("2")
+    finally:
+        srv.post("/api/processing/cluster/scale", {"n_workers": 2})
