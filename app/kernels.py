@@ -216,10 +216,19 @@ class Source:
 
 
 def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
-    """One task: the plan's kernel over one fragment."""
+    """One task: the plan's kernel over one fragment.
+
+    Data that cannot be read (a malformed CSV row, a value of the wrong type) is an
+    ``Unprocessable`` naming the file and where: a data error, never retried.
+    """
+    from .errors import Unprocessable
+
     cur = connection().cursor()
     try:
         return plan.kernel(Source(cur, relation(cur, frag, plan.columns)), plan.args)
+    except (pa.ArrowInvalid, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+        where = f" (bytes from {frag.offset})" if frag.length is not None else ""
+        raise Unprocessable(f"cannot read {frag.path}{where}: {exc}", {"file": frag.path}) from None
     finally:
         cur.close()
 

@@ -177,3 +177,19 @@ def test_bursts_of_tiny_jobs_all_complete(srv: ServerProcess) -> None:
     marks = [start, *sorted(ends)]
     gap = max(b - a for a, b in zip(marks, marks[1:]))
     assert gap < 10, f"{gap:.1f} s passed with no job finishing"
+
+
+def test_a_malformed_csv_row_fails_the_job_once_naming_the_file(srv: ServerProcess) -> None:
+    """A data error is not a lost worker: one attempt, and the message says which file."""
+    folder = srv.data_dir / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "broken.csv"
+    good = "".join(f"g{i % 7},{i * 0.5}\n" for i in range(600_000))  # past the 4 MiB schema sample
+    path.write_text("gene_id,value\n" + good + "g1,2.0,surprise\n" + good[:1000])
+    r = srv.post("/api/processing/datasets", {"source": str(path), "dataset_id": "broken"})
+    assert r.status_code == 201, r.text
+    job = submit(srv, dataset_id="broken", parameters={"column": "value", "operation": "mean"}, **TINY)
+    done = wait_job(srv, job, 60)
+    assert done["status"] == "failed", done
+    assert "broken.csv" in done["error"]["message"], done["error"]
+    assert len(done["attempts"]) == 1, done["attempts"]
