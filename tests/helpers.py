@@ -92,6 +92,12 @@ def wait_status(srv: ServerProcess, job_id: str, wanted: set[str], timeout: floa
                       f"job {job_id} in {sorted(wanted)}")
 
 
+def wait_running(srv: ServerProcess, job_id: str, min_progress: float = 1.0, timeout: float = 90) -> dict[str, Any]:
+    """Poll the job until it runs with at least ``min_progress`` percent done."""
+    return wait_until(lambda: (s := status(srv, job_id))["status"] == "running" and s["progress"] >= min_progress
+                      and s, timeout, 0.1, f"job {job_id} running at {min_progress}%")
+
+
 def error_of(r: requests.Response) -> dict[str, Any]:
     """The ``error`` object of an error answer."""
     return r.json()["error"]

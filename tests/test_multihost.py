@@ -34,9 +34,8 @@ import pytest
 from distributed import Client
 
 from app.demo import generate_expression
-from tests.helpers import register_generated, status, submit, wait_job
+from tests.helpers import register_generated, status, submit, wait_job, wait_running
 from tests.server import ROOT, ServerProcess
-from tests.test_faults import wait_running
 
 pytestmark = pytest.mark.slow
 
