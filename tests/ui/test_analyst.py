@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.conftest import fill, module_server, pick, shot, watch_bar
+from tests.ui.helpers import fill, module_server, pick, shot, watch_bar
 
 pytestmark = pytest.mark.ui
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess, free_port
-from tests.ui.conftest import shot
+from tests.ui.helpers import shot
 
 pytestmark = pytest.mark.ui
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.ui.conftest import shot
+from tests.ui.helpers import shot
 
 pytestmark = pytest.mark.ui
 

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server, shot
+from tests.ui.helpers import module_server, shot
 
 pytestmark = pytest.mark.ui
 
