@@ -130,6 +130,9 @@ OTHERS = [
     ("correlation", {"columns": ["expression_level", "empty"]}),
     ("sort_top", {"column": "expression_level", "n": 7}),
     ("sort_top", {"column": HOSTILE, "n": 3, "ascending": True, "group_by": "gene_id"}),
+    ("histogram", {"column": "expression_level", "bins": 12, "range": [0, 40]}),
+    ("histogram", {"column": "count", "bins": [0, 2, 5, 9, 30]}),
+    ("histogram", {"column": "empty", "bins": 4, "range": [0, 1]}),
     ("validate", {}),
     ("validate", {"columns": ["gene_id", "count"]}),
 ]

@@ -16,6 +16,7 @@ import pandas as pd
 import param
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import Operation, Schema, jsonable, require_numeric
 
@@ -76,6 +77,15 @@ class Histogram(Operation):
         counts = series.map_partitions(_counts, p.bins, *bounds, meta=meta)
         return counts.groupby("bin")["count"].sum(split_out=1), low, high
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan | None:
+        """Counts per bin when the edges are known up front (bins as edges, or a range); else None."""
+        if not isinstance(p.bins, list) and p.range is None:
+            return None  # equal-width bins over the data's own range need a pass for min and max first
+        edges = (np.asarray(p.bins, dtype="float64") if isinstance(p.bins, list)
+                 else np.histogram_bin_edges(np.empty(0), bins=p.bins, range=tuple(float(v) for v in p.range)))
+        return KernelPlan([p.column], _bin_counts, _merge_bins, _as_computed, {"column": p.column,
+                                                                              "edges": edges.tolist()})
+
     def finalize(self, computed: Any, p: Any) -> Any:
         counts, low, high = computed
         result = {"column": p.column, "min": jsonable(low), "max": jsonable(high)}
@@ -100,6 +110,28 @@ def _counts(values: pd.Series, bins: int | list, low: float, high: float) -> pd.
     else:
         counts = np.zeros(0, dtype="int64")
     return pd.DataFrame({"bin": np.arange(len(counts), dtype="int64"), "count": counts.astype("int64")})
+
+
+def _bin_counts(src: Source, args: dict[str, Any]) -> tuple[np.ndarray, Any, Any]:
+    """np.histogram's counts over this fragment's values, with its min and max."""
+    x = ident(args["column"])
+    values = src.cur.execute(f"SELECT {x}::DOUBLE AS v FROM frag WHERE {x} IS NOT NULL").fetchnumpy()["v"]
+    counts, _ = np.histogram(np.asarray(values, dtype="float64"), bins=np.asarray(args["edges"]))
+    low, high = (float(values.min()), float(values.max())) if len(values) else (None, None)
+    return counts.astype("int64"), low, high
+
+
+def _merge_bins(parts: list[tuple[np.ndarray, Any, Any]]) -> tuple[np.ndarray, Any, Any]:
+    lows = [p[1] for p in parts if p[1] is not None]
+    highs = [p[2] for p in parts if p[2] is not None]
+    return (np.sum([p[0] for p in parts], axis=0), min(lows) if lows else None, max(highs) if highs else None)
+
+
+def _as_computed(merged: tuple[np.ndarray, Any, Any]) -> tuple[pd.Series, Any, Any]:
+    """What the Dask graph computes: counts indexed by bin, the column's min and max."""
+    counts, low, high = merged
+    return (pd.Series(counts, index=pd.RangeIndex(len(counts), name="bin"), name="count"),
+            np.nan if low is None else low, np.nan if high is None else high)
 
 
 def _is_number(value: Any) -> bool:
