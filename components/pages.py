@@ -12,6 +12,7 @@ import panel as pn
 from app.runtime import get_service
 
 from .activity import QueueSummary, RunningJobs
+from .banner import HealthBanner
 from .charts import TimeSeriesChart
 from .cluster import ClusterCards, ClusterControls, ClusterEvents, WorkerTable
 from .data import DatasetDetail, DatasetTable, RegisterForm, UploadForm
@@ -41,10 +42,11 @@ def navigation(active: str) -> pn.pane.HTML:
     return pn.pane.HTML(f"<nav class='pc-nav'>{links}{extra}</nav>", stylesheets=[CSS], sizing_mode="stretch_width")
 
 
-def analyst_page(active: str, *main: Any) -> pn.template.FastListTemplate:
-    """The analyst template: sidebar navigation and the page's cards."""
+def analyst_page(active: str, *main: Any, feed: LiveFeed | None = None) -> pn.template.FastListTemplate:
+    """The analyst template: sidebar navigation, the health banner and the page's cards."""
+    banner = HealthBanner(service=get_service(), feed=feed)
     return pn.template.FastListTemplate(
-        title=TITLE, sidebar=[navigation(active)], main=list(main), accent=ACCENT, main_layout=None,
+        title=TITLE, sidebar=[navigation(active)], main=[banner, *main], accent=ACCENT, main_layout=None,
         sidebar_width=200, header_background=ACCENT, font=SYSTEM_FONT, font_url="",
     )
 
@@ -79,6 +81,7 @@ def overview_page() -> pn.template.FastListTemplate:
         pn.Row(card(RunningJobs(service=service, feed=feed), "Running jobs"),
                card(QueueSummary(service=service, feed=feed), "Queue by priority"), sizing_mode="stretch_width"),
         pn.Row(card(memory, "Memory (GB), last 10 min"), card(cpu, "CPU (%), last 10 min"), sizing_mode="stretch_width"),
+        feed=feed,
     )
 
 
@@ -98,6 +101,7 @@ def cluster_page() -> pn.template.FastListTemplate:
                sizing_mode="stretch_width"),
         card(WorkerTable(service=service, feed=feed), "Workers"),
         card(ClusterEvents(service=service, feed=feed), "Cluster events"),
+        feed=feed,
     )
 
 
@@ -121,6 +125,7 @@ def jobs_page() -> pn.template.FastListTemplate:
         pn.Row(card(form, "Submit a job", width=470, sizing_mode="fixed"), card(detail, "Job"),
                sizing_mode="stretch_width"),
         card(table, "Jobs"),
+        feed=feed,
     )
 
 
@@ -152,7 +157,7 @@ def monitoring_page() -> pn.template.FastListTemplate:
     """/monitoring — live metrics over 5 min, 1 h or 24 h, the queue and completed jobs."""
     service = get_service()
     feed = LiveFeed(service=service)
-    return analyst_page("Monitoring", MonitoringCharts(service=service, feed=feed))
+    return analyst_page("Monitoring", MonitoringCharts(service=service, feed=feed), feed=feed)
 
 
 def wall_page() -> pn.viewable.Viewable:
