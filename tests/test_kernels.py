@@ -133,6 +133,8 @@ OTHERS = [
     ("histogram", {"column": "expression_level", "bins": 12, "range": [0, 40]}),
     ("histogram", {"column": "count", "bins": [0, 2, 5, 9, 30]}),
     ("histogram", {"column": "empty", "bins": 4, "range": [0, 1]}),
+    ("describe", {}),
+    ("describe", {"columns": ["count", HOSTILE]}),
     ("validate", {}),
     ("validate", {"columns": ["gene_id", "count"]}),
 ]

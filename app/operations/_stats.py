@@ -58,10 +58,10 @@ def exact_quantiles(series: dd.Series, probs: list[float]) -> dd.Series:
     """A one-partition lazy Series of quantiles (pandas' linear interpolation), index ``probs``."""
     counts = series.value_counts(split_out=1)
     meta = pd.Series([], dtype="float64", name=series.name)
-    return counts.map_partitions(_quantiles_from_counts, list(probs), meta=meta)
+    return counts.map_partitions(quantiles_from_counts, list(probs), meta=meta)
 
 
-def _quantiles_from_counts(counts: pd.Series, probs: list[float]) -> pd.Series:
+def quantiles_from_counts(counts: pd.Series, probs: list[float]) -> pd.Series:
     counts = counts.sort_index()
     values = counts.index.to_numpy(dtype="float64")
     ends = np.cumsum(counts.to_numpy())  # sorted position just past each value

@@ -1,6 +1,7 @@
 """Summary statistics of the numeric columns, like ``pandas.DataFrame.describe``."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
@@ -8,7 +9,9 @@ import pandas as pd
 import param
 
 from ..errors import InvalidRequest
-from ._stats import exact_quantiles
+from ..kernels import KernelPlan, Source
+from ._partials import merge_counts, merge_moments, moments, statistic, value_counts
+from ._stats import quantiles_from_counts, exact_quantiles
 from .base import Operation, Schema, kind_of, require_names, require_numeric, table
 
 PROBS = [0.25, 0.5, 0.75]
@@ -71,6 +74,13 @@ class Describe(Operation):
             quartiles = (frame.quantile(PROBS),)
         return moments + quartiles
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan | None:
+        """Exact quartiles: moments and value counts per column per fragment, merged."""
+        if p.quantiles != "exact":
+            return None
+        return KernelPlan(list(p.columns), _column_partials, _merge_columns,
+                          partial(_described, columns=list(p.columns)), list(p.columns))
+
     def finalize(self, computed: Any, p: Any) -> Any:
         count, mean, std, low, high, *quartiles = computed
         if p.quantiles == "exact":
@@ -91,6 +101,35 @@ class Describe(Operation):
             }
         )
         return table(frame, quantiles=p.quantiles)
+
+
+def _column_partials(src: Source, columns: list[str]) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    return {c: (moments(src, {"column": c, "keys": [], "integer": False}),
+                value_counts(src, {"column": c, "keys": []})) for c in columns}
+
+
+def _merge_columns(parts: list[dict[str, tuple[pd.DataFrame, pd.DataFrame]]]) -> dict[str, tuple]:
+    return {c: (merge_moments([p[c][0] for p in parts], []), merge_counts([p[c][1] for p in parts], [c]))
+            for c in parts[0]}
+
+
+def _described(merged: dict[str, tuple[pd.DataFrame, pd.DataFrame]], columns: list[str]) -> tuple:
+    """What the Dask graph computes: count, mean, std, min, max Series and one quartile Series per column."""
+    stats = {}
+    for c in columns:
+        m = merged[c][0]
+        if m.empty:
+            m = pd.DataFrame({"n": [0], "s": [None], "m": [None], "m2": [None], "mn": [None], "mx": [None]})
+        stats[c] = {name: statistic(m, name).iloc[0] for name in ("count", "mean", "std", "min", "max")}
+    series = tuple(pd.Series({c: stats[c][name] for c in columns}) for name in ("count", "mean", "std", "min", "max"))
+    quartiles = []
+    for c in columns:
+        counts = merged[c][1]
+        counts = counts[counts[c].notna()] if not counts.empty else counts
+        table = pd.Series(counts["c"].to_numpy() if not counts.empty else [], dtype="int64",
+                          index=pd.Index(counts[c].to_numpy(dtype="float64") if not counts.empty else [], name=c))
+        quartiles.append(quantiles_from_counts(table, PROBS))
+    return series + tuple(quartiles)
 
 
 OPERATION = Describe()
