@@ -22,7 +22,8 @@ from app.cli import main as cli_main
 from app.client import Client, ProcessingAPIError
 from app.server import check_binding
 from app.settings import SETTINGS, Settings
-from tests.server import ROOT, ServerProcess, free_port
+from tests.helpers import wait_until
+from tests.server import ROOT, ServerProcess
 
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -258,20 +259,22 @@ def _end(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def topology(raw: dict[str, Any], tmp_path: Path) -> Iterator[tuple[ServerProcess, Client]]:
     """compose.yaml's three commands on loopback: scheduler, one worker, the app attached to them."""
-    port, dashboard = free_port(), free_port()
     env = {"PROCESSING_API_TOKEN": "test-token", "DASK_THREADS_PER_WORKER": "1", "DASK_MEMORY_LIMIT": "1GB"}
     compose = interpolate(raw, env)
-    local = {"0.0.0.0": "127.0.0.1", "8786": str(port), ":8787": f"127.0.0.1:{dashboard}",
-             "tcp://scheduler:8786": f"tcp://127.0.0.1:{port}"}
+    scheduler_file = tmp_path / "scheduler.json"
+    # the scheduler binds port 0 and writes its address to a file: no port is picked before
+    local = {"0.0.0.0": "127.0.0.1", "8786": "0", ":8787": "127.0.0.1:0"}
     procs = []
     srv = None
     try:
-        for name in ("scheduler", "worker"):
-            command = [local.get(part, part) for part in compose["services"][name]["command"]]
-            procs.append(_spawn(command, tmp_path, tmp_path / f"{name}.log"))
+        command = [local.get(part, part) for part in compose["services"]["scheduler"]["command"]]
+        procs.append(_spawn([*command, "--scheduler-file", str(scheduler_file)], tmp_path, tmp_path / "scheduler.log"))
+        address = wait_until(lambda: _address(scheduler_file), 60, 0.1, "the scheduler's address")
+        command = [address if part == "tcp://scheduler:8786" else part for part in compose["services"]["worker"]["command"]]
+        procs.append(_spawn(command, tmp_path, tmp_path / "worker.log"))
         app_env = {k: v for k, v in compose["services"]["app"]["environment"].items() if k != "PROCESSING_PORT"}
         data_dir = tmp_path / "data"  # stands for the processing-data volume both mount
-        app_env.update(PROCESSING_DATA_DIR=str(data_dir), DASK_SCHEDULER_ADDRESS=f"tcp://127.0.0.1:{port}")
+        app_env.update(PROCESSING_DATA_DIR=str(data_dir), DASK_SCHEDULER_ADDRESS=address)
         srv = ServerProcess(data_dir, app_env).start(wait=False)
         api = Client(srv.url, token="test-token")
         srv.wait_for(lambda: _answers(api), timeout=90)
@@ -281,6 +284,13 @@ def topology(raw: dict[str, Any], tmp_path: Path) -> Iterator[tuple[ServerProces
             srv.cleanup()
         for proc in reversed(procs):
             _end(proc)
+
+
+def _address(scheduler_file: Path) -> str | None:
+    try:
+        return json.loads(scheduler_file.read_text())["address"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _answers(api: Client) -> bool:
