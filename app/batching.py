@@ -100,6 +100,8 @@ class ConnectionPacer:
         self.per_pass = per_pass
         self._waiting: deque[tuple[Any, Any]] = deque()
         self._scheduled = False
+        self.on_dropped: Callable[[Any], None] | None = None  # told of a stream closed while queued
+        self.on_start: Callable[[Any], None] | None = None  # told of a stream about to be served
 
     @classmethod
     def install(cls, http_server: Any, selector: FairSelector | None = None,
@@ -125,9 +127,13 @@ class ConnectionPacer:
         started = 0
         while self._waiting and started < self.per_pass:
             stream, address = self._waiting.popleft()
-            if stream.closed():  # the client gave up while waiting
+            if stream.closed():  # the client gave up while waiting, or the limiter closed it
+                if self.on_dropped is not None:
+                    self.on_dropped(stream)
                 continue
             try:
+                if self.on_start is not None:
+                    self.on_start(stream)
                 result = self._handle_stream(stream, address)
                 if result is not None:
                     asyncio.ensure_future(result)
@@ -264,16 +270,16 @@ class BatchWriter(Generic[Item, Result]):
 BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                  b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\n"
                  b"too many connections; retry\r\n")
-EVICT_AFTER_S = 0.5  # a connection silent this long may give its place to a new one
 
 
 class ConnectionLimiter:
     """Caps open HTTP connections in total and per client address.
 
     Over a cap, the connection that has waited longest without sending a complete
-    request header (a half-open one; at least ``EVICT_AFTER_S`` old, so that a burst
-    still queued for reading is not cut) is answered 503 and closed to make room;
-    if there is none, the new connection is. Installed around the server's
+    request header since it was started (read; a half-open one) is answered 503 and
+    closed to make room, so a flood of them cannot keep a monitor's new connection out;
+    if there is none, the new connection is. Connections still queued in the pacer are
+    counted but never evicted: they have not been read yet (a monitor's probe among them). Installed around the server's
     ``handle_stream`` (ahead of the :class:`ConnectionPacer`) and ``on_close``; told
     of each request header by the request guard (:meth:`request_started`).
     """
@@ -284,16 +290,20 @@ class ConnectionLimiter:
         self.max_per_client = max_per_client
         self._address: dict[Any, str] = {}  # stream -> client address
         self._per_client: dict[str, int] = {}
-        self._waiting: dict[Any, float] = {}  # stream -> accepted at, in accept order
+        self._waiting: dict[Any, float] = {}  # stream -> started at, in start order
         self._waiting_by_client: dict[str, dict[Any, float]] = {}
         self.refused = 0
         self.evicted = 0
         self._last_report = 0.0
 
     @classmethod
-    def install(cls, http_server: Any, max_total: int, max_per_client: int) -> "ConnectionLimiter":
+    def install(cls, http_server: Any, max_total: int, max_per_client: int,
+                pacer: ConnectionPacer | None = None) -> "ConnectionLimiter":
         limiter = cls(http_server.handle_stream, max_total, max_per_client)
         http_server.handle_stream = limiter
+        if pacer is not None:
+            pacer.on_dropped = limiter.closed
+            pacer.on_start = limiter.started
         on_close = http_server.on_close
 
         def closed(server_conn: Any) -> None:
@@ -315,12 +325,18 @@ class ConnectionLimiter:
             return self._refuse(stream, f"{self.max_total} connections open")
         self._address[stream] = client
         self._per_client[client] = self._per_client.get(client, 0) + 1
+        # No close callback on the stream (Tornado would then watch every queued socket):
+        # a served stream's end comes through on_close, a queued one's through the pacer.
+        return self._handle_stream(stream, address)
+
+    def started(self, stream: Any) -> None:
+        """``stream`` is about to be read: half-open (evictable) until its header is complete."""
+        client = self._address.get(stream)
+        if client is None:
+            return
         now = time.monotonic()
         self._waiting[stream] = now
         self._waiting_by_client.setdefault(client, {})[stream] = now
-        # a stream closed before it was served (still queued, or refused) is not seen by on_close
-        stream.set_close_callback(lambda: self.closed(stream))
-        return self._handle_stream(stream, address)
 
     def request_started(self, stream: Any) -> None:
         """A complete request header arrived on ``stream``: it is no longer half-open."""
@@ -347,10 +363,10 @@ class ConnectionLimiter:
             self._per_client.pop(client, None)
 
     def _evict(self, client: str | None) -> bool:
-        """Close the oldest half-open connection (of ``client``, or of anyone); False if none is old enough."""
+        """Close the oldest half-open connection (of ``client``, or of anyone); False if there is none."""
         waiting = self._waiting if client is None else self._waiting_by_client.get(client, {})
         oldest = next(iter(waiting), None)  # dicts keep accept order
-        if oldest is None or time.monotonic() - waiting[oldest] < EVICT_AFTER_S:
+        if oldest is None:
             return False
         self.evicted += 1
         self.closed(oldest)

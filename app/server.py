@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .batching import ConnectionLimiter, ConnectionPacer, FairSelector
 from .guard import is_loopback, served_hosts, websocket_origins
@@ -20,6 +20,7 @@ log = logging.getLogger("app.server")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 FD_RESERVE = 256  # descriptors kept for the database, Dask and the log beyond MAX_CONNECTIONS
 
 
@@ -31,8 +32,10 @@ class RepeatFilter(logging.Filter):
     then costs a few lines, not the disk.
     """
 
-    def __init__(self, burst: int = 5, interval_s: float = 10.0, max_keys: int = 1000):
+    def __init__(self, burst: int = 5, interval_s: float = 10.0, max_keys: int = 1000,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
+        self.clock = clock
         self.burst = burst
         self.interval_s = interval_s
         self.max_keys = max_keys
@@ -40,7 +43,7 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, record.levelno, str(record.msg)[:200])
-        now = time.monotonic()
+        now = self.clock()
         entry = self._seen.get(key)
         if entry is None or now - entry[0] >= self.interval_s:
             suppressed = int(entry[2]) if entry else 0
@@ -204,9 +207,13 @@ def serve(argv: list[str]) -> int:
     http = getattr(server, "_http", None)  # bokeh keeps its Tornado HTTPServer here
     if http is None:  # pragma: no cover - the guard is not optional
         raise SystemExit("the HTTP server was not found: cannot install the request guard")
-    ConnectionPacer.install(http, selector)
+    pacer = ConnectionPacer.install(http, selector)
+    for sock in getattr(http, "_sockets", {}).values():  # Tornado keeps its listening sockets here
+        # Tornado listens with a backlog of 128: a loop pass of 130 ms during a flood of
+        # connects then dropped SYNs, and clients waited a second to retry.
+        sock.listen(LISTEN_BACKLOG)
     total, per_client = connection_caps(settings, raise_fd_limit())
-    limiter = ConnectionLimiter.install(http, total, per_client)
+    limiter = ConnectionLimiter.install(http, total, per_client, pacer)
     guard.install(http.request_callback, service, limiter)  # Bokeh's Tornado Application
     log.info("connections: at most %d open, %d per client address; idle/header timeout %g s, body timeout %g s",
              total, per_client, settings.idle_timeout_s, settings.body_timeout_s)

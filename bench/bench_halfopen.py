@@ -114,6 +114,16 @@ def summarise(series: list[tuple[float, float]], start: float, end: float) -> di
             "max_ms": round(max(during), 1) if during else float("nan")}
 
 
+def by_logger(lines: list[str]) -> dict[str, int]:
+    """New log lines counted by "LEVEL logger" (continuation lines, e.g. tracebacks, under "...")."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        parts = line.split(" ", 4)
+        key = f"{parts[2]} {parts[3].rstrip(':')}" if len(parts) > 3 and line[:2].isdigit() else "..."
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="half-open connections")
@@ -178,7 +188,7 @@ def main() -> int:
         "health_before": {"kept_alive": summarise(kept, 0, attack_start),
                           "new_connection": summarise(fresh, 0, attack_start)},
         "health_failures": len(failures), "failure_samples": failures[:5],
-        "new_log_lines": len(new_lines), "log_samples": new_lines[-5:],
+        "new_log_lines": len(new_lines), "new_log_lines_by_logger": by_logger(new_lines),
     }
     ok = (alive and not failures and len(new_lines) <= args.log_lines
           and result["health_kept_alive"]["p99_ms"] <= args.health_ms
