@@ -171,6 +171,7 @@ class JobEngine:
             "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
             "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": utcnow(),
+            "no_cache": 0 if req.cache else 1,
             "attempt_count": 0, "eta_history": {},
         })
 
@@ -257,7 +258,8 @@ class JobEngine:
         number = int(job["attempt_count"] or 0) + 1
         attempt = Attempt(job_id, number, job["operation"], job["parameters"] or {}, job["priority"], ds,
                           self.service.datasets.read_source(ds), self.settings.data_dir,
-                          self.settings.result_inline_rows, started_at=time.time())
+                          self.settings.result_inline_rows, started_at=time.time(),
+                          use_cache=not job.get("no_cache"), cached=self.store.cached_result)
         now = utcnow()
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)
         self.store.update_job(job_id, status="running", attempt_count=number, started_at=job["started_at"] or now)
@@ -337,7 +339,8 @@ class JobEngine:
             result = {**result, "result_dataset_id": result_dataset_id}
         self.store.end_attempt(attempt.attempt_id, "completed")
         self._finish(job_id, "completed", result=result, result_kind=outcome.get("kind"),
-                     result_dataset_id=result_dataset_id)
+                     result_dataset_id=result_dataset_id, cache_key=outcome.get("cache_key"),
+                     cached_from=outcome.get("cached_from"))
 
     def _settle(self, attempt: Attempt, exc: BaseException) -> None:
         """Record a failed or stopped attempt; if even that fails, fail the job plainly."""
@@ -601,6 +604,7 @@ class JobEngine:
             "resources": job["resources"] or {},
             "error": job["error"], "result_kind": job["result_kind"],
             "result": job["result"], "result_dataset_id": job["result_dataset_id"],
+            "cached_from": job.get("cached_from"),
             "attempts": [{k: a[k] for k in ("number", "started_at", "ended_at", "outcome", "cause")}
                          for a in self.store.attempts(job_id)],
         })

@@ -216,6 +216,9 @@ class JobRequest(param.Parameterized):
                                      "default DEFAULT_MAX_MEMORY_GB.")
     max_cores = param.Number(default=None, allow_None=True, bounds=(MIN_CORES, None),
                              doc=f"Cores the job reserves (at least {MIN_CORES:g}); default DEFAULT_MAX_CORES.")
+    cache = param.Boolean(default=True, doc="Answer from an earlier completed job with the same operation, "
+                                            "parameters and unchanged dataset files (status: cached_from); "
+                                            "false computes afresh.")
 
 
 class JobListQuery(param.Parameterized):

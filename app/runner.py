@@ -7,6 +7,8 @@ returns a plain outcome; the engine on the loop records it.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import shutil
 import threading
@@ -95,6 +97,8 @@ class Attempt:
     stop_reason: str | None = None  # why the engine stopped it: an Interrupt value, or "shutdown"
     recorded: bool = False  # the engine already recorded the attempt's outcome when it stopped it
     oom_evidence: str | None = None  # a nanny restarted a worker for memory during the attempt
+    use_cache: bool = True  # the job may be answered from an earlier one's result
+    cached: Any = None  # cache key -> the newest completed job with it (the store's reader)
     stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -122,7 +126,41 @@ def execute(client: Any, attempt: Attempt) -> dict[str, Any]:
         if op is PARTITION:
             return _partition(client, attempt, p)
         source, fmt, options = attempt.read
-        frags = _kernel_fragments(op, attempt, schema)
+        key = cache_key(attempt, op, p)
+        earlier = attempt.cached(key) if key and attempt.use_cache and attempt.cached else None
+        if earlier is not None:
+            return {"result": earlier["result"], "kind": earlier["result_kind"], "cache_key": key,
+                    "cached_from": earlier["job_id"]}
+        outcome = _run_operation(client, attempt, op, p, schema, weight)
+        if key and "dataset_path" not in outcome:  # a result written as a dataset is that job's own
+            outcome["cache_key"] = key
+        return outcome
+
+
+def cache_key(attempt: Attempt, op: Operation, p: Any) -> str | None:
+    """Operation, parameters and the dataset's version (its files' names, sizes and mtimes).
+
+    None when the answer cannot be reused: operations that write datasets, remote sources.
+    """
+    source, fmt, options = attempt.read
+    if op.writes_dataset or is_url(source):
+        return None
+    try:
+        files = readers.list_files(source, fmt)
+        version = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    except (OSError, ProcessingError):
+        return None
+    params = {k: getattr(p, k) for k in public_params(type(p))}
+    text = json.dumps([attempt.dataset["dataset_id"], fmt, options, version, attempt.operation, params],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _run_operation(client: Any, attempt: Attempt, op: Operation, p: Any, schema: Schema, weight: int) -> dict[str, Any]:
+    """Compute the operation: kernels when it has a plan, else its Dask DataFrame graph."""
+    with dask.annotate(job=attempt.annotation, priority=weight):
+        source, fmt, options = attempt.read
+        frags = _kernel_fragments(op, p, attempt, schema)
         if frags is not None:
             plan, frags, small = frags
             attempt.stage = "build"
@@ -144,11 +182,10 @@ def execute(client: Any, attempt: Attempt) -> dict[str, Any]:
     return _maybe_spill(attempt, op.kind(p), result)
 
 
-def _kernel_fragments(op: Operation, attempt: Attempt, schema: Schema) -> tuple[Any, list[Any], bool] | None:
+def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -> tuple[Any, list[Any], bool] | None:
     """(plan, fragments, small) when the operation runs as kernels over local files, else None."""
     if not KERNELS:
         return None
-    p = op.parse(attempt.parameters, schema)
     plan = op.plan(p, schema)
     source, fmt, options = attempt.read
     if plan is None or is_url(source) or (options or {}).get("columns") or fmt not in ("parquet", "csv", "json"):

@@ -35,7 +35,8 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
             "updated_at": str, "attempt_count": int, "error": str, "result": str,
             "result_dataset_id": str, "eta_seconds": float, "estimated_completion_at": str,
             "tasks_total": int, "tasks_done": int, "resources": str, "eta_history": str,
-            "cancel_requested": int, "result_kind": str,
+            "cancel_requested": int, "result_kind": str, "no_cache": int, "cache_key": str,
+            "cached_from": str,
         },
         "job_id",
     ),
@@ -67,7 +68,7 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 INDEXES = {
-    "jobs": [["status"], ["priority"], ["seq"]],
+    "jobs": [["status"], ["priority"], ["seq"], ["cache_key"]],
     "attempts": [["job_id"]],
     "metrics": [["ts"]],
 }
@@ -220,6 +221,12 @@ class Store:
         """Write fields of a job, committing before returning."""
         values["updated_at"] = utcnow()
         self._update("jobs", job_id, values)
+
+    def cached_result(self, cache_key: str) -> dict[str, Any] | None:
+        """The newest completed job with this cache key (any thread: reads under the lock)."""
+        rows = self._rows("jobs", "SELECT * FROM jobs WHERE cache_key = ? AND status = 'completed' "
+                                  "ORDER BY completed_at DESC LIMIT 1", [cache_key])
+        return rows[0] if rows else None
 
     def list_jobs(
         self, status: Iterable[str] | None = None, priority: Iterable[str] | None = None,

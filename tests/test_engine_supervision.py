@@ -193,3 +193,23 @@ def test_a_malformed_csv_row_fails_the_job_once_naming_the_file(srv: ServerProce
     assert done["status"] == "failed", done
     assert "broken.csv" in done["error"]["message"], done["error"]
     assert len(done["attempts"]) == 1, done["attempts"]
+
+
+def test_results_are_reused_until_the_data_changes(srv: ServerProcess) -> None:
+    """The same question on unchanged files is answered from the earlier job; cache: false
+    and a changed file compute afresh."""
+    folder = srv.data_dir / "inputs" / "cached"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "values.csv"
+    path.write_text("g,v\n" + "".join(f"g{i % 3},{i}\n" for i in range(100)))
+    assert srv.post("/api/processing/datasets", {"source": str(path), "dataset_id": "cached"}).status_code == 201
+    ask = {"dataset_id": "cached", "parameters": {"column": "v", "operation": "sum"}, **TINY}
+    first = wait_job(srv, submit(srv, **ask), 60)
+    second = wait_job(srv, submit(srv, **ask), 60)
+    fresh = wait_job(srv, submit(srv, cache=False, **ask), 60)
+    assert first["cached_from"] is None and first["result"]["value"] == sum(range(100))
+    assert second["cached_from"] == first["job_id"] and second["result"] == first["result"], second
+    assert fresh["cached_from"] is None and fresh["result"] == first["result"]
+    path.write_text("g,v\n" + "".join(f"g{i % 3},{i}\n" for i in range(10)))  # same name, new content
+    changed = wait_job(srv, submit(srv, **ask), 60)
+    assert changed["cached_from"] is None and changed["result"]["value"] == sum(range(10)), changed
