@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ServerProcess, median, pct  # noqa: E402
 
 SUBMISSION = {"operation": "aggregate", "dataset_id": "demo_expression",
-              "parameters": {"column": "expression_level", "operation": "mean"}, "max_cores": 1, "max_memory_gb": 0.5}
+              "parameters": {"column": "expression_level", "operation": "mean"}, "max_cores": 1, "max_memory_gb": 0.5,
+              "cache": False}
 HEALTH_EVERY_S = 0.02
 
 

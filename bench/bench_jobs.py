@@ -33,7 +33,7 @@ def ts(value: str) -> float:
 
 def submit(srv: ServerProcess, dataset: str, params: dict, **extra) -> str:
     r = srv.post("/api/processing/jobs/submit", {"operation": "aggregate", "dataset_id": dataset,
-                                                  "parameters": params, "max_cores": 1, "max_memory_gb": 0.5, **extra})
+                                                  "parameters": params, "max_cores": 1, "max_memory_gb": 0.5, "cache": False, **extra})
     r.raise_for_status()
     return r.json()["job_id"]
 

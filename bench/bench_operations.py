@@ -86,7 +86,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def via_service(srv: ServerProcess, op: str, params: dict) -> None:
     r = srv.post("/api/processing/jobs/submit", {"operation": op, "dataset_id": "big", "parameters": params,
-                                                  "max_cores": 2, "max_memory_gb": 1})
+                                                  "max_cores": 2, "max_memory_gb": 1, "cache": False})
     r.raise_for_status()
     s = srv.get(f"/api/processing/jobs/{r.json()['job_id']}/wait?timeout=300", timeout=320).json()
     assert s["status"] == "completed", s

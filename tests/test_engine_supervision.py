@@ -79,7 +79,7 @@ def test_stopping_the_cluster_requeues_running_jobs(srv: ServerProcess) -> None:
     assert len(workers) == 2, [p.cmdline() for p in srv.descendants()]
     freeze(workers, True)  # the job cannot finish before the stop
     try:
-        job = submit(srv, **TINY)
+        job = submit(srv, cache=False, **TINY)  # it must really run
         srv.wait_for(lambda: status(srv, job)["status"] == "running", 30)
         assert srv.post("/api/processing/cluster/stop").status_code == 200
     finally:
@@ -112,7 +112,7 @@ def test_watchdog_requeues_an_attempt_whose_tasks_were_released(srv: ServerProce
     address = srv.get("/api/processing/cluster/status").json()["scheduler_address"]
     freeze(workers, True)  # the tasks stay on the scheduler until we have made it forget them
     try:
-        job = submit(srv, **TINY)
+        job = submit(srv, cache=False, **TINY)  # it must really run
         srv.wait_for(lambda: status(srv, job)["status"] == "running", 30)
         with Client(address, timeout="10s") as spy:
             forgotten = 0
@@ -142,7 +142,7 @@ async def _burst(url: str, count: int, clients: int) -> tuple[list[float], dict[
     ends: list[float] = []
     outcomes: dict[str, str] = {}
     body = {"operation": "aggregate", "dataset_id": "demo_expression",
-            "parameters": {"column": "expression_level", "operation": "mean"}, **TINY}
+            "parameters": {"column": "expression_level", "operation": "mean"}, "cache": False, **TINY}
 
     async def script() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
