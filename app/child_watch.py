@@ -27,7 +27,13 @@ async def _watch(server: Any, parent: int) -> None:
 
 
 def dask_setup(server: Any) -> None:
-    """Start watching the parent process from the server's own loop."""
+    """Start watching the parent process from the server's own loop.
+
+    In the scheduler, also keep the log to what matters: the server's sampler reads the
+    progress plugin every second, and distributed logs each such call at INFO.
+    """
+    if type(server).__name__ == "Scheduler":
+        logging.getLogger("distributed.worker").setLevel(logging.WARNING)
     task = asyncio.get_running_loop().create_task(_watch(server, os.getppid()))
     _watches.add(task)
     task.add_done_callback(_watches.discard)
