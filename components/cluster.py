@@ -90,9 +90,12 @@ class ClusterControls(pn.viewable.Viewer):
         self._start = pn.widgets.Button(label="Start cluster", color="success", css_classes=["start-cluster"])
         self._stop = pn.widgets.Button(label="Stop cluster", color="danger", css_classes=["stop-cluster"])
         self._mode = pn.widgets.RadioButtonGroup(options=["Fixed", "Adaptive"], value="Fixed")
-        self._n = pn.widgets.IntInput(name="Workers", value=self.service.settings.n_workers, start=0, end=limit, width=120)
-        self._min = pn.widgets.IntInput(name="Minimum", value=1, start=0, end=limit, width=120, visible=False)
-        self._max = pn.widgets.IntInput(name="Maximum", value=max(1, self.service.settings.n_workers), start=0, end=limit, width=120, visible=False)
+        # no widget bounds: a spinner silently clamps what was typed; the form checks and says why instead
+        self._n = pn.widgets.IntInput(name=f"Workers (0–{limit})", value=self.service.settings.n_workers, width=130,
+                                      css_classes=["scale-workers"])
+        self._min = pn.widgets.IntInput(name="Minimum", value=1, width=120, visible=False, css_classes=["scale-min"])
+        self._max = pn.widgets.IntInput(name=f"Maximum (≤ {limit})", value=max(1, self.service.settings.n_workers),
+                                        width=130, visible=False, css_classes=["scale-max"])
         self._scale = pn.widgets.Button(label="Scale", color="primary", css_classes=["scale-cluster"], align="end")
         self._message = TextAlert("", alert_type="light", visible=False)
         self._confirm_text = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
@@ -192,7 +195,24 @@ class ClusterControls(pn.viewable.Viewer):
             return "Cluster stopped" if await self.service.stop_cluster() else "The cluster is not running"
         await self._run(self._stop, "Stopping…", act)
 
+    def _scale_problem(self) -> str | None:
+        """Why the typed sizes cannot be asked for, or None."""
+        limit = self.service.settings.max_workers
+        sizes = [self._n.value] if self._mode.value == "Fixed" else [self._min.value, self._max.value]
+        if any(v is None for v in sizes):
+            return "Type a number of workers."
+        if any(v < 0 or v > limit for v in sizes):
+            return f"Workers must be between 0 and {limit} (MAX_WORKERS); nothing was changed."
+        if self._mode.value == "Adaptive" and self._min.value > self._max.value:
+            return "The minimum must not exceed the maximum; nothing was changed."
+        return None
+
     async def _on_scale(self, _: Any) -> None:
+        problem = self._scale_problem()
+        if problem:
+            self._say(problem, "danger")
+            return
+
         async def act() -> str:
             if self._mode.value == "Fixed":
                 await self.service.scale_cluster(n_workers=self._n.value)

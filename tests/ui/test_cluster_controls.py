@@ -76,3 +76,19 @@ def test_adaptive_mode_is_shown_after_a_reload(srv: ServerProcess, page) -> None
         expect(page.get_by_label("Maximum")).to_have_value("2")
     finally:
         srv.post("/api/processing/cluster/scale", {"n_workers": 2})
+
+
+def test_scaling_beyond_the_limit_is_refused_with_the_limit(srv: ServerProcess, page) -> None:
+    srv.wait_for(lambda: srv.get("/api/processing/cluster/status").json()["status"] == "running", 60)
+    srv.wait_workers(2)
+    page.goto(srv.url + "/cluster")
+    page.get_by_test_id("cluster-status").wait_for(timeout=30_000)
+    box = page.locator(".scale-workers input")
+    box.fill("99")
+    box.press("Tab")
+    page.get_by_role("button", name="Scale").click()
+    expect(page.get_by_text("(MAX_WORKERS); nothing was changed").first).to_be_visible(timeout=10_000)
+    expect(page.get_by_text("Workers (0–")).to_be_visible()
+    assert box.input_value() == "99"  # what was typed stays, it is not clamped
+    page.wait_for_timeout(1500)
+    assert srv.get("/api/processing/cluster/status").json()["n_workers"] == 2
