@@ -280,7 +280,8 @@ def test_wall_opens_with_its_token_only(secured):
 def test_public_bind_without_token_is_refused(tmp_path):
     srv = ServerProcess(tmp_path, {"PROCESSING_HOST": "0.0.0.0", "PROCESSING_API_TOKEN": "",
                                    "PROCESSING_ALLOW_INSECURE": "0"})
-    srv.start(wait=False)
+    with pytest.raises(RuntimeError, match="server exited"):  # start waits for the bound port
+        srv.start(wait=False)
     assert srv.proc is not None
     assert srv.proc.wait(60) != 0
     log = srv.log_tail()
