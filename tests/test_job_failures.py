@@ -67,7 +67,8 @@ def test_a_job_holding_more_than_its_memory_is_stopped(srv):
     # the smallest declaration (0.05 GB, stopped over 75 MB); the distinct values of 3M rows
     # per sample, held between the steps of the job, are several times that
     held = register_generated(srv, 3_000_000, 12, "parquet", dataset_id="held_failures")
-    job = submit(srv, "aggregate", held["dataset_id"], NUNIQUE_BY_SAMPLE, max_memory_gb=0.05, max_cores=1)
+    job = submit(srv, "aggregate", held["dataset_id"], NUNIQUE_BY_SAMPLE, max_memory_gb=0.05, max_cores=1,
+                 cache=False)
     final = wait_job(srv, job, 300)
     assert final["status"] == "failed", final
     assert final["error"]["type"] == "MemoryLimit" and "max_memory_gb=0.05" in final["error"]["message"]
@@ -109,7 +110,8 @@ def test_a_filter_that_keeps_no_row_completes_as_a_job(srv):
 
 
 def test_a_job_whose_workers_die_fails_once_its_attempts_are_spent(srv, big):
-    job = submit(srv, "aggregate", big["dataset_id"], NUNIQUE_BY_SAMPLE, max_cores=1, max_memory_gb=0.5)
+    job = submit(srv, "aggregate", big["dataset_id"], NUNIQUE_BY_SAMPLE, max_cores=1, max_memory_gb=0.5,
+                 cache=False)
     wait_until(lambda: (s := wait_status(srv, job, {"running", "completed", "failed"}))["status"] != "running"
                or (s["tasks_total"] or 0) > 0, 60, 0.1, "tasks on the workers")
     killed = worker_processes(srv)

@@ -45,7 +45,7 @@ def test_transform_resumes_from_written_partitions_after_kill(make_server, tmp_p
     assert result["partitions_written"] == result["n_partitions"] - result["partitions_reused"] < 40
 
     clean = again.post("/api/processing/jobs/submit", {"operation": "transform", "dataset_id": ds["dataset_id"],
-                                                         "parameters": TRANSFORM}).json()["job_id"]
+                                                         "parameters": TRANSFORM, "cache": False}).json()["job_id"]
     clean_status = wait_job(again, clean, 240)
     assert clean_status["result"]["partitions_reused"] == 0
     pd.testing.assert_frame_equal(read_result(again, job), read_result(again, clean))
