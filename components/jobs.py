@@ -26,7 +26,7 @@ from .charts import time_format
 from .live import TERMINAL, LiveFeed, job_status_counts, memory_status, running_job, running_jobs
 from .results import result_view
 from .theme import (CSS, PRIORITY_COLORS, STATUS_COLORS, TextAlert, badge, esc, fmt_bytes, fmt_duration,
-                    progress_bar, style_figure)
+                    error_html, progress_bar, style_figure)
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TABLE_TITLES = {"job_id": "Job", "operation": "Operation", "dataset_id": "Dataset", "priority": "Priority",
@@ -256,8 +256,9 @@ class JobDetail(pn.viewable.Viewer):
                     result_view(job.get("result_kind"), job.get("result"), job)]
         if job["status"] == "failed" and job.get("error"):
             error = job["error"]
-            return [pn.pane.HTML(f"<div class='pc-fail' data-testid='job-error'><b>{esc(error.get('type', 'Error'))}</b>: "
-                                 f"{esc(error.get('message', ''))}</div>", stylesheets=[CSS], sizing_mode="stretch_width")]
+            return [pn.pane.HTML(f"<div class='pc-fail' data-testid='job-error'>"
+                                 f"{error_html(error.get('message'), error.get('type'))}</div>",
+                                 stylesheets=[CSS], sizing_mode="stretch_width")]
         return []
 
     def _draw_progress(self, job: dict[str, Any], live: dict[str, Any] | None) -> None:
@@ -337,7 +338,8 @@ def render_info(job: dict[str, Any], live: dict[str, Any] | None) -> str:
     attempts = job.get("attempts") or []
     table = "".join(
         f"<tr><td>{a['number']}</td><td>{esc(_time(a.get('started_at')))}</td><td>{esc(_time(a.get('ended_at')))}</td>"
-        f"<td>{esc(a.get('outcome') or 'running')}</td><td>{esc(a.get('cause') or '')}</td></tr>" for a in attempts)
+        f"<td>{esc(a.get('outcome') or 'running')}</td><td>{error_html(a.get('cause')) if a.get('cause') else ''}</td></tr>"
+        for a in attempts)
     attempts_html = (f"<table class='pc-table' data-testid='job-attempts'><tr><th>Attempt</th><th>Started</th><th>Ended</th>"
                      f"<th>Outcome</th><th>Cause</th></tr>{table}</table>" if attempts else
                      "<div class='pc-muted'>No attempt yet.</div>")

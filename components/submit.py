@@ -2,6 +2,7 @@
 ``JobRequest`` and the operation's fields from ``get_operation(name).Params``."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import panel as pn
@@ -24,6 +25,19 @@ def dataset_choices(service: ProcessingService, limit: int = 500) -> dict[str, s
     _, rows = service.datasets.list(limit, 0)
     return {(f"{d['name']} ({d['dataset_id']})" if d["name"] != d["dataset_id"] else d["dataset_id"]): d["dataset_id"]
             for d in rows}
+
+
+def thread_memory_gb(service: ProcessingService) -> float:
+    """The memory of one worker thread (the smallest worker's limit over its threads), in GB.
+
+    A job that reserves one core and this much runs beside others instead of
+    taking the whole cluster; without workers, the service's default.
+    """
+    shares = [w["memory_limit_bytes"] / max(1, int(w.get("nthreads") or 1)) for w in service.workers()
+              if w.get("memory_limit_bytes")]
+    if not shares:
+        return float(service.settings.default_max_memory_gb)
+    return max(0.05, math.floor(min(shares) / 1e9 * 100) / 100)
 
 
 def default_dataset(service: ProcessingService) -> str | None:
@@ -75,8 +89,9 @@ class SubmitForm(pn.viewable.Viewer):
         for key, label in JOB_LABELS.items():
             fields[key] = ParamField(key, params[key], label=label)
             fields[key].layout.width = 136  # the three on one line
-        fields["max_cores"].widget.value = float(s.default_max_cores)
-        fields["max_memory_gb"].widget.value = float(s.default_max_memory_gb)
+        # one core and one worker thread's memory: default jobs run side by side
+        fields["max_cores"].widget.value = float(min(1, s.default_max_cores))
+        fields["max_memory_gb"].widget.value = thread_memory_gb(self.service)
         return fields
 
     def refresh_datasets(self) -> None:

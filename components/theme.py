@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,22 @@ def progress_bar(percent: float | None, testid: str = "", label: str | None = No
     return (f"<div class='{cls}'{tid} data-value='{pct:.2f}' role='progressbar' aria-valuenow='{pct:.0f}' "
             f"aria-valuemin='0' aria-valuemax='100'><div class='pc-bar-fill' style='width:{pct:.2f}%'></div>"
             f"<span class='pc-bar-text'>{esc(text)}</span></div>")
+
+
+def error_html(message: str | None, kind: str | None = None) -> str:
+    """One clean line for an error, its remaining lines (tracebacks, Dask's tables) folded under "Details"."""
+    text = (message or "").strip()
+    if kind and not text.startswith(kind):
+        text = f"{kind}: {text}"
+    stage = re.search(r"\s*\(during [a-z_ ]+\)$", text)
+    suffix = stage.group(0).strip() if stage else ""
+    if stage:
+        text = text[:stage.start()]
+    summary, _, rest = text.partition("\n")
+    summary = " ".join(part for part in (summary.strip(), suffix) if part)
+    details = (f"<details><summary>Details</summary><pre class='pc-pre'>{esc(rest.strip())}</pre></details>"
+               if rest.strip() else "")
+    return f"<div class='pc-error-summary'>{esc(summary)}</div>{details}"
 
 
 def badge(text: str, color: str | None = None, testid: str = "") -> str:
