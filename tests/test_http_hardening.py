@@ -315,24 +315,34 @@ def test_half_open_connections_are_closed_after_the_idle_timeout(make_server):
             s.close()
 
 
-def test_connection_caps_answer_503_and_evict_half_open_ones(make_server):
-    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0", "MAX_CONNECTIONS_PER_CLIENT": "20",
-                       "BODY_TIMEOUT_S": "60"})
-    # 20 connections whose request header is complete (a body still to come): none may be evicted
+def open_busy(port: int, n: int, source: str) -> list[socket.socket]:
+    """``n`` connections whose request header is complete, their body still to come: never evicted."""
     busy = []
-    for _ in range(20):
+    for _ in range(n):
         s = socket.socket()
-        s.bind(("127.0.0.2", 0))
-        s.connect(("127.0.0.1", srv.port))
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
         s.sendall(b"POST /api/processing/jobs/submit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         busy.append(s)
     time.sleep(1)
-    over = socket.socket()
-    over.bind(("127.0.0.2", 0))
-    over.connect(("127.0.0.1", srv.port))
-    answer = closed_by_server(over, 10)
-    assert answer is not None and answer.startswith(b"HTTP/1.1 503"), answer
+    return busy
+
+
+def refused_with_503(port: int, source: str) -> bool:
+    s = socket.socket()
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    answer = closed_by_server(s, 10)
+    s.close()
+    return answer is not None and answer.startswith(b"HTTP/1.1 503")
+
+
+def test_connection_caps_answer_503_and_evict_half_open_ones(make_server):
+    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0", "MAX_CONNECTIONS_PER_CLIENT": "20",
+                       "MAX_CONNECTIONS": "30", "BODY_TIMEOUT_S": "60"})
+    busy = open_busy(srv.port, 20, "127.0.0.2")
+    assert refused_with_503(srv.port, "127.0.0.2")
     assert srv.get("/api/processing/health").status_code == 200  # another address is not held back
     for s in busy:
         s.close()
@@ -349,6 +359,13 @@ def test_connection_caps_answer_503_and_evict_half_open_ones(make_server):
     assert evicted is not None and evicted.startswith(b"HTTP/1.1 503"), evicted
     for s in half:
         s.close()
+    # the total: 20 + 10 busy connections from two addresses fill MAX_CONNECTIONS=30
+    busy = open_busy(srv.port, 20, "127.0.0.2") + open_busy(srv.port, 10, "127.0.0.3")
+    assert refused_with_503(srv.port, "127.0.0.4")
+    for s in busy:
+        s.close()
+    time.sleep(0.5)
+    assert srv.get("/api/processing/health").status_code == 200
     assert "connection refused with 503" in srv.log_tail(100)
 
 
