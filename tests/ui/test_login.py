@@ -3,12 +3,14 @@ token, a wrong one is refused, the right one shows the page; the wall opens from
 its URL token without signing in, and keeps working (live figures, health polling)."""
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.server import ServerProcess, free_port
+from tests.server import ServerProcess
 from tests.ui.helpers import shot
 
 pytestmark = pytest.mark.ui
@@ -17,14 +19,37 @@ TOKEN = "ui-api-token-41d7"
 WALL_TOKEN = "ui-wall-token-a9c3"
 
 
+class AnalystApp(BaseHTTPRequestHandler):
+    """The analyst's own web app: one blank page, on another origin than the API."""
+
+    def do_GET(self) -> None:
+        body = b"<!doctype html><html><body>analyst app</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # http://localhost:<port> is another origin than the API's http://127.0.0.1:<port>, and
-    # CORS_ALLOWED_ORIGINS must name it before the start: the one server given a port up front
-    port = free_port()
+def analyst_app() -> Iterator[str]:
+    """Its origin (http://localhost:<port>, port 0 bound first): the server is told to allow it."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), AnalystApp)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://localhost:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, analyst_app: str) -> Iterator[ServerProcess]:
+    # a page of the analyst's app (not one of this server's pages, whose CSP allows no other
+    # origin) calls the API cross-origin
     server = ServerProcess(tmp_path_factory.mktemp("login"), {"PROCESSING_API_TOKEN": TOKEN, "WALL_TOKEN": WALL_TOKEN,
-                                                              "CORS_ALLOWED_ORIGINS": f"http://localhost:{port}"},
-                           port=port)
+                                                              "CORS_ALLOWED_ORIGINS": analyst_app})
     server.start(timeout=120)
     yield server
     server.cleanup()
@@ -88,9 +113,9 @@ SUBMIT_JOB = """async ([base, token]) => {
 }"""
 
 
-def test_the_guide_fetch_example_works_from_an_allowed_origin(srv, page):
-    page.goto(f"http://localhost:{srv.port}/login")  # any page of the allowed origin
-    api = f"http://127.0.0.1:{srv.port}"
+def test_the_guide_fetch_example_works_from_an_allowed_origin(srv, analyst_app, page):
+    page.goto(f"{analyst_app}/index.html")  # a page of the allowed origin
+    api = srv.url
     status, request_id, job_id, polled = page.evaluate(SUBMIT_JOB, [api, TOKEN])
     assert status == 201 and request_id and job_id.startswith("job_") and polled == job_id
     page.goto("about:blank")  # an origin not in CORS_ALLOWED_ORIGINS
