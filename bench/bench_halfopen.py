@@ -144,7 +144,9 @@ def main() -> int:
     try:
         srv.start()
         assert srv.proc is not None
-        srv.wait_for(lambda: srv.get("/api/processing/cluster/status").json()["status"] == "running", timeout=120)
+        # every worker up first: their start-up lines are not the flood's
+        srv.wait_workers(int(srv.env.get("DASK_N_WORKERS", "2")), timeout=120)
+        time.sleep(2)
         log_before = len(srv.log_path.read_text(errors="replace").splitlines())
         prober = multiprocessing.Process(target=_probe_loop, args=(srv.url, stop, there), daemon=True)
         prober.start()
