@@ -100,3 +100,18 @@ def test_burst_of_fast_jobs_matches_the_api(srv: ServerProcess, page) -> None:
     page.get_by_role("button", name="Older ›").click()
     wrong = settled(srv, page, 10)
     assert not wrong, f"page 2: rows whose status differs from the API (shown, api): {wrong}"
+
+
+def test_form_defaults_to_one_core_and_one_thread_of_memory(srv: ServerProcess, page) -> None:
+    srv.wait_workers(2)
+
+    def listed() -> list:
+        body = srv.get("/api/processing/metrics/workers").json()
+        return body.get("workers", []) if isinstance(body, dict) else body
+
+    workers = srv.wait_for(listed, 30)
+    share = min(w["memory_limit_bytes"] / w["nthreads"] for w in workers) / 1e9
+    page.goto(srv.url + "/jobs")
+    page.locator(".submit-job").wait_for(timeout=30_000)
+    assert float(page.locator(".pc-field-max_cores input").input_value()) == 1
+    assert float(page.locator(".pc-field-max_memory_gb input").input_value()) == pytest.approx(share, abs=0.01)
