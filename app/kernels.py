@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -231,6 +232,19 @@ def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
         raise Unprocessable(f"cannot read {frag.path}{where}: {exc}", {"file": frag.path}) from None
     finally:
         cur.close()
+
+
+def write_fragment(frag: Fragment, plan: KernelPlan, path: str) -> int:
+    """A task of an operation that writes a dataset: the kernel's rows as one Parquet file.
+
+    Written to a temporary name and renamed, so a present file is a complete one (a
+    retried attempt keeps the files already written).
+    """
+    table = run_fragment(frag, plan)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return table.num_rows
 
 
 def combine(partials: list[Any], plan: KernelPlan) -> Any:

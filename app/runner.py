@@ -161,6 +161,8 @@ def _run_operation(client: Any, attempt: Attempt, op: Operation, p: Any, schema:
     with dask.annotate(job=attempt.annotation, priority=weight):
         source, fmt, options = attempt.read
         frags = _kernel_fragments(op, p, attempt, schema)
+        if frags is not None and op.writes_dataset:
+            return _write_kernels(client, attempt, frags[0], frags[1], weight)
         if frags is not None:
             plan, frags, small = frags
             attempt.stage = "build"
@@ -295,6 +297,25 @@ def _write_dataset(client: Any, attempt: Attempt, ddf: Any) -> dict[str, Any]:
         _compute(client, attempt, writes, PRIORITY_WEIGHT[attempt.priority])
     attempt.stage = "write"
     rows = sum(pq.read_metadata(p).num_rows for p in paths)
+    result = {"rows": rows, "n_partitions": len(paths), "partitions_written": len(todo),
+              "partitions_reused": len(paths) - len(todo), "columns": columns}
+    return {"result": result, "dataset_path": str(out), "kind": "dataset"}
+
+
+def _write_kernels(client: Any, attempt: Attempt, plan: Any, frags: list[Any], weight: int) -> dict[str, Any]:
+    """One Parquet file per fragment; files a previous attempt finished are kept."""
+    import dask
+
+    out = results_dir(attempt.data_dir, attempt.job_id)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [str(out / f"part-{i:05d}.parquet") for i in range(len(frags))]
+    todo = [i for i, path in enumerate(paths) if not os.path.exists(path)]
+    writes = [dask.delayed(kernels.write_fragment, pure=False)(frags[i], plan, paths[i]) for i in todo]
+    if writes:
+        _compute(client, attempt, writes, weight)
+    attempt.stage = "write"
+    rows = sum(pq.read_metadata(p).num_rows for p in paths)
+    columns = pq.read_schema(paths[0]).names if paths else list(plan.columns)
     result = {"rows": rows, "n_partitions": len(paths), "partitions_written": len(todo),
               "partitions_reused": len(paths) - len(todo), "columns": columns}
     return {"result": result, "dataset_path": str(out), "kind": "dataset"}

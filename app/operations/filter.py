@@ -15,6 +15,7 @@ import pandas as pd
 import param
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import Operation, Schema, dataset_summary, parse_items, require_column, scalar_for
 
@@ -101,6 +102,13 @@ class Filter(Operation):
         tests = [(c["column"], c["op"], coerce_value(c, dtypes[c["column"]], "")) for c in p.conditions]
         return ddf.map_partitions(_keep, tests, p.combine, meta=ddf._meta)
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan:
+        """Each fragment's rows that pass, written as one file (see ``app.kernels.write_fragment``)."""
+        tests = [(c["column"], c["op"], coerce_value(c, schema[c["column"]], "")) for c in p.conditions]
+        floats = [c for c, dtype in schema.items() if dtype.startswith(("float", "Float"))]
+        return KernelPlan(list(schema), _passing, _only, _only,
+                          {"tests": tests, "combine": p.combine, "floats": floats})
+
     def finalize(self, computed: Any, p: Any) -> Any:
         return dataset_summary(self.name, p, computed)
 
@@ -160,6 +168,38 @@ def _mask(s: pd.Series, op: str, value: Any) -> np.ndarray:
     # Nullable dtypes answer NA where a value is missing; those rows are not kept.
     hit = pd.array(_COMPARE[op](s, value), dtype="boolean").fillna(False).to_numpy(dtype=bool)
     return present & hit
+
+
+_SQL_OPS = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def _condition(column: str, op: str, value: Any, is_float: bool) -> tuple[str, list[Any]]:
+    """One test as SQL with its values bound; a null (or a float NaN, as pandas reads it) passes none."""
+    c = f"nullif({ident(column)}, 'NaN'::DOUBLE)" if is_float else ident(column)
+    if op in ("is_null", "not_null"):
+        return f"{c} IS {'NOT ' if op == 'not_null' else ''}NULL", []
+    if op in _SQL_OPS:
+        return f"{c} {_SQL_OPS[op]} ?", [value]
+    if op in ("in", "not_in"):
+        marks = ", ".join("?" for _ in value)
+        return f"{c} {'NOT ' if op == 'not_in' else ''}IN ({marks})", list(value)
+    if op == "between":
+        return f"{c} BETWEEN ? AND ?", list(value)
+    return f"contains({c}, ?)", [value]  # a literal substring, never a pattern
+
+
+def _passing(src: Source, args: dict[str, Any]) -> Any:
+    parts, params = [], []
+    for column, op, value in args["tests"]:
+        sql, values = _condition(column, op, value, column in args["floats"])
+        parts.append(f"coalesce(({sql}), FALSE)")
+        params += values
+    joiner = " AND " if args["combine"] == "all" else " OR "
+    return src.arrow(f"SELECT * FROM frag WHERE {joiner.join(parts)}", params)
+
+
+def _only(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
 OPERATION = Filter()
