@@ -171,8 +171,9 @@ def serve(argv: list[str]) -> int:
         from dataclasses import replace
 
         server._tornado.websocket_origins.update(websocket_origins(replace(settings, port=server.port)))
-    # the bound port, as soon as it is bound: what tests (and scripts) starting on port 0 read
-    log.info("listening on http://%s:%s/", settings.host, server.port)
+    # the bound port, as soon as it is bound: what tests (and scripts) starting on port 0 read;
+    # printed, not logged, so a LOG_LEVEL of WARNING still says it
+    print(f"listening on http://{settings.host}:{server.port}/", flush=True)
     loop = IOLoop.current()
     stopping = {"flag": False}
 
