@@ -17,7 +17,7 @@ from app.service import ProcessingService
 
 from .forms import ParamField, error_field
 from .results import record_view
-from .theme import CSS, TextAlert, badge, esc, esc_titles, fmt_bytes, fmt_number, progress_bar
+from .theme import CSS, TextAlert, badge, esc, esc_titles, fmt_bytes, fmt_number, number_formatters, progress_bar
 
 UPLOAD_ACCEPT = ".csv,.tsv,.parquet,.pq,.json,.jsonl,.ndjson"
 TABLE_TITLES = {"dataset_id": "Dataset", "name": "Name", "format": "Format", "rows": "Rows (est.)",
@@ -302,8 +302,10 @@ class DatasetDetail(pn.viewable.Viewer):
             self._preview.visible = self._partition_card.visible = False
             return
         self._header.object = render_dataset(ds)
+        frame = pd.DataFrame.from_records(ds.get("preview") or [], columns=ds["columns"])
         self._preview.titles = esc_titles(ds["columns"])
-        self._preview.value = pd.DataFrame.from_records(ds.get("preview") or [], columns=ds["columns"])
+        self._preview.formatters = number_formatters(frame)
+        self._preview.value = frame
         self._preview.visible = bool(ds.get("preview"))
         self._partition_card.visible = True
 

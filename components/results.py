@@ -12,7 +12,7 @@ import pandas as pd
 import panel as pn
 from bokeh.models import NumeralTickFormatter
 
-from .theme import CSS, esc, esc_titles, fmt_number
+from .theme import CSS, esc, esc_titles, fmt_number, number_formatters
 
 hv.extension("bokeh", logo=False)
 
@@ -70,8 +70,7 @@ def table_view(result: Any, job: dict[str, Any]) -> pn.viewable.Viewable:
     table = pn.widgets.Tabulator(frame, show_index=False, disabled=True, pagination="local", page_size=15,
                                  layout="fit_data_table", sizing_mode="stretch_width", css_classes=["result-table"],
                                  titles=esc_titles(frame.columns),
-                                 formatters={c: {"type": "money", "precision": 4, "thousand": ","}
-                                             for c in frame.select_dtypes("float").columns})
+                                 formatters=number_formatters(frame))
     return pn.Column(_html(f"<div class='pc-muted'>{'<br>'.join(notes)}</div>") if notes else None, table,
                      sizing_mode="stretch_width")
 

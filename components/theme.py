@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import panel as pn
-from bokeh.models import Div, InlineStyleSheet
+from bokeh.models import Div, InlineStyleSheet, ScientificFormatter
 from panel.theme.fast import Fast
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -99,6 +99,13 @@ def fmt_number(value: Any) -> str:
             return f"{value:.4e}"
         return f"{value:,.4f}".rstrip("0").rstrip(".")
     return str(value)
+
+
+def number_formatters(frame: Any) -> dict[str, Any]:
+    """Tabulator formatters by dtype: floats in 4 decimals, scientific below 1e-3 or from 1e9 (p-values stay readable)."""
+    return {str(c): ScientificFormatter(precision=4, power_limit_low=-3, power_limit_high=9, nan_format="—",
+                                        null_format="—")
+            for c in frame.select_dtypes("float").columns}
 
 
 def progress_bar(percent: float | None, testid: str = "", label: str | None = None, big: bool = False) -> str:
