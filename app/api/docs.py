@@ -28,9 +28,12 @@ BEARER = {"type": "http", "scheme": "bearer",
                          "Needed only when the server has PROCESSING_API_TOKEN set."}
 
 # Errors every operation may answer, besides those its Endpoint lists.
-COMMON_ERRORS = {400: "Invalid request", 404: "Not found", 405: "Method not allowed"}
-PROTECTED_ERRORS = {401: "Missing or wrong bearer token"}
-WRITE_ERRORS = {403: "The read-only token cannot write", 413: "Body over MAX_REQUEST_KB"}
+COMMON_ERRORS = {400: "Invalid request", 404: "Not found", 405: "Method not allowed",
+                 421: "The Host header names none of the served names (PROCESSING_ALLOWED_HOSTS)"}
+PROTECTED_ERRORS = {401: "Missing or wrong bearer token",
+                    429: "Too many wrong tokens from this address (AUTH_MAX_FAILURES); Retry-After says when"}
+WRITE_ERRORS = {403: "The read-only token cannot write, or the request comes from a foreign origin",
+                413: "Body over MAX_REQUEST_KB"}
 
 
 def _obj(required: dict[str, Any], **more: Any) -> dict[str, Any]:
