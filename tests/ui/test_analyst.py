@@ -161,9 +161,10 @@ def expect_page(page, path: str, job_id: str | None) -> None:
         expect(page.get_by_test_id("schema-column").first).to_be_visible(timeout=30_000)
         assert "expression_level" in page.get_by_test_id("schema-column").all_inner_texts()
     if path == "/monitoring":
-        # live charts have drawn a few samples
-        page.wait_for_function("() => parseInt(document.querySelector(\"[data-testid='window-points']\")"
-                               "?.textContent || '0') >= 2", timeout=30_000)
+        # a wider window loads the stored history: the charts are drawn from several samples
+        page.get_by_role("button", name="Last 1 h").click()
+        expect(page.get_by_test_id("window-points")).to_have_text(re.compile(r"^([2-9]|\d{2,}) points$"),
+                                                                  timeout=30_000)
 
 
 def test_screenshots_of_every_page(running, page):
