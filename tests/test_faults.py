@@ -10,7 +10,7 @@ import requests
 
 from app.demo import generate_expression
 from app.models import PRIORITIES
-from tests.helpers import AGG_MEAN, register_generated, status, submit, wait_job
+from tests.helpers import AGG_MEAN, register_generated, status, submit, wait_job, wait_running
 from tests.server import ServerProcess
 
 LONG = {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}
@@ -18,11 +18,6 @@ LONG = {"column": "expression_level", "operation": "nunique", "group_by": "sampl
 
 def expected_nunique(rows: int) -> dict[str, int]:
     return generate_expression(rows).groupby("sample_id").expression_level.nunique().to_dict()
-
-
-def wait_running(srv: ServerProcess, job: str, min_progress: float = 1.0, timeout: float = 90) -> dict:
-    return srv.wait_for(lambda: (s := status(srv, job))["status"] == "running" and s["progress"] >= min_progress and s,
-                        timeout, interval=0.1)
 
 
 def worker_processes(srv: ServerProcess) -> list:

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from bench.bench_burst import burst, count_rows
+from tests.helpers import concrete
 from tests.server import ServerProcess
 
 TOKEN = "test-api-token-5f1c"
@@ -50,10 +51,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
 def operations(secured: ServerProcess) -> list[tuple[str, str]]:
     spec = secured.get("/api/processing/openapi.json").json()
     return [(path, method) for path, item in spec["paths"].items() for method in item]
-
-
-def concrete(path: str) -> str:
-    return re.sub(r"\{\w+\}", "does-not-exist", path)
 
 
 def call(srv: ServerProcess, method: str, path: str, headers: dict[str, str] | None = None,
