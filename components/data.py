@@ -185,7 +185,10 @@ class DatasetTable(pn.viewable.Viewer):
         super().__init__(**params)
         self._table = pn.widgets.Tabulator(dataset_frame([]), show_index=False, disabled=True, selectable=1,
                                            titles=TABLE_TITLES, layout="fit_data_stretch", sizing_mode="stretch_width",
-                                           pagination="local", page_size=10, css_classes=["dataset-table"])
+                                           pagination="local", page_size=10, css_classes=["dataset-table"],
+                                           # long ids and names are cut (whole on hover), never the later columns
+                                           widths={"dataset_id": 180, "name": 200, "created": 165},
+                                           configuration={"columnDefaults": {"tooltip": True}})
         self._info = pn.pane.HTML("", stylesheets=[CSS])
         self._table.on_click(lambda e: setattr(self, "selected", self._table.value.iloc[e.row]["dataset_id"]))
         self.refresh()

@@ -31,7 +31,7 @@ class MonitoringCharts(pn.viewable.Viewer):
     def __init__(self, **params: Any):
         super().__init__(**params)
         self.live = LiveSource(self.feed, WINDOWS[self.window])
-        chart = dict(live=self.live, height=230)
+        chart = dict(live=self.live, height=230, ticks=3)  # two charts a row: clock labels must not touch at 1280 px
         self.charts = {
             "memory": TimeSeriesChart(lines=[("mem_used", "Used", SERIES_COLORS["memory"]),
                                              ("mem_total", "Limit", "#adb5bd")], fill=True, unit="GB", **chart),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import requests
@@ -24,10 +25,15 @@ THEMES = ("default", "dark")
 
 
 def busy(url: str) -> None:
-    """Submit a job that runs for a while (a group-by over the demo dataset)."""
-    requests.post(f"{url}/api/processing/jobs/submit", timeout=30, json={
-        "operation": "differential_expression", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.5,
-        "parameters": {}})
+    """Submit jobs that run for a while (exact distinct counts per sample over the demo dataset)."""
+    for _ in range(60):  # the demo dataset is written in the background at start
+        if requests.get(f"{url}/api/processing/datasets/demo_expression", timeout=10).status_code == 200:
+            break
+        time.sleep(1)
+    for _ in range(3):
+        requests.post(f"{url}/api/processing/jobs/submit", timeout=30, json={
+            "operation": "aggregate", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.5,
+            "parameters": {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}})
 
 
 def capture(url: str, out: Path) -> list[Path]:
@@ -61,7 +67,7 @@ def main() -> None:
     srv = None
     url = args.url
     if url is None:
-        srv = ServerProcess(Path(tempfile.mkdtemp(prefix="screens-")), {"DEMO_ROWS": "200000"}).start(timeout=120)
+        srv = ServerProcess(Path(tempfile.mkdtemp(prefix="screens-")), {"DEMO_ROWS": "1500000"}).start(timeout=120)
         url = srv.url
     try:
         if args.busy:

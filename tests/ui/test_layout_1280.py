@@ -1,0 +1,48 @@
+"""At 1280 px the Data page's table shows every column whole, even with long dataset names."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import requests
+
+from tests.server import ServerProcess
+from tests.ui.conftest import module_server, shot
+
+pytestmark = pytest.mark.ui
+
+LONG_NAME = "Expression of the second replicate batch, normalised and filtered by the core facility"
+
+CLIPPED_JS = """
+(field) => {
+  const found = [];
+  const walk = (root) => { root.querySelectorAll(`.tabulator-cell[tabulator-field='${field}']`)
+      .forEach(el => found.push(el)); root.querySelectorAll('*').forEach(el => { if (el.shadowRoot) walk(el.shadowRoot); }); };
+  walk(document);
+  return found.map(cell => {
+    const holder = cell.closest('.tabulator-tableholder') || cell.closest('.tabulator');
+    const box = cell.getBoundingClientRect(), view = holder.getBoundingClientRect();
+    return {text: cell.textContent, clipped: cell.scrollWidth > cell.clientWidth + 1 || box.right > view.right + 1};
+  });
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, "layout", {"DEMO_ROWS": "2000"})
+
+
+def test_registered_column_is_whole_at_1280(srv: ServerProcess, page) -> None:
+    for n in range(3):
+        r = requests.post(f"{srv.url}/api/processing/datasets/upload", timeout=60,
+                          params={"filename": "l.csv", "dataset_id": f"replicate_batch_{n}_normalised_filtered",
+                                  "name": f"{LONG_NAME} {n}"},
+                          data=b"a,b\n1,2\n", headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+    page.goto(srv.url + "/data")
+    page.locator(".dataset-table .tabulator-row").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    shot(page, "data-long-names-1280x800")
+    cells = page.evaluate(CLIPPED_JS, "created")
+    assert cells and not [c for c in cells if c["clipped"]], cells
