@@ -50,6 +50,8 @@ def moments(src: Source, args: dict[str, Any]) -> pd.DataFrame:
 
 def merge_moments(parts: list[pd.DataFrame], keys: Sequence[str]) -> pd.DataFrame:
     """Partials of several fragments as one partial (one row per group)."""
+    if len(parts) == 1:  # one fragment's groups are already distinct
+        return parts[0]
     df = pd.concat(parts, ignore_index=True)
     if df.empty:
         return df
@@ -97,6 +99,8 @@ def value_counts(src: Source, args: dict[str, Any]) -> pd.DataFrame:
 
 
 def merge_counts(parts: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
+    if len(parts) == 1:
+        return parts[0]
     df = pd.concat(parts, ignore_index=True)
     if df.empty:
         return df
