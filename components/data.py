@@ -35,6 +35,8 @@ class _Form(pn.viewable.Viewer):
     service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
     registered = param.String(default=None, allow_None=True, doc="The id of the dataset this form added last.")
 
+    _refused = "Not added"  # how the form's message begins when the service refuses
+
     def _setup(self, fields: dict[str, ParamField]) -> None:
         self.fields = fields
         self._message = TextAlert("", alert_type="light", visible=False, sizing_mode="stretch_width")
@@ -51,7 +53,7 @@ class _Form(pn.viewable.Viewer):
         keys = error_field(exc, set(self.fields))
         for key in keys:
             self.fields[key].show(exc.message)
-        self._say("Not added: see the message under the field." if keys else exc.message, "danger")
+        self._say(f"{self._refused}: {exc.message}", "danger")  # the problem itself, also under its field
 
     def _read(self) -> dict[str, Any]:
         values = {}
@@ -209,6 +211,8 @@ class PartitionForm(_Form):
     dataset_id = param.String(default=None, allow_None=True, doc="The dataset to partition.")
     finished = param.String(default=None, allow_None=True, doc="The id of the partition job that ended last.")
 
+    _refused = "Not partitioned"
+
     def __init__(self, **params: Any):
         super().__init__(**params)
         self._setup(_fields(PartitionRequest, ("n_partitions", "partition_size_mb")))
@@ -313,7 +317,10 @@ class DatasetDetail(pn.viewable.Viewer):
         self._partition_card.visible = True
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._header, self._preview, self._partition_card, sizing_mode="stretch_width")
+        # the form before the preview: a 20-row preview pushed it below the fold at 1080 px
+        title = pn.pane.HTML("<div><b>Preview</b> <span class='pc-muted'>(first rows)</span></div>", stylesheets=[CSS],
+                             visible=self._preview.param.visible)
+        return pn.Column(self._header, self._partition_card, title, self._preview, sizing_mode="stretch_width")
 
 
 def render_dataset(ds: dict[str, Any]) -> str:
@@ -336,5 +343,4 @@ def render_dataset(ds: dict[str, Any]) -> str:
             f"<div class='pc-muted'>{esc(ds.get('description') or '')}</div>"
             f"<div class='pc-grid' style='margin-top:8px'><table class='pc-kv'>{kv}</table>"
             f"<div><b>Schema ({len(ds.get('schema') or [])} columns)</b><table class='pc-table' data-testid='dataset-schema'>"
-            f"<tr><th>Column</th><th>Type</th></tr>{schema}</table></div></div>"
-            f"<div style='margin-top:10px'><b>Preview</b> <span class='pc-muted'>(first rows)</span></div>")
+            f"<tr><th>Column</th><th>Type</th></tr>{schema}</table></div></div>")

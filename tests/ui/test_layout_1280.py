@@ -46,3 +46,21 @@ def test_registered_column_is_whole_at_1280(srv: ServerProcess, page) -> None:
     shot(page, "data-long-names-1280x800")
     cells = page.evaluate(CLIPPED_JS, "created")
     assert cells and not [c for c in cells if c["clipped"]], cells
+
+
+def test_partition_form_is_in_view_and_says_what_is_wrong(srv: ServerProcess, wide_page) -> None:
+    page = wide_page
+    page.goto(srv.url + "/data?dataset=demo_expression")
+    page.get_by_test_id("dataset-title").wait_for(timeout=30_000)
+    button = page.locator(".partition-dataset button")
+    button.wait_for(timeout=15_000)
+    box = button.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 1080, box  # no scrolling needed at 1920×1080
+    field = page.locator(".pc-field-n_partitions input")
+    field.fill("0")
+    field.press("Tab")
+    button.click()
+    message = page.get_by_text("Not partitioned: ")
+    message.first.wait_for(timeout=15_000)
+    text = message.first.inner_text()
+    assert "see the message under the field" not in text and "n_partitions" in text, text
