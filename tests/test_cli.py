@@ -86,7 +86,9 @@ def test_health_workers_queue_operations(cli):
 
 
 def test_metrics(cli, server):
-    wait_until(lambda: server.get("/api/processing/metrics/cluster").json()["total"] >= 3, 30, 0.5, "3 metric rows")
+    # 3 rows, the newest sampled once the 2 workers were up (the first ones may predate them)
+    wait_until(lambda: (m := server.get("/api/processing/metrics/cluster").json())["total"] >= 3
+               and m["metrics"][-1]["n_workers"] == 2, 30, 0.5, "3 metric rows, the newest with 2 workers")
     code, out, err = cli("metrics", "--limit", "3")
     assert code == 0, err
     lines = out.splitlines()

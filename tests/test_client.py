@@ -52,7 +52,9 @@ def test_health_start_status_workers_events_openapi(api):
 
 
 def test_metrics_history(api):
-    wait_until(lambda: api.metrics()["total"] >= 3, 30, 0.5, "3 metric rows")
+    # 3 rows, the newest sampled once the 2 workers were up (the first ones may predate them)
+    wait_until(lambda: (m := api.metrics())["total"] >= 3 and m["metrics"][-1]["n_workers"] == 2, 30, 0.5,
+               "3 metric rows, the newest with 2 workers")
     answer = api.metrics(limit=3)
     rows = answer["metrics"]
     assert answer["total"] >= 3 and len(rows) == 3
