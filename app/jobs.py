@@ -20,7 +20,8 @@ from .batching import BatchWriter, Turns
 from .errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
 from .runner import Attempt, Stopped, execute, get_operation, is_transient, read_rows, results_dir
-from .store import TERMINAL, iso, new_id, utcnow
+from .lifecycle import ALL, TERMINAL, JobStatus, check_transition
+from .store import iso, new_id, utcnow
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class JobEngine:
                 for attempt in self.store.attempts(job["job_id"]):
                     if attempt["ended_at"] is None:
                         self.store.end_attempt(attempt["id"], "server_restart", "the server stopped during the attempt")
-                self.store.update_job(job["job_id"], status="pending", eta_seconds=None, estimated_completion_at=None)
+                self._set_status(job["job_id"], JobStatus.PENDING, eta_seconds=None, estimated_completion_at=None)
             self.pending[job["job_id"]] = self._queued(job)
         if self.pending:
             log.info("recovered %d unfinished job(s)", len(self.pending))
@@ -262,7 +263,7 @@ class JobEngine:
                           use_cache=not job.get("no_cache"), cached=self.store.cached_result)
         now = utcnow()
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)
-        self.store.update_job(job_id, status="running", attempt_count=number, started_at=job["started_at"] or now)
+        self._set_status(job_id, JobStatus.RUNNING, attempt_count=number, started_at=job["started_at"] or now)
         running = q.RunningJob(job_id, queued.priority, queued.cores, queued.memory_gb, attempt.started_at)
         task = asyncio.get_running_loop().create_task(self._run(attempt))
         self.running[job_id] = (running, attempt, task)
@@ -349,8 +350,8 @@ class JobEngine:
         except Exception:  # noqa: BLE001 - the store or a bug: the job must still end
             log.exception("recording the end of job %s attempt %d failed", attempt.job_id, attempt.number)
             try:
-                self.store.update_job(attempt.job_id, status="failed", completed_at=utcnow(),
-                                      error=_error(exc, attempt.stage))
+                self._set_status(attempt.job_id, JobStatus.FAILED, completed_at=utcnow(),
+                                 error=_error(exc, attempt.stage))
             except Exception:  # noqa: BLE001 - the watchdog fails it once the store answers
                 log.exception("job %s could not be marked failed", attempt.job_id)
             self._forget(attempt.job_id)
@@ -430,7 +431,7 @@ class JobEngine:
             self._requeue(attempt.job_id)
 
     def _requeue(self, job_id: str) -> None:
-        self.store.update_job(job_id, status="pending", eta_seconds=None, estimated_completion_at=None)
+        self._set_status(job_id, JobStatus.PENDING, eta_seconds=None, estimated_completion_at=None)
         self.pending[job_id] = self._queued(self.store.get_job(job_id))
 
     def _finish(self, job_id: str, status: str, **values: Any) -> None:
@@ -440,11 +441,19 @@ class JobEngine:
             history = job.get("eta_history") or {}
             values.update(progress=100.0, eta_seconds=0.0, estimated_completion_at=None,
                           tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": utcnow()})
-        self.store.update_job(job_id, status=status, completed_at=utcnow(), **values)
+        self._set_status(job_id, JobStatus(status), completed_at=utcnow(), **values)
         self._forget(job_id)
         event = self.done_events.pop(job_id, None)
         if event:
             event.set()
+
+    def _set_status(self, job_id: str, new: JobStatus, **values: Any) -> None:
+        """The one place a job's status changes: checked against the lifecycle, then written."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job '{job_id}'", {"job_id": job_id}, code="job_not_found")
+        check_transition(job["status"], new)
+        self.store.update_job(job_id, status=new.value, **values)
 
     def _forget(self, job_id: str) -> None:
         self.pending.pop(job_id, None)
@@ -624,7 +633,7 @@ class JobEngine:
     def list(self, status: list[str], priority: list[str], limit: int, offset: int) -> dict[str, Any]:
         from .models import PRIORITIES
 
-        statuses = ("pending", "running", *TERMINAL)
+        statuses = ALL
         for values, allowed, name in ((status, statuses, "status"), (priority, PRIORITIES, "priority")):
             bad = [v for v in values if v not in allowed]
             if bad:

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 import sqlite_utils
 
+from .lifecycle import TERMINAL
+
 JSON_COLUMNS = {
     "jobs": ("parameters", "result", "error", "resources", "eta_history"),
     "attempts": (),
@@ -73,7 +75,6 @@ INDEXES = {
     "metrics": [["ts"]],
 }
 
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 _IDS = random.Random(os.urandom(16))  # seeded once: a new id costs no system call

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Iterator
 import dask
 import pytest
 
+import app.kernels
 import app.readers
 import app.runner
 from app.runner import get_operation
@@ -78,12 +79,12 @@ def _inject(stage: str, service: ProcessingService, monkeypatch: pytest.MonkeyPa
     op = get_operation("aggregate")
     if stage == "start":
         monkeypatch.setattr(service.datasets, "read_source", _boom)
-    elif stage == "metadata":
-        monkeypatch.setattr(app.readers, "read_ddf", _boom)
-    elif stage == "build":
-        monkeypatch.setattr(op, "build", _boom)
+    elif stage == "metadata":  # listing the dataset's files
+        monkeypatch.setattr(app.readers, "list_files", _boom)
+    elif stage == "build":  # the kernels' task graph
+        monkeypatch.setattr(app.kernels, "graph", _boom)
     elif stage == "compute":  # a task that raises on the worker
-        monkeypatch.setattr(op, "build", lambda ddf, p: dask.delayed(operator.truediv)(1, 0))
+        monkeypatch.setattr(app.kernels, "graph", lambda frags, plan, small: dask.delayed(operator.truediv)(1, 0))
     elif stage == "finalize":
         monkeypatch.setattr(op, "finalize", _boom)
     elif stage == "write":  # a result over RESULT_INLINE_ROWS is written as a dataset
