@@ -86,6 +86,7 @@ class ClusterControls(pn.viewable.Viewer):
     def __init__(self, **params: Any):
         super().__init__(**params)
         self._target: int | None = None
+        self._starting: int | None = None  # workers expected after a start, until they are all up
         limit = self.service.settings.max_workers
         self._start = pn.widgets.Button(label="Start cluster", color="success", css_classes=["start-cluster"])
         self._stop = pn.widgets.Button(label="Stop cluster", color="danger", css_classes=["stop-cluster"])
@@ -151,6 +152,13 @@ class ClusterControls(pn.viewable.Viewer):
         self._show_state(self.service.cluster_status())
         if self._confirm.visible:
             self._confirm_text.object = self._confirm_html()  # the count stays current while the user decides
+        if self._starting is not None and not self._busy:
+            n = snap.get("n_workers", 0)
+            if n >= self._starting:
+                self._say(f"Cluster started: {n} workers, {snap.get('total_cores', 0)} cores")
+                self._starting = None
+            else:
+                self._say(f"Cluster started: workers joining… {n} of {self._starting}", "info")
         if self._target is None:
             return
         n = snap.get("n_workers", 0)
@@ -184,8 +192,13 @@ class ClusterControls(pn.viewable.Viewer):
     async def _on_start(self, _: Any) -> None:
         async def act() -> str:
             started, info = await self.service.start_cluster()
-            return (f"Cluster started: {info['n_workers']} workers, {info['total_cores']} cores"
-                    if started else "The cluster is already running")
+            if not started:
+                return "The cluster is already running"
+            expected = self.service.settings.n_workers
+            if info["n_workers"] < expected and self.feed is not None:
+                self._starting = expected  # workers still joining: the samples finish the message
+                return f"Cluster started: workers joining… {info['n_workers']} of {expected}"
+            return f"Cluster started: {info['n_workers']} workers, {info['total_cores']} cores"
         await self._run(self._start, "Starting…", act)
 
     async def _on_stop(self, _: Any) -> None:
