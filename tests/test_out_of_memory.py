@@ -1,0 +1,34 @@
+"""A worker killed by its nanny for memory is not "worker lost": the job fails once,
+saying to raise max_memory_gb (the cluster has no room to retry it with double)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers import submit, wait_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_job_that_runs_a_worker_out_of_memory_fails_as_out_of_memory(make_server: Any) -> None:
+    srv = make_server({"DASK_N_WORKERS": "1", "DASK_MEMORY_LIMIT": "400MB", "DEMO_DATASET": "0"})
+    srv.wait_workers(1)
+    folder = srv.data_dir / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "wide.csv"
+    rng = np.random.default_rng(3)
+    with open(path, "w") as f:  # ~200 MB: a 64 MB block parses to several times the worker's memory
+        f.write("g,a,b,c,d,e\n")
+        for _ in range(40):
+            block = rng.random((100_000, 5))
+            f.writelines(f"g{i % 50}," + ",".join(f"{v:.15f}" for v in row) + "\n" for i, row in enumerate(block))
+    assert srv.post("/api/processing/datasets", {"source": str(path), "dataset_id": "wide"}).status_code == 201
+    job = submit(srv, "transform", "wide", {"transforms": [{"column": "a", "fn": "zscore", "group_by": "g"}]},
+                 max_cores=1, max_memory_gb=0.25, cache=False)
+    done = wait_job(srv, job, 280)
+    assert done["status"] == "failed", done
+    assert done["error"]["type"] == "OutOfMemory", done["error"]
+    assert "max_memory_gb" in done["error"]["message"], done["error"]
+    assert [a["outcome"] for a in done["attempts"]] == ["out_of_memory"], done["attempts"]
