@@ -54,6 +54,9 @@ class KernelPlan:
     combine: Callable[[list[Any]], Any]
     finish: Callable[[Any], Any]
     args: Any = None  # passed to ``kernel``: picklable, built from the validated parameters
+    # plans whose finished values the kernel needs first (a transform's group statistics);
+    # the runner computes them and passes them as ``args["before"]``
+    before: tuple["KernelPlan", ...] = ()
 
 
 @dataclass(frozen=True)

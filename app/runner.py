@@ -14,7 +14,7 @@ import shutil
 import threading
 import warnings
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +306,9 @@ def _write_kernels(client: Any, attempt: Attempt, plan: Any, frags: list[Any], w
     """One Parquet file per fragment; files a previous attempt finished are kept."""
     import dask
 
+    if plan.before:  # statistics first (one graph), then every fragment's rows with them
+        first = [kernels.graph(frags, step, False) for step in plan.before]
+        plan = replace(plan, args={**plan.args, "before": list(_compute(client, attempt, first, weight))})
     out = results_dir(attempt.data_dir, attempt.job_id)
     out.mkdir(parents=True, exist_ok=True)
     paths = [str(out / f"part-{i:05d}.parquet") for i in range(len(frags))]

@@ -245,3 +245,33 @@ def test_filter_keeps_the_rows_the_dask_graph_keeps(tmp_path: Path, fmt: str) ->
         reference = dask.compute(op.build(readers.read_ddf(source, fmt, {}), p), scheduler="sync")[0]
         got, want = records(kept), records(reference.reset_index(drop=True))
         assert close(got, want), (params, len(got), len(want))
+
+
+TRANSFORMS = [
+    {"transforms": [{"column": "expression_level", "fn": "zscore", "group_by": "gene_id"}]},
+    {"transforms": [{"column": "count", "fn": "minmax"}, {"column": HOSTILE, "fn": "log1p", "output": "l"},
+                    {"column": "expression_level", "fn": "zscore"}]},
+    {"transforms": [{"column": "expression_level", "fn": "minmax", "group_by": "condition", "output": "m m"}]},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_transform_adds_what_the_dask_graph_adds(tmp_path: Path, fmt: str) -> None:
+    from app.operations.base import records
+
+    folder = tmp_path / "data"
+    write(make_frame(), folder, fmt, parts=4)
+    op = get("transform")
+    source = str(folder / "*")
+    schema = {c["name"]: c["dtype"] for c in readers.inspect(source, fmt, {})["schema"]}
+    for params in TRANSFORMS:
+        p = op.parse(params, schema)
+        plan = op.plan(p, schema)
+        frags = kernels.fragments(readers.list_files(source, fmt), fmt, {}, schema)
+        before = [kernels.run_all(frags, step) for step in plan.before]
+        import dataclasses
+        plan = dataclasses.replace(plan, args={**plan.args, "before": before})
+        got = pd.concat([kernels.run_fragment(f, plan).to_pandas() for f in frags], ignore_index=True)
+        reference = dask.compute(op.build(readers.read_ddf(source, fmt, {}), p), scheduler="sync")[0]
+        assert close(records(got), records(reference.reset_index(drop=True))), params

@@ -8,17 +8,21 @@ get the average rank as in pandas ``rank(method="average")``).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
+import pyarrow as pa
 
 from ..errors import InvalidRequest
+from ..kernels import KernelPlan, Source
 from ..models import required
+from ._partials import merge_moments, moments, statistic
 from ._stats import lookup, lookup_ranks, rank_table
-from .base import Operation, Schema, dataset_summary, parse_items, require_column, require_numeric
+from .base import Operation, Schema, dataset_summary, parse_items, require_column, require_numeric, unique
 
 FUNCTIONS = ("log2", "log10", "log1p", "zscore", "minmax", "rank")
 _GROUPABLE = ("zscore", "minmax", "rank")
@@ -101,6 +105,18 @@ class TransformOperation(Operation):
             ddf = ddf.map_partitions(_apply, t, *_statistics(ddf, t), meta=meta, align_dataframes=False)
         return ddf
 
+    def plan(self, p: Any, schema: Schema) -> KernelPlan | None:
+        """Group statistics as kernels first, then each fragment's rows with the new columns.
+
+        Rank (a global pass over sorted values) and transforms of an earlier transform's
+        output keep the Dask graph.
+        """
+        outputs = {t["output"] for t in p.transforms}
+        if any(t["fn"] == "rank" or t["column"] in outputs or t["group_by"] in outputs for t in p.transforms):
+            return None
+        before = tuple(_statistics_plan(t) for t in p.transforms if t["fn"] in ("zscore", "minmax"))
+        return KernelPlan(list(schema), _transformed, _only, _only, {"transforms": p.transforms}, before)
+
     def finalize(self, computed: Any, p: Any) -> Any:
         return dataset_summary(self.name, p, computed)
 
@@ -134,6 +150,38 @@ def _apply(part: pd.DataFrame, t: dict, *stats: Any) -> pd.DataFrame:
                 a, b = float(stats[0]), float(stats[1])
             out = (x - a) / b if fn == "zscore" else (x - a) / (b - a)
     return part.assign(**{t["output"]: out})
+
+
+def _statistics_plan(t: dict) -> KernelPlan:
+    keys = [t["group_by"]] if t["group_by"] else []
+    return KernelPlan(unique([*keys, t["column"]]), moments, partial(merge_moments, keys=keys),
+                      partial(_pair, fn=t["fn"], keys=keys), {"column": t["column"], "keys": keys, "integer": False})
+
+
+def _pair(merged: pd.DataFrame, fn: str, keys: list[str]) -> tuple:
+    """What ``_apply`` takes: (mean, std) or (min, max); per group, a frame indexed by the key."""
+    names = ("mean", "std") if fn == "zscore" else ("min", "max")
+    if merged.empty:  # no rows, or no row with a key
+        if not keys:
+            return (np.nan, np.nan)
+        return (pd.DataFrame({"__a": [], "__b": []}, index=pd.Index([], name=keys[0]), dtype="float64"),)
+    a, b = (statistic(merged, name).astype("float64").to_numpy() for name in names)
+    if not keys:
+        return (float(a[0]), float(b[0]))
+    return (pd.DataFrame({"__a": a, "__b": b}, index=pd.Index(merged[keys[0]].to_numpy(), name=keys[0])),)
+
+
+def _transformed(src: Source, args: dict[str, Any]) -> pa.Table:
+    """This fragment's rows with every transform's column, in order."""
+    part = src.arrow("SELECT * FROM frag").to_pandas()
+    stats = iter(args.get("before", []))
+    for t in args["transforms"]:
+        part = _apply(part, t, *(next(stats) if t["fn"] in ("zscore", "minmax") else ()))
+    return pa.Table.from_pandas(part, preserve_index=False)
+
+
+def _only(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
 OPERATION = TransformOperation()
