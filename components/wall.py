@@ -75,6 +75,11 @@ export function render({ model, el }) {
 """
 
 
+def breakable(name: str) -> str:
+    """Escaped, with line-break chances after underscores: long operation names wrap instead of being cut."""
+    return esc(name).replace("_", "_<wbr>")
+
+
 class WallPanel(pn.viewable.Viewer):
     """An HTML panel of the wall that re-renders from each sample (only when its text changes)."""
 
@@ -133,12 +138,14 @@ class WallHealth(WallPanel):
         tiles = "".join(f"<div class='wall-stat'><div class='wall-label'>{label}</div>"
                         f"<div class='wall-value{cls}' data-testid='{tid}'>{value}</div></div>"
                         for label, value, tid, cls in stats)
-        state = s["status"] + (" · degraded" if degraded and s["status"] == "running" else "")
+        # "degraded" in smaller type: in full size it pushed the stat tiles into ellipses at 1280 px
+        state = esc(s["status"]) + ("<small class='wall-degraded'> · degraded</small>"
+                                    if degraded and s["status"] == "running" else "")
         sub = (f"<div class='wall-reasons' data-testid='wall-reasons'>{esc(reasons)}</div>" if degraded else
                f"<div class='wall-updated' data-testid='wall-updated'>Updated {(s['sampled_at'] or '')[11:19]} UTC</div>")
         return (f"<div class='wall-health'><div class='wall-id'><div class='wall-title'>Processing cluster</div>"
                 f"<div class='wall-state' data-testid='wall-status' style='color:{color}'>"
-                f"<span class='dot' style='background:{color}'></span>{esc(state)}</div>{sub}</div>"
+                f"<span class='dot' style='background:{color}'></span>{state}</div>{sub}</div>"
                 f"<div class='wall-stats'>{tiles}</div></div>")
 
 
@@ -159,7 +166,7 @@ class WallJobs(WallPanel):
         for j in jobs[: self.limit]:
             eta = "finishing" if j["progress"] >= 99 else fmt_duration(j["eta_seconds"])
             rows.append(
-                f"<div class='wall-job' data-testid='wall-job'><div><div class='wall-job-name'>{esc(j['operation'])}</div>"
+                f"<div class='wall-job' data-testid='wall-job'><div><div class='wall-job-name'>{breakable(j['operation'])}</div>"
                 f"<div class='wall-job-sub'>{esc(j['dataset_id'])} · {j['priority']} · {esc(j['job_id'])}</div></div>"
                 f"{progress_bar(j['progress'], testid='wall-job-progress')}"
                 f"<div class='wall-job-eta'><small>ETA</small>{eta}</div></div>")

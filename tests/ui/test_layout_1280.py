@@ -64,3 +64,23 @@ def test_partition_form_is_in_view_and_says_what_is_wrong(srv: ServerProcess, wi
     message.first.wait_for(timeout=15_000)
     text = message.first.inner_text()
     assert "see the message under the field" not in text and "n_partitions" in text, text
+
+
+def test_wall_job_names_are_whole_at_1280(srv: ServerProcess, page) -> None:
+    body = "gene,condition,value\n" + "".join(f"g{i % 500},{'ab'[i % 2]},{i % 97 + 1}\n" for i in range(400_000))
+    r = requests.post(f"{srv.url}/api/processing/datasets/upload", params={"filename": "de.csv", "dataset_id": "de"},
+                      data=body.encode(), headers={"Content-Type": "application/octet-stream"}, timeout=60)
+    assert r.status_code == 201, r.text
+    page.goto(srv.url + "/wall")
+    page.get_by_test_id("wall-status").wait_for(timeout=30_000)
+    job = srv.post("/api/processing/jobs/submit", {
+        "operation": "differential_expression", "dataset_id": "de", "max_cores": 1, "max_memory_gb": 0.5,
+        "parameters": {"feature_column": "gene", "group_column": "condition", "a": "a", "b": "b",
+                       "value_column": "value"}})
+    assert job.status_code == 201, job.text
+    name = page.locator(".wall-job-name").first
+    name.wait_for(timeout=60_000)
+    size = name.evaluate("el => ({sw: el.scrollWidth, cw: el.clientWidth, sh: el.scrollHeight, ch: el.clientHeight,"
+                         " text: el.textContent})")
+    shot(page, "wall-long-name-1280x800")
+    assert size["text"] == "differential_expression" and size["sw"] <= size["cw"] + 1 and size["sh"] <= size["ch"] + 1, size
