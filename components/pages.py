@@ -147,9 +147,10 @@ def data_page() -> pn.template.FastListTemplate:
     detail.partition.param.watch(lambda _e: table.refresh(), "finished")
     return analyst_page(
         "Data",
-        pn.Row(card(upload, "Upload a file"), card(register, "Register by path"), sizing_mode="stretch_width"),
+        # the list and the open dataset (with its partition form) first: they must be in view at 1080 px
         card(table, "Datasets"),
         card(detail, "Dataset"),
+        pn.Row(card(upload, "Upload a file"), card(register, "Register by path"), sizing_mode="stretch_width"),
     )
 
 
