@@ -30,6 +30,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+WORKERS_JOIN_S = 60.0  # how long a start waits for the embedded workers to register
 STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
 
 
@@ -141,7 +142,7 @@ class ClusterManager:
             "host": "127.0.0.1", "nthreads": s.threads_per_worker, "memory_limit": s.memory_limit,
             "local_directory": str(scratch), "preload_nanny": ["app.child_watch"],
             # computations yield the cores to the API and the dashboard of this machine
-            "preload": ["app.worker_setup"] if s.worker_nice else [],
+            "preload": ["app.worker_setup"],
             "env": {"PROCESSING_WORKER_NICE": str(s.worker_nice)},
         }}}
         return SpecCluster(workers={i: worker for i in range(s.n_workers)}, scheduler=scheduler, worker=worker,
@@ -168,6 +169,8 @@ class ClusterManager:
                 # a factory's cluster may speak TLS (Dask Gateway always does): use its security
                 security = getattr(self.cluster, "security", None)
                 self.client = await Client(address, asynchronous=True, timeout="20s", security=security)
+                if self.mode == "local":
+                    await self._wait_for_workers()
             except Exception as exc:
                 self.state, self.error = ERROR, f"{type(exc).__name__}: {exc}"
                 log.exception("cluster start failed")
@@ -175,6 +178,17 @@ class ClusterManager:
                 raise Conflict(f"the cluster could not start: {self.error}", code="cluster_start_failed") from None
             self.state, self.started_at = RUNNING, time.time()
             return True
+
+    async def _wait_for_workers(self) -> None:
+        """The embedded workers are processes of their own: answer "started" once they joined.
+
+        (A ``LocalCluster`` used to return with its workers registered; a subprocess spec
+        returns when their processes exist.) A worker that never comes is logged, not fatal.
+        """
+        try:
+            await asyncio.wait_for(self.client.wait_for_workers(self.settings.n_workers), WORKERS_JOIN_S)  # type: ignore[union-attr]
+        except (asyncio.TimeoutError, TimeoutError):
+            log.warning("only some of the %d workers joined within %.0f s", self.settings.n_workers, WORKERS_JOIN_S)
 
     async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         client, cluster = self.client, self.cluster

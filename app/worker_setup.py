@@ -1,6 +1,7 @@
-"""Preloaded into the embedded LocalCluster's worker processes (Dask's ``preload``).
+"""Preloaded into the embedded cluster's worker processes (Dask's ``preload``).
 
-``dask_setup`` lowers the CPU priority of the whole worker process to
+``dask_setup`` imports the operations' modules, so the first job on a new worker does
+not pay for them, and lowers the CPU priority of the whole worker process to
 ``PROCESSING_WORKER_NICE`` (from ``DASK_WORKER_NICE``): the workers still get every
 idle cycle, but the API, the dashboard and the scheduler in the server process come
 first when both want the machine's cores.
@@ -34,6 +35,10 @@ def lower_priority(nice: int, pid: int | None = None) -> int:
 
 
 def dask_setup(worker: Any) -> None:
+    # the kernels' modules (pandas, pyarrow, duckdb, scipy…) load now, not in the first job's task
+    import app.kernels  # noqa: F401
+    import app.operations  # noqa: F401
+
     nice = int(os.environ.get(ENV, "0") or 0)
     if nice > 0:
         lower_priority(nice)
