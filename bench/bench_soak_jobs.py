@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tmp)
         env = {"MAX_CONCURRENT_JOBS": "4", "DEMO_DATASET": "0"}
         server = ServerProcess(data, env=env).start()
+        server.wait_workers(2)  # the bursts measure the engine, not the workers joining
         try:
             csv = data / "soak.csv"
             write_csv(csv)
