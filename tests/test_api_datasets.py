@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 
 from app.demo import generate_expression
+from tests.helpers import error_of as shared_error_of
+from tests.helpers import wait_job as shared_wait_job
 from tests.server import ServerProcess
 
 API = "/api/processing"
@@ -58,8 +60,9 @@ def total(srv: ServerProcess) -> int:
 
 
 def error_of(response: Any, status: int) -> dict[str, Any]:
+    """The error object of a ``status`` answer, in the one error shape."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error = shared_error_of(response)
     assert set(error) == ERROR_KEYS and error["message"]
     return error
 
@@ -90,7 +93,7 @@ def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 
 def wait_job(srv: ServerProcess, job_id: str) -> dict[str, Any]:
-    status = srv.get(f"{API}/jobs/{job_id}/wait?timeout=60", timeout=75).json()
+    status = shared_wait_job(srv, job_id, 60)
     assert status["status"] == "completed", status
     return status
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import requests
 
-from bench.bench_burst import burst, count_rows
+from tests.load import burst, count_rows
 from tests.helpers import concrete
 from tests.server import ServerProcess
 
