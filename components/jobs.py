@@ -88,6 +88,7 @@ class JobTable(pn.viewable.Viewer):
         self._total = 0
         self._memo: dict[str, float] = {}
         self._shown: list[tuple[str, str]] = []  # (job_id, status) of the rows on screen
+        self._rows: list[tuple[Any, ...]] | None = None  # (job_id, status, attempts) last sent to the browser
         self._live_ids: set[str] = set()  # queued or running in memory at the last read
         self._counts: dict[str, int] | None = None
         self._status.param.watch(self._filter_changed, "value")
@@ -106,8 +107,11 @@ class JobTable(pn.viewable.Viewer):
             page = self.service.jobs.list(self._status.value, self._priority.value, self.page_size, self._offset)
         self._total = page["total"]
         self._live_ids = set(self.service.jobs.pending) | set(self.service.jobs.running)
-        self._shown = [(j["job_id"], j["status"]) for j in page["jobs"]]
-        self._table.value = job_frame(page["jobs"])
+        rows = [(j["job_id"], j["status"], j.get("attempt_count")) for j in page["jobs"]]
+        if rows != self._rows:  # an unchanged page is not re-sent: a re-render swallows a click landing in it
+            self._rows = rows
+            self._shown = [(job_id, status) for job_id, status, _ in rows]
+            self._table.value = job_frame(page["jobs"])
         shown = len(page["jobs"])
         self._info.object = (f"<div class='pc-pager' data-testid='jobs-pager'>{self._offset + 1}–{self._offset + shown} "
                              f"of {self._total} jobs</div>" if shown else "<div class='pc-pager'>No jobs match.</div>")
