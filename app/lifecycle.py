@@ -52,3 +52,27 @@ def check_transition(old: str | JobStatus, new: str | JobStatus) -> JobStatus:
     if after not in ALLOWED[before]:
         raise InvalidTransition(f"a {before.value} job cannot become {after.value}")
     return after
+
+
+class Interrupt(str, Enum):
+    """Why the engine stopped a running attempt (its attempt outcome)."""
+
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    MEMORY = "memory"
+    LOST_TASKS = "lost_tasks"
+    CLUSTER_STOPPED = "cluster_stopped"
+    SCALED_DOWN = "scaled_down"
+    SHUTDOWN = "shutdown"
+
+
+# attempt outcomes that say nothing against the job: it is not charged an attempt for them
+NOT_FAILURES = ("preempted", "server_restart", "cancelled", "completed", "lost_tasks", "cluster_stopped",
+                "scaled_down", None)
+
+REQUEUED_BY = {
+    Interrupt.PREEMPTED: "room was needed for a CRITICAL job",
+    Interrupt.LOST_TASKS: "the scheduler no longer held the attempt's tasks",
+    Interrupt.CLUSTER_STOPPED: "the cluster was stopped; the job runs again when workers are back",
+    Interrupt.SCALED_DOWN: "its worker was removed by scaling down; the job runs again",
+}

@@ -16,7 +16,8 @@ import cloudpickle
 from . import progress
 from .cluster import RUNNING, ClusterManager
 from .datasets import DatasetRegistry
-from .jobs import INCIDENT_WINDOW_S, Interrupt, JobEngine
+from .jobs import INCIDENT_WINDOW_S, JobEngine
+from .lifecycle import Interrupt
 from .errors import InvalidRequest
 from .metrics import Sampler, fmt_gb
 from .partition import plan_partitions

@@ -1,0 +1,153 @@
+"""The engine's read views: a job's status, the job list, the queue, results and waits.
+
+Mixed into :class:`app.jobs.JobEngine`; they read the store and the engine's queue state
+and change nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .errors import Conflict, InvalidRequest, NotFound
+from .lifecycle import ALL, TERMINAL
+from .runner import read_rows, results_dir
+from .store import iso
+
+
+class JobViews:
+    """Reads only: the API's and the pages' shapes of jobs and of the queue."""
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job '{job_id}'", {"job_id": job_id}, code="job_not_found")
+        return job
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The contract's status fields plus queue, ETA, attempts, resources and result."""
+        job = self.get(job_id)
+        view = self.summary(job)
+        wait = self.waiting.get(job_id)
+        view.update({
+            "dataset_id": job["dataset_id"], "parameters": job["parameters"],
+            "max_memory_gb": job["max_memory_gb"], "max_cores": job["max_cores"],
+            "completed_at": job["completed_at"], "updated_at": job["updated_at"],
+            "queue_position": wait.position if wait and job["status"] == "pending" else None,
+            "pending_reason": wait.reason if wait and job["status"] == "pending" else None,
+            "estimated_start_at": iso(wait.estimated_start_at) if wait and wait.estimated_start_at else None,
+            "eta_seconds": job["eta_seconds"] if job["status"] == "running" else (0.0 if job["status"] == "completed" else None),
+            "estimated_completion_at": job["estimated_completion_at"] if job["status"] == "running" else None,
+            "eta_history": job["eta_history"] or {},
+            "tasks_total": job["tasks_total"], "tasks_done": job["tasks_done"],
+            "resources": job["resources"] or {},
+            "error": job["error"], "result_kind": job["result_kind"],
+            "result": job["result"], "result_dataset_id": job["result_dataset_id"],
+            "cached_from": job.get("cached_from"),
+            "attempts": [{k: a[k] for k in ("number", "started_at", "ended_at", "outcome", "cause")}
+                         for a in self.store.attempts(job_id)],
+        })
+        if job["status"] == "pending" and wait is None:
+            view["pending_reason"] = "waiting for the next dispatch pass"
+        return view
+
+    def summary(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The contract's list entry."""
+        return {
+            "job_id": job["job_id"], "type": job["operation"], "operation": job["operation"],
+            "status": job["status"], "priority": job["priority"], "progress": job["progress"] or 0.0,
+            "created_at": job["created_at"], "started_at": job["started_at"],
+            "dataset_id": job["dataset_id"], "attempt_count": job["attempt_count"] or 0,
+        }
+
+    def list(self, status: list[str], priority: list[str], limit: int, offset: int) -> dict[str, Any]:
+        from .models import PRIORITIES
+
+        statuses = ALL
+        for values, allowed, name in ((status, statuses, "status"), (priority, PRIORITIES, "priority")):
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise InvalidRequest(f"unknown {name} {', '.join(bad)}; allowed: {', '.join(allowed)}", {"field": name})
+        total, rows = self.store.list_jobs(status or None, priority or None, limit, offset)
+        jobs = []
+        for row in rows:
+            item = self.summary(row)
+            wait = self.waiting.get(row["job_id"])
+            item.update(eta_seconds=row["eta_seconds"] if row["status"] == "running" else None,
+                        queue_position=wait.position if wait and row["status"] == "pending" else None,
+                        pending_reason=wait.reason if wait and row["status"] == "pending" else None)
+            jobs.append(item)
+        return {"total": total, "limit": limit, "offset": offset, "jobs": jobs}
+
+    def queue_status(self) -> dict[str, Any]:
+        """The contract's queue shape, with the reservations of running jobs."""
+        from .models import PRIORITIES
+
+        by_status = self.store.count_jobs("status")
+        pending_by_priority = self.store.count_jobs("priority", ["pending"])
+        running = [r for r, _, _ in self.running.values()]
+        cap = self.capacity()
+        snap = self.service.sampler.latest
+        used_cores = sum(r.cores for r in running)
+        used_mem = sum(r.memory_gb for r in running)
+        total_mem = snap.get("total_memory_bytes", 0) / 1e9 if cap.running else 0.0
+        actual_mem = snap.get("used_memory_bytes", 0) / 1e9 if cap.running else 0.0
+        return {
+            "scheduler_running": cap.running,
+            "queue_status": {
+                "total_queued": by_status.get("pending", 0), "total_running": by_status.get("running", 0),
+                "total_completed": by_status.get("completed", 0), "total_failed": by_status.get("failed", 0),
+                "total_cancelled": by_status.get("cancelled", 0),
+                "priority_breakdown": {p: pending_by_priority[p] for p in reversed(PRIORITIES) if pending_by_priority.get(p)},
+                "running_by_priority": _count(r.priority for r in running),
+                "max_concurrent_jobs": self.settings.max_concurrent_jobs,
+            },
+            "resource_usage": {"cluster_resources": {
+                "total_memory_gb": round(total_mem, 2), "used_memory_gb": round(actual_mem, 2),
+                "available_memory_gb": round(max(0.0, total_mem - actual_mem), 2),
+                "memory_usage_percent": snap.get("memory_usage_percent", 0.0) if cap.running else 0.0,
+                "total_cores": cap.total_cores, "used_cores": used_cores,
+                "available_cores": max(0, cap.total_cores - used_cores),
+                "reserved_cores": used_cores, "reserved_memory_gb": round(used_mem, 2),
+                "unreserved_memory_gb": round(max(0.0, total_mem - used_mem), 2),
+            }},
+        }
+
+    async def result(self, job_id: str, offset: int, limit: int) -> dict[str, Any]:
+        """A page of a job's result: rows of its result dataset, or of the inline table."""
+        job = self.get(job_id)
+        if job["status"] != "completed":
+            raise Conflict(f"job {job_id} is {job['status']}; results exist once it is completed",
+                           {"status": job["status"]}, code="job_not_completed")
+        base = {"job_id": job_id, "result_kind": job["result_kind"], "offset": offset, "limit": limit,
+                "result_dataset_id": job["result_dataset_id"]}
+        if job["result_dataset_id"]:
+            path = str(results_dir(self.settings.data_dir, job_id))
+            total, rows = await asyncio.get_running_loop().run_in_executor(self.executor, read_rows, path, offset, limit)
+            return {**base, "total": total, "rows": rows}
+        result = job["result"]
+        rows = result.get("rows") if isinstance(result, dict) else None
+        if isinstance(rows, list):
+            return {**base, "total": len(rows), "rows": rows[offset: offset + limit],
+                    "result": {k: v for k, v in result.items() if k != "rows"}}
+        return {**base, "total": None, "result": result}
+
+    async def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """The job's status once it ends, or after ``timeout`` seconds."""
+        if self.get(job_id)["status"] not in TERMINAL:
+            event = self.done_events.setdefault(job_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.status(job_id)
+
+    def uses_dataset(self, dataset_id: str) -> bool:
+        total, _ = self.store.list_jobs(["pending", "running"], None, 1, 0, dataset_id=dataset_id)
+        return total > 0
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
