@@ -135,7 +135,8 @@ class ClusterControls(pn.viewable.Viewer):
     def _confirm_html(self) -> str:
         running, waiting = len(self.service.jobs.running), len(self.service.jobs.pending)
         jobs = (f"<b data-testid='stop-running-count'>{running}</b> job{'s' if running != 1 else ''} running"
-                + (": they will be interrupted." if running else "."))
+                + (": they stop now and go back to the queue, to run again once the cluster is started."
+                   if running else "."))
         queued = f" {waiting} queued job{'s' if waiting != 1 else ''} wait for workers." if waiting else ""
         return (f"<div class='pc-reason' data-testid='stop-confirm'>Stop the cluster? {jobs}{queued}</div>")
 
