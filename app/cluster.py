@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from distributed import Client
 from distributed.deploy.spec import ProcessInterface
+from distributed.deploy.subprocess import SubprocessWorker
 
 from .errors import ClusterNotRunning, Conflict, InvalidRequest
 from .settings import Settings
@@ -71,6 +72,19 @@ class SchedulerProcess(ProcessInterface):
             self.process.kill()
             await self.process.wait()
         await super().close()
+
+
+class NamedWorker(SubprocessWorker):
+    """A nanny worker in a child process, named by its place in the cluster's spec.
+
+    distributed's ``SubprocessWorker`` does not pass the name on, so each worker was
+    named by its address: a worker restarted under a new address looked like a new one,
+    and the spec's names matched no worker when telling scale-downs from losses.
+    """
+
+    def __init__(self, scheduler: str, worker_class: str = "distributed.Nanny", name: Any = None,
+                 worker_kwargs: dict[str, Any] | None = None):
+        super().__init__(scheduler, worker_class, name, {**(worker_kwargs or {}), "name": name})
 
 
 def load_factory(path: str) -> Callable[..., Any]:
@@ -128,7 +142,6 @@ class ClusterManager:
     def _make_local(self) -> Any:
         """Scheduler and nanny workers as child processes of this server."""
         from distributed import SpecCluster
-        from distributed.deploy.subprocess import SubprocessWorker
 
         s = self.settings
         scratch = s.data_dir / "dask-scratch"
@@ -138,7 +151,7 @@ class ClusterManager:
             "dashboard_address": s.dashboard_address or None, "preload": ["app.child_watch"],
             "scheduler_file": str(scratch / f"scheduler-{uuid.uuid4().hex[:12]}.json"),
         }}}
-        worker = {"cls": SubprocessWorker, "options": {"worker_class": "distributed.Nanny", "worker_kwargs": {
+        worker = {"cls": NamedWorker, "options": {"worker_class": "distributed.Nanny", "worker_kwargs": {
             "host": "127.0.0.1", "nthreads": s.threads_per_worker, "memory_limit": s.memory_limit,
             "local_directory": str(scratch), "preload_nanny": ["app.child_watch"],
             # computations yield the cores to the API and the dashboard of this machine

@@ -237,7 +237,8 @@ class JobEngine(JobViews):
         attempt = Attempt(job_id, number, job["operation"], job["parameters"] or {}, job["priority"], ds,
                           self.service.datasets.read_source(ds), self.settings.data_dir,
                           self.settings.result_inline_rows, started_at=time.time(),
-                          use_cache=not job.get("no_cache"), cached=self.store.cached_result)
+                          use_cache=not job.get("no_cache"), cached=self.store.cached_result,
+                          kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6))
         now = utcnow()
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)
         self._set_status(job_id, JobStatus.RUNNING, attempt_count=number, started_at=job["started_at"] or now)

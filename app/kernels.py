@@ -38,7 +38,6 @@ import pyarrow.parquet as pq
 SPLIT_EVERY = 8  # partials merged per combine task
 FRAGMENT_ROWS = 1_000_000  # Parquet row groups are grouped into fragments of about this many rows
 CSV_BLOCK = 64_000_000  # bytes of CSV per fragment
-SMALL_INPUT_BYTES = 32_000_000  # below this the whole plan is one task (no graph)
 NULL_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # pandas' defaults
 

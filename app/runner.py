@@ -32,8 +32,6 @@ from .operations.base import Operation, Schema, jsonable
 from .partition import plan_partitions, write_partitions
 from .sources import is_url
 
-# PROCESSING_KERNELS=0 runs every operation as a Dask DataFrame graph (for comparison and tests)
-KERNELS = os.environ.get("PROCESSING_KERNELS", "1") != "0"
 
 PRIORITY_WEIGHT = {p: 10 * i for i, p in enumerate(PRIORITIES)}
 # dask-expr warns that annotations are ignored; distributed's client applies them on compute,
@@ -98,6 +96,8 @@ class Attempt:
     recorded: bool = False  # the engine already recorded the attempt's outcome when it stopped it
     oom_evidence: str | None = None  # a nanny restarted a worker for memory during the attempt
     use_cache: bool = True  # the job may be answered from an earlier one's result
+    kernels: bool = True  # KERNELS: run as kernels where the operation has a plan
+    one_task_bytes: int = 32_000_000  # KERNEL_ONE_TASK_MB: a smaller input is one task
     cached: Any = None  # cache key -> the newest completed job with it (the store's reader)
     stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
@@ -186,7 +186,7 @@ def _run_operation(client: Any, attempt: Attempt, op: Operation, p: Any, schema:
 
 def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -> tuple[Any, list[Any], bool] | None:
     """(plan, fragments, small) when the operation runs as kernels over local files, else None."""
-    if not KERNELS:
+    if not attempt.kernels:
         return None
     plan = op.plan(p, schema)
     source, fmt, options = attempt.read
@@ -197,7 +197,7 @@ def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -
         return None  # JSON arrays and compressed JSON keep the Dask reader
     frags = kernels.fragments(files, fmt, dict(options or {}), schema)
     size = sum(os.path.getsize(f) for f in files)
-    return plan, frags, size <= kernels.SMALL_INPUT_BYTES
+    return plan, frags, size <= attempt.one_task_bytes
 
 
 def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:

@@ -59,6 +59,8 @@ SETTINGS: tuple[Var, ...] = (
     Var("JOB_MAX_ATTEMPTS", "job_max_attempts", int, 3, "Attempts for transient failures (worker or scheduler loss)."),
     Var("ENFORCE_JOB_MEMORY", "enforce_job_memory", _bool, True, "Stop a job holding 1.5× more memory on the workers than its max_memory_gb."),
     Var("RESULT_INLINE_ROWS", "result_inline_rows", int, 1000, "Larger table results are written as a dataset instead of inline."),
+    Var("KERNELS", "kernels", _bool, True, "Run operations as DuckDB kernels inside Dask tasks where they have one; 0 runs every operation as a Dask DataFrame graph."),
+    Var("KERNEL_ONE_TASK_MB", "kernel_one_task_mb", float, 32.0, "A dataset smaller than this (MB on disk) runs as one task for the whole job; larger ones as one task per fragment."),
     Var("MAX_QUEUED_JOBS", "max_queued_jobs", int, 10000, "Pending jobs accepted before submissions get 429."),
     Var("METRICS_INTERVAL", "metrics_interval", float, 2.0, "Seconds between metric rows written to SQLite."),
     Var("LIVE_INTERVAL", "live_interval", float, 1.0, "Seconds between samples of the live view (one sampler per process)."),
@@ -111,6 +113,8 @@ class Settings:
     job_max_attempts: int = 3
     enforce_job_memory: bool = True
     result_inline_rows: int = 1000
+    kernels: bool = True
+    kernel_one_task_mb: float = 32.0
     max_queued_jobs: int = 10000
     metrics_interval: float = 2.0
     live_interval: float = 1.0

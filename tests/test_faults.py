@@ -29,7 +29,7 @@ def rows_by_id(result: dict, rows: list) -> dict:
 
 
 def test_killed_worker_mid_job_still_gives_the_right_result(make_server):
-    srv = make_server({"DEMO_DATASET": "0"})
+    srv = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"})
     srv.wait_workers(2)
     ds = register_generated(srv, 400_000, 8, "csv")
     job = submit(srv, "aggregate", ds["dataset_id"], LONG)
@@ -44,7 +44,7 @@ def test_killed_worker_mid_job_still_gives_the_right_result(make_server):
 
 
 def test_killed_server_mid_job_resumes_after_restart(make_server, tmp_path):
-    srv = make_server({"DEMO_DATASET": "0"}, data_dir=tmp_path / "data")
+    srv = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"}, data_dir=tmp_path / "data")
     srv.wait_workers(2)
     ds = register_generated(srv, 400_000, 8, "csv")
     queued = submit(srv, "aggregate", ds["dataset_id"], AGG_MEAN, priority="LOW")
@@ -52,7 +52,7 @@ def test_killed_server_mid_job_resumes_after_restart(make_server, tmp_path):
     wait_running(srv, job, 5)
     srv.kill()  # SIGKILL: no chance to record anything
     srv.cleanup()  # reap the orphaned Dask processes of the dead server
-    again = make_server({"DEMO_DATASET": "0"}, data_dir=tmp_path / "data")
+    again = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"}, data_dir=tmp_path / "data")
     listed = {j["job_id"] for j in again.get("/api/processing/jobs/list?limit=100").json()["jobs"]}
     assert {job, queued} <= listed, "every accepted job survives the crash"
     final = wait_job(again, job, 180)
@@ -65,7 +65,7 @@ def test_killed_server_mid_job_resumes_after_restart(make_server, tmp_path):
 
 
 def test_cancel_running_job_frees_room_for_the_next(make_server):
-    srv = make_server({"DEMO_DATASET": "0", "MAX_CONCURRENT_JOBS": "1"})
+    srv = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0", "MAX_CONCURRENT_JOBS": "1"})
     srv.wait_workers(2)
     ds = register_generated(srv, 400_000, 8, "csv")
     long_job = submit(srv, "aggregate", ds["dataset_id"], LONG)
@@ -118,7 +118,8 @@ def test_burst_of_200_all_accepted_and_started_in_priority_order(make_server):
 
 
 def test_critical_job_preempts_a_running_low_job(make_server):
-    srv = make_server({"DEMO_DATASET": "0", "MAX_CONCURRENT_JOBS": "1"})
+    # the Dask DataFrame graph: the kernels finish this job before it can be seen running
+    srv = make_server({"DEMO_DATASET": "0", "KERNELS": "0", "MAX_CONCURRENT_JOBS": "1"})
     srv.wait_workers(2)
     ds = register_generated(srv, 400_000, 8, "csv")
     low = submit(srv, "aggregate", ds["dataset_id"], LONG, priority="LOW")

@@ -40,8 +40,15 @@ def until(server) -> float:
     return time.time()
 
 
-def test_history_is_in_time_order_with_contract_fields(server, until):
-    body = history(server, until=until)
+@pytest.fixture(scope="module")
+def since(until) -> float:
+    """The last two minutes before ``until``: the shared server may have sampled for half an
+    hour by now, more rows than one page (limit 1000) holds."""
+    return until - 120
+
+
+def test_history_is_in_time_order_with_contract_fields(server, until, since):
+    body = history(server, since=since, until=until)
     rows = body["metrics"]
     assert body["total"] == len(rows) >= 8 and "step" not in body
     assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
@@ -53,16 +60,16 @@ def test_history_is_in_time_order_with_contract_fields(server, until):
     assert last["used_memory"].endswith("GB") and isinstance(last["cpu_percent"], float)
 
 
-def test_limit_keeps_the_newest_rows(server, until):
-    everything = history(server, until=until)["metrics"]
-    body = history(server, until=until, limit=3)
+def test_limit_keeps_the_newest_rows(server, until, since):
+    everything = history(server, since=since, until=until)["metrics"]
+    body = history(server, since=since, until=until, limit=3)
     assert body["total"] == len(everything)
     assert [r["ts"] for r in body["metrics"]] == [r["ts"] for r in everything[-3:]]
 
 
-def test_step_keeps_one_row_per_bucket(server, until):
-    everything = history(server, until=until)["metrics"]
-    body = history(server, until=until, step=3)
+def test_step_keeps_one_row_per_bucket(server, until, since):
+    everything = history(server, since=since, until=until)["metrics"]
+    body = history(server, since=since, until=until, step=3)
     rows = body["metrics"]
     assert body["step"] == 3 and body["total"] == len(rows)
     buckets = [math.floor(r["ts"] / 3) for r in rows]
@@ -72,7 +79,7 @@ def test_step_keeps_one_row_per_bucket(server, until):
     for r in everything:
         newest[math.floor(r["ts"] / 3)] = r["ts"]
     assert [r["ts"] for r in rows] == [newest[b] for b in buckets] and set(buckets) == set(newest)
-    limited = history(server, until=until, step=3, limit=2)
+    limited = history(server, since=since, until=until, step=3, limit=2)
     assert limited["total"] == len(rows) and [r["ts"] for r in limited["metrics"]] == [r["ts"] for r in rows[-2:]]
 
 

@@ -327,7 +327,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def app(cluster: Cluster, tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data", {"DASK_SCHEDULER_ADDRESS": cluster.address, "DEMO_DATASET": "0"})
+    # KERNELS=0: this test follows a shuffle's shards across the bridge; kernels shuffle nothing
+    srv = ServerProcess(tmp_path / "data", {"DASK_SCHEDULER_ADDRESS": cluster.address, "DEMO_DATASET": "0",
+                                            "KERNELS": "0"})
     try:
         srv.start()
         yield srv
