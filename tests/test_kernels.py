@@ -7,6 +7,7 @@ No cluster: the kernels run in this process, as a worker thread would run them.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -227,24 +228,30 @@ FILTERS = [
 ]
 
 
+def written_rows(name: str, cases: list[dict[str, Any]], folder: Path, fmt: str) -> None:
+    """An operation that writes a dataset: the rows its kernels write equal the Dask graph's."""
+    from app.operations.base import records
+
+    write(make_frame(), folder, fmt, parts=4)
+    op = get(name)
+    source = str(folder / "*")
+    schema = {c["name"]: c["dtype"] for c in readers.inspect(source, fmt, {})["schema"]}
+    frags = kernels.fragments(readers.list_files(source, fmt), fmt, {}, schema)
+    for params in cases:
+        p = op.parse(params, schema)
+        plan = op.plan(p, schema)
+        before = [kernels.run_all(frags, step) for step in plan.before]  # a transform's statistics
+        plan = dataclasses.replace(plan, args={**plan.args, "before": before}) if before else plan
+        got = pd.concat([kernels.run_fragment(f, plan).to_pandas() for f in frags], ignore_index=True)
+        reference = dask.compute(op.build(readers.read_ddf(source, fmt, {}), p), scheduler="sync")[0]
+        want = records(reference.reset_index(drop=True))
+        assert close(records(got), want), (params, len(got), len(want))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_filter_keeps_the_rows_the_dask_graph_keeps(tmp_path: Path, fmt: str) -> None:
-    from app.operations.base import records
-
-    folder = tmp_path / "data"
-    write(make_frame(), folder, fmt, parts=4)
-    op = get("filter")
-    source = str(folder / "*")
-    schema = {c["name"]: c["dtype"] for c in readers.inspect(source, fmt, {})["schema"]}
-    for params in FILTERS:
-        p = op.parse(params, schema)
-        plan = op.plan(p, schema)
-        frags = kernels.fragments(readers.list_files(source, fmt), fmt, {}, schema)
-        kept = pd.concat([kernels.run_fragment(f, plan).to_pandas() for f in frags], ignore_index=True)
-        reference = dask.compute(op.build(readers.read_ddf(source, fmt, {}), p), scheduler="sync")[0]
-        got, want = records(kept), records(reference.reset_index(drop=True))
-        assert close(got, want), (params, len(got), len(want))
+    written_rows("filter", FILTERS, tmp_path / "data", fmt)
 
 
 TRANSFORMS = [
@@ -258,20 +265,4 @@ TRANSFORMS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_transform_adds_what_the_dask_graph_adds(tmp_path: Path, fmt: str) -> None:
-    from app.operations.base import records
-
-    folder = tmp_path / "data"
-    write(make_frame(), folder, fmt, parts=4)
-    op = get("transform")
-    source = str(folder / "*")
-    schema = {c["name"]: c["dtype"] for c in readers.inspect(source, fmt, {})["schema"]}
-    for params in TRANSFORMS:
-        p = op.parse(params, schema)
-        plan = op.plan(p, schema)
-        frags = kernels.fragments(readers.list_files(source, fmt), fmt, {}, schema)
-        before = [kernels.run_all(frags, step) for step in plan.before]
-        import dataclasses
-        plan = dataclasses.replace(plan, args={**plan.args, "before": before})
-        got = pd.concat([kernels.run_fragment(f, plan).to_pandas() for f in frags], ignore_index=True)
-        reference = dask.compute(op.build(readers.read_ddf(source, fmt, {}), p), scheduler="sync")[0]
-        assert close(records(got), records(reference.reset_index(drop=True))), params
+    written_rows("transform", TRANSFORMS, tmp_path / "data", fmt)
