@@ -2,7 +2,9 @@
 condition waits with deadlines. Test modules import from here, never from each other."""
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -106,3 +108,14 @@ def error_of(r: requests.Response) -> dict[str, Any]:
 def concrete(path: str) -> str:
     """An OpenAPI path with every ``{placeholder}`` filled by an id that does not exist."""
     return re.sub(r"\{\w+\}", "does-not-exist", path)
+
+
+def scheduler_address(scheduler_file: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The address a ``dask scheduler --port 0 --scheduler-file F`` wrote once it bound."""
+    def written() -> str | None:
+        assert proc.poll() is None, f"dask scheduler exited with {proc.returncode}"
+        try:
+            return json.loads(scheduler_file.read_text())["address"]
+        except (OSError, ValueError, KeyError):
+            return None
+    return wait_until(written, timeout, 0.1, "scheduler file")

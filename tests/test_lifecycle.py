@@ -2,20 +2,18 @@
 attaching to an external scheduler."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from tests.helpers import wait_until
+from tests.helpers import scheduler_address
 
 
 PROBE_TIMEOUT_S = 10
@@ -68,17 +66,6 @@ def test_sigterm_stops_cluster_and_leaves_no_workers(make_server):
     gone, alive = psutil.wait_procs(kids, timeout=5)
     assert not alive, [p.pid for p in alive]
     assert elapsed < 8, f"exit took {elapsed:.1f} s"  # ~2.5 s on a quiet machine (bench_api)
-
-
-def scheduler_address(scheduler_file: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
-    """The address a ``dask scheduler --port 0 --scheduler-file F`` wrote once it bound."""
-    def written() -> str | None:
-        assert proc.poll() is None, f"dask scheduler exited with {proc.returncode}"
-        try:
-            return json.loads(scheduler_file.read_text())["address"]
-        except (OSError, ValueError, KeyError):
-            return None
-    return wait_until(written, timeout, 0.1, "scheduler file")
 
 
 @pytest.fixture

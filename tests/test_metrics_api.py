@@ -3,7 +3,6 @@ and recommendations (one server seeded with jobs); plus the store's retention an
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import math
 import os
 import signal
@@ -21,7 +20,7 @@ from app.api import metrics as metrics_api
 from app.api.metrics import metric_history
 from app.service import STALE_HEARTBEAT_S
 from app.store import Store, iso
-from tests.helpers import TOKEN, wait_until
+from tests.helpers import TOKEN, scheduler_address
 
 CONTRACT_FIELDS = {"timestamp", "n_workers", "total_memory", "used_memory", "total_cores", "active_tasks"}
 HISTORY = "/api/processing/metrics/cluster"
@@ -327,17 +326,6 @@ def test_frozen_then_killed_worker_shows_in_workers_and_health(make_server):
     [reason] = body["reasons"]
     assert reason.startswith(f"worker {victim['name']} ({victim['address']}) was lost")
     assert reason.endswith(f"restarted as {replacement['address']}")
-
-
-def scheduler_address(scheduler_file, proc: subprocess.Popen) -> str:
-    """The address a ``dask scheduler --port 0 --scheduler-file F`` wrote once it bound."""
-    def written() -> str | None:
-        assert proc.poll() is None, f"dask scheduler exited with {proc.returncode}"
-        try:
-            return json.loads(scheduler_file.read_text())["address"]
-        except (OSError, ValueError, KeyError):
-            return None
-    return wait_until(written, 60, 0.1, "scheduler file")
 
 
 @pytest.fixture
