@@ -84,16 +84,16 @@ def both_paths(op_name: str, params: dict[str, Any], folder: Path, fmt: str) -> 
     return one, tree, reference
 
 
-def close(a: Any, b: Any) -> bool:
-    """Equal JSON, floats to 1e-9 relative."""
+def close(a: Any, b: Any, abs_tol: float = 1e-12) -> bool:
+    """Equal JSON, floats to 1e-9 relative (or ``abs_tol``, for results near zero)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(close(a[k], b[k], abs_tol) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(close(x, y, abs_tol) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None:
             return a is b
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=abs_tol)
     return a == b
 
 
@@ -201,8 +201,13 @@ def test_any_data_gives_the_same_aggregates(tmp_path_factory: pytest.TempPathFac
         except Exception as exc:  # an all-empty dataset is refused by both readers alike
             assert "no rows" in str(exc) or "no columns" in str(exc), exc
             return
-        assert close(one, reference), (params, one, reference)
-        assert close(tree, reference), (params, tree, reference)
+        # Summation order differs between the readers: a sum that cancels to ~0, or a std far
+        # below the values' magnitude, is only as exact as the magnitude allows (a std
+        # within sqrt(eps) of it, a sum within a few eps of the sum of magnitudes).
+        magnitude = max((abs(v) for v in values if v is not None), default=1.0)
+        tol = 1e-7 * magnitude if params["operation"] == "std" else 1e-13 * magnitude * max(len(values), 1)
+        assert close(one, reference, tol), (params, one, reference)
+        assert close(tree, reference, tol), (params, tree, reference)
 
 
 def test_hostile_names_and_values_stay_data(tmp_path: Path) -> None:
