@@ -15,11 +15,20 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import os
+
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests import server as server_module
 from tests.helpers import TOKEN
 from tests.server import ServerProcess
+
+# Property tests draw the same examples on every run, so the suite's verdict does not
+# depend on luck; HYPOTHESIS_PROFILE=explore draws new ones (run it by hand to hunt).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # What starts a server or Dask processes, in a test's own code or in a fixture it uses
 # (pytest's fixture closure reaches fixtures used through other fixtures).
