@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from app.cli import main, parse_params, UsageError
+from processing_client.cli import main, parse_params, UsageError
 from tests.helpers import TOKEN, wait_until, write_csv
 from tests.server import ClosedPort, ServerProcess
 
@@ -47,6 +47,13 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     srv.wait_workers(1)
     yield srv
     srv.cleanup()
+
+
+def test_app_cli_is_an_alias_of_the_client_package():
+    import app.cli
+    import processing_client.cli
+
+    assert app.cli is processing_client.cli and app.cli.main is main
 
 
 def test_param_values_are_json_when_they_parse_else_text():

@@ -1,4 +1,4 @@
-"""app.client against the real server: every method, Job.wait's progress bar, the one
+"""processing_client (also importable as app.client) against the real server: every method, Job.wait's progress bar, the one
 error type. Scaling and stopping use a private server so the shared one keeps its 2 workers."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from app.client import Client, Job, ProcessingAPIError
+from processing_client import PRIORITIES, TERMINAL, Client, Job, ProcessingAPIError
 from app.demo import generate_expression, write_dataset
 from tests.helpers import TOKEN, uid, wait_until, write_csv
 from tests.server import TEST_ENV, ClosedPort, ServerProcess
@@ -38,6 +38,17 @@ def slow_dataset(server: ServerProcess) -> str:
     write_dataset(generate_expression(300_000, 7), out, "csv", n_files=6)
     Client(server.url).datasets_register(str(out), dataset_id, format="csv")
     return dataset_id
+
+
+def test_the_clients_copies_of_the_apis_constants_match_the_server():
+    """The client imports nothing from the server, so it keeps its own copies."""
+    import app.client
+    import processing_client.client
+    from app.lifecycle import TERMINAL as SERVER_TERMINAL
+    from app.models import PRIORITIES as SERVER_PRIORITIES
+
+    assert app.client is processing_client.client and app.client.Client is Client
+    assert set(TERMINAL) == set(SERVER_TERMINAL) and PRIORITIES == SERVER_PRIORITIES
 
 
 def test_health_start_status_workers_events_openapi(api):
