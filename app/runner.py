@@ -6,7 +6,6 @@ returns a plain outcome; the engine on the loop records it.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -20,15 +19,16 @@ from typing import Any
 
 import dask
 import pandas as pd
-import param
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import kernels, operations, readers
-from .errors import InvalidRequest, ProcessingError
+from . import kernels, readers
+from .errors import ProcessingError
 from .expr_lock import GRAPH_LOCK
-from .models import PRIORITIES, PartitionRequest, public_params
+from .models import PRIORITIES, public_params
+from .operations import get as get_operation  # app.jobs still imports it from here
 from .operations.base import Operation, Schema, jsonable
+from .operations.partition import OPERATION as PARTITION
 from .partition import plan_partitions, write_partitions
 from .sources import is_url
 
@@ -37,44 +37,6 @@ PRIORITY_WEIGHT = {p: 10 * i for i, p in enumerate(PRIORITIES)}
 # dask-expr warns that annotations are ignored; distributed's client applies them on compute,
 # which is what the progress plugin counts (checked: every task of a job carried its annotation)
 warnings.filterwarnings("ignore", message="Dask annotations .* detected")
-
-
-class PartitionParams(param.Parameterized):
-    """Partition parameters: n_partitions wins over partition_size_mb."""
-
-    # copies: a Parameter assigned to a second class is re-owned by it, which renamed
-    # PartitionRequest's validation messages to 'PartitionParams.…'
-    partition_size_mb = copy.copy(public_params(PartitionRequest)["partition_size_mb"])
-    n_partitions = copy.copy(public_params(PartitionRequest)["n_partitions"])
-
-
-class PartitionOperation(Operation):
-    """Rewrite a dataset as balanced, compressed Parquet partitions (the datasets' copy)."""
-
-    name = "partition"
-    title = "Partition dataset"
-    description = "Rewrite the dataset as balanced Parquet partitions that later jobs read."
-    Params = PartitionParams
-    result_kind = "record"
-
-
-PARTITION = PartitionOperation()
-
-
-def get_operation(name: Any) -> Operation:
-    """Any job operation, including ``partition``."""
-    if name == PARTITION.name:
-        return PARTITION
-    try:
-        return operations.get(name)
-    except InvalidRequest as exc:
-        names = sorted([*operations.REGISTRY, PARTITION.name])
-        raise InvalidRequest(f"unknown operation '{name}'; available: {', '.join(names)}",
-                             {"operations": names}) from exc
-
-
-def catalogue() -> list[dict[str, Any]]:
-    return sorted([*operations.catalogue(), PARTITION.entry()], key=lambda e: e["name"])
 
 
 @dataclass

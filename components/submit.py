@@ -10,7 +10,7 @@ import param
 
 from app.errors import ProcessingError
 from app.models import JobRequest, public_params, required_fields
-from app.runner import catalogue, get_operation
+from app.operations import catalogue, get as get_operation
 from app.service import ProcessingService
 
 from .forms import FieldError, ParamField, error_field

@@ -18,7 +18,7 @@ import pytest
 import app.kernels
 import app.readers
 import app.runner
-from app.runner import get_operation
+from app.operations import get as get_operation
 from app.service import ProcessingService
 from app.settings import Settings
 

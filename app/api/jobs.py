@@ -4,7 +4,7 @@ from __future__ import annotations
 import param
 
 from ..models import JobListQuery, JobRequest, ResultQuery
-from ..runner import catalogue
+from ..operations import catalogue
 from .base import BaseHandler, Endpoint
 
 ID = r"(?P<job_id>[^/]+)"

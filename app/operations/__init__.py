@@ -1,4 +1,7 @@
-"""The catalogue of job operations: one module per operation, registered by name."""
+"""The catalogue of job operations: one module per operation, registered by name.
+
+Handlers, pages and the engine list and look up operations here; the runner only runs them.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -11,6 +14,7 @@ from . import (
     differential_expression,
     filter,
     histogram,
+    partition,
     sort_top,
     transform,
     validate,
@@ -25,6 +29,7 @@ _MODULES = (
     differential_expression,
     filter,
     histogram,
+    partition,
     sort_top,
     transform,
     validate,

@@ -7,7 +7,7 @@ import pytest
 from app.errors import InvalidRequest
 from app.metrics import stopped_snapshot
 from app.models import public_params, required_fields
-from app.runner import catalogue, get_operation
+from app.operations import catalogue, get as get_operation
 from components.activity import render_queue, render_running
 from components.forms import FieldError, ParamField, error_field
 from components.live import SERIES, queue_counts, series_row
