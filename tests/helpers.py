@@ -95,9 +95,22 @@ def wait_status(srv: ServerProcess, job_id: str, wanted: set[str], timeout: floa
 
 
 def wait_running(srv: ServerProcess, job_id: str, min_progress: float = 1.0, timeout: float = 90) -> dict[str, Any]:
-    """Poll the job until it runs with at least ``min_progress`` percent done."""
-    return wait_until(lambda: (s := status(srv, job_id))["status"] == "running" and s["progress"] >= min_progress
-                      and s, timeout, 0.1, f"job {job_id} running at {min_progress}%")
+    """Poll the job until it runs with at least ``min_progress`` percent done.
+
+    A job that ends first fails the wait at once, with its status (the test meant a
+    longer job); a timeout names the last status seen.
+    """
+    seen: dict[str, Any] = {}
+
+    def running() -> dict[str, Any] | None:
+        seen.update(status(srv, job_id))
+        assert seen["status"] in ("pending", "running"), f"job {job_id} ended before it was seen running: {seen}"
+        return dict(seen) if seen["status"] == "running" and seen["progress"] >= min_progress else None
+
+    try:
+        return wait_until(running, timeout, 0.1, f"job {job_id} running at {min_progress}%")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last status: {seen}") from None
 
 
 def error_of(r: requests.Response) -> dict[str, Any]:

@@ -68,14 +68,24 @@ def test_cancel_running_job_frees_room_for_the_next(make_server):
     srv = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0", "MAX_CONCURRENT_JOBS": "1"})
     srv.wait_workers(2)
     ds = register_generated(srv, 400_000, 8, "csv")
-    long_job = submit(srv, "aggregate", ds["dataset_id"], LONG)
-    wait_running(srv, long_job, 1)
-    small = submit(srv, "aggregate", ds["dataset_id"], {"column": "p_value", "operation": "max"})
-    waiting = srv.wait_for(lambda: (s := status(srv, small))["pending_reason"] and s)
-    assert waiting["status"] == "pending" and waiting["queue_position"] == 1
-    assert waiting["pending_reason"] == "1 of 1 concurrent jobs running"
-    r = srv.post(f"/api/processing/jobs/{long_job}/cancel")
-    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    # The workers are stopped (SIGSTOP) while the long job runs, so it cannot finish before
+    # it is cancelled however fast the machine; they continue before the next job runs.
+    workers = worker_processes(srv)
+    assert len(workers) == 2, [p.cmdline() for p in srv.descendants()]
+    for p in workers:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        long_job = submit(srv, "aggregate", ds["dataset_id"], LONG)
+        wait_running(srv, long_job, 0)
+        small = submit(srv, "aggregate", ds["dataset_id"], {"column": "p_value", "operation": "max"})
+        waiting = srv.wait_for(lambda: (s := status(srv, small))["pending_reason"] and s)
+        assert waiting["status"] == "pending" and waiting["queue_position"] == 1
+        assert waiting["pending_reason"] == "1 of 1 concurrent jobs running"
+        r = srv.post(f"/api/processing/jobs/{long_job}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    finally:
+        for p in workers:
+            p.send_signal(signal.SIGCONT)
     assert wait_job(srv, small, 60)["status"] == "completed"
     cancelled = status(srv, long_job)
     assert cancelled["status"] == "cancelled"

@@ -359,6 +359,7 @@ def test_connection_caps_answer_503_and_evict_half_open_ones(make_server):
     assert evicted is not None and evicted.startswith(b"HTTP/1.1 503"), evicted
     for s in half:
         s.close()
+    time.sleep(1)  # the server sees them closed (else the next busy ones from .2 would be over its cap)
     # the total: 20 + 10 busy connections from two addresses fill MAX_CONNECTIONS=30
     busy = open_busy(srv.port, 20, "127.0.0.2") + open_busy(srv.port, 10, "127.0.0.3")
     assert refused_with_503(srv.port, "127.0.0.4")
