@@ -12,6 +12,7 @@ from .errors import Conflict, InvalidRequest, NotFound
 from .lifecycle import ALL, TERMINAL
 from .runner import read_rows, results_dir
 from .store import iso
+from .store_reads import SUMMARY_COLUMNS
 
 
 class JobViews:
@@ -59,7 +60,9 @@ class JobViews:
             "dataset_id": job["dataset_id"], "attempt_count": job["attempt_count"] or 0,
         }
 
-    def list(self, status: list[str], priority: list[str], limit: int, offset: int) -> dict[str, Any]:
+    def list(self, status: list[str], priority: list[str], limit: int, offset: int, dataset_id: str | None = None,
+             operation: str | None = None, newest_first: bool = True) -> dict[str, Any]:
+        """A page of the job list; blocking reads (handlers call it on the store's read pool)."""
         from .models import PRIORITIES
 
         statuses = ALL
@@ -67,7 +70,8 @@ class JobViews:
             bad = [v for v in values if v not in allowed]
             if bad:
                 raise InvalidRequest(f"unknown {name} {', '.join(bad)}; allowed: {', '.join(allowed)}", {"field": name})
-        total, rows = self.store.list_jobs(status or None, priority or None, limit, offset)
+        total, rows = self.store.list_jobs(status or None, priority or None, limit, offset, newest_first,
+                                           dataset_id=dataset_id, operation=operation, columns=SUMMARY_COLUMNS)
         jobs = []
         for row in rows:
             item = self.summary(row)

@@ -222,10 +222,13 @@ class JobRequest(param.Parameterized):
 
 
 class JobListQuery(param.Parameterized):
-    """Filter and page the job list (newest first)."""
+    """Filter, order and page the job list (newest first unless sort=oldest)."""
 
     status = param.List(default=[], item_type=str, doc="Comma-separated statuses: pending, running, completed, failed, cancelled.")
     priority = param.List(default=[], item_type=str, doc="Comma-separated priorities.")
+    dataset_id = param.String(default=None, allow_None=True, doc="Only jobs on this dataset.")
+    operation = param.String(default=None, allow_None=True, doc="Only jobs of this operation.")
+    sort = param.Selector(default="newest", objects=["newest", "oldest"], doc="Submission order: newest or oldest first.")
     limit = param.Integer(default=50, bounds=(1, 1000), doc="Items per page (1–1000).")
     offset = param.Integer(default=0, bounds=(0, None), doc="Items to skip.")
 

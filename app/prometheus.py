@@ -3,26 +3,29 @@
 A custom Collector on a private registry (never the global one), rendered with
 ``generate_latest``. Cluster figures come from the sampler's last reading (no Dask
 query), with the sampler's own counters: ticks, scheduler queries, and a summary of
-each tick's event-loop time (quantiles over the last 300 ticks). Job figures come from SQLite:
+each tick's event-loop time (quantiles over the last 300 ticks). Job figures never
+scan the jobs: they come from counters the store keeps as it writes, and from
+histograms kept here as jobs end.
 
-* ``processing_jobs{status,priority}``: a GROUP BY, every combination present.
+* ``processing_jobs{status,priority}``: every combination (the store's job counters).
 * ``processing_job_queue_wait_seconds`` (created → started) and
   ``processing_job_duration_seconds`` (started → completed): histograms over the
-  jobs completed in the last ``HISTOGRAM_WINDOW_S`` (24 h), computed in one SQL
-  pass. A sliding window, so counts may fall: read them with
+  jobs completed in the last ``HISTOGRAM_WINDOW_S`` (24 h), to the minute
+  (:class:`JobTimings`). A sliding window, so counts may fall: read them with
   ``histogram_quantile`` over the raw buckets, not with ``rate()``.
 * attempt counters over all time: by outcome, retries (a failed, lost or
   restart-interrupted attempt followed by another attempt of the same job), and
-  preemptions.
+  preemptions (the store's attempt counters).
 
-``render`` does blocking reads: a few ms for thousands of jobs, ~0.3 s of thread
-time for 100 000 jobs (indexes that would cut it are listed in the monitoring
-notes). Call it in an executor; the reads take the store's lock per range of
-``CHUNK_ROWS`` rows, so the loop never waits long for the store meanwhile.
+``render`` reads a few rows of the store: call it on the store's read pool
+(``store.reading``). The first call also reads the window's completed jobs once.
 """
 from __future__ import annotations
 
+import heapq
+import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,8 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from .models import PRIORITIES
-from .recommendations import ts_of
-from .store import iso
+from .times import epoch, iso
 
 if TYPE_CHECKING:
     from .service import ProcessingService
@@ -43,7 +45,6 @@ HISTOGRAM_WINDOW_S = 24 * 3600.0
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-RETRIED_OUTCOMES = ("failed", "worker_lost", "server_restart")
 TICK_QUANTILES = (0.5, 0.95, 0.99)
 
 CLUSTER_GAUGES = (  # (metric, sampler key, help)
@@ -62,80 +63,75 @@ WORKER_GAUGES = (
 )
 
 
-# -- reads ----------------------------------------------------
-# Each runs over rowid ranges of CHUNK_ROWS, one short store read per range: the
-# loop, which calls the store too, never waits long however big the tables grow.
+# -- job timings, kept as jobs end ----------------------------------------------------
 
-CHUNK_ROWS = 5_000  # ~2-5 ms of SQLite work per hold
+class JobTimings:
+    """Queue-wait and run-time histograms of the jobs completed in a sliding window.
 
+    Kept per minute of completion with running totals: a job's end adds to its minute,
+    a minute that leaves the window is subtracted once, and a scrape reads the totals.
+    Seeded once from the store, then told of every job that ends (``Store.watch_job_ends``).
+    """
 
-def _chunked(store: "Store", table: str, sql: str, params: list[Any] | None = None) -> Iterator[tuple]:
-    """Rows of ``sql`` (whose last two parameters bound ``rowid``) over every range of ``table``."""
-    lo, hi = store.read(f"SELECT MIN(rowid), MAX(rowid) FROM {table}")[0]
-    if lo is None:
-        return
-    for start in range(lo, hi + 1, CHUNK_ROWS):
-        yield from store.read(sql, [*(params or []), start, start + CHUNK_ROWS - 1])
+    def __init__(self, window_s: float = HISTOGRAM_WINDOW_S):
+        self.window_s = window_s
+        self._lock = threading.Lock()  # job ends arrive from the loop and from executor threads
+        self._minutes: dict[int, list[float]] = {}
+        self._order: list[int] = []  # a heap of the minutes held
+        self._total = [0.0] * (2 * _WIDTH)
 
+    @classmethod
+    def of(cls, store: "Store", window_s: float = HISTOGRAM_WINDOW_S) -> "JobTimings":
+        """The store's timings: made, seeded and subscribed on first use (a read of the window's jobs)."""
+        with _TIMINGS_LOCK:
+            timings = _TIMINGS.get(store)
+            if timings is None or timings.window_s != window_s:
+                timings = _TIMINGS[store] = cls(window_s)
+                since = iso(time.time() - window_s)
+                store.watch_job_ends(timings.add, lambda: [timings.add_times(*row) for row in store.completed_since(since)])
+            return timings
 
-COUNTS_SQL = "SELECT status, priority, COUNT(*) FROM jobs WHERE rowid BETWEEN ? AND ? GROUP BY status, priority"
+    def add(self, job: dict[str, Any]) -> None:
+        """A job that ended: counted when it completed."""
+        if job.get("status") == "completed":
+            self.add_times(job.get("created_at"), job.get("started_at"), job.get("completed_at"))
 
+    def add_times(self, created_at: str | None, started_at: str | None, completed_at: str | None) -> None:
+        created, started, completed = epoch(created_at), epoch(started_at), epoch(completed_at)
+        if created is None or started is None or completed is None:
+            return
+        row = _observation(max(0.0, started - created), max(0.0, completed - started))
+        minute = int(completed // 60)
+        with self._lock:
+            if minute * 60 + 60 <= time.time() - self.window_s:
+                return
+            held = self._minutes.get(minute)
+            if held is None:
+                held = self._minutes[minute] = [0.0] * len(row)
+                heapq.heappush(self._order, minute)
+            for i, v in enumerate(row):
+                held[i] += v
+                self._total[i] += v
 
-def job_counts(store: "Store") -> dict[tuple[str, str], int]:
-    """Jobs by (status, priority)."""
-    counts: dict[tuple[str, str], int] = {}
-    for status, priority, n in _chunked(store, "jobs", COUNTS_SQL):
-        counts[(status, priority)] = counts.get((status, priority), 0) + n
-    return counts
-
-
-def oldest_pending_created_at(store: "Store") -> str | None:
-    # the status index makes this one seek
-    return store.read("SELECT MIN(created_at) FROM jobs WHERE status = 'pending'")[0][0]
-
-
-def _bucket_sql(expr: str, bounds: tuple[float, ...]) -> str:
-    return ", ".join([f"COUNT({expr})", f"TOTAL({expr})", *(f"TOTAL({expr} <= {b!r})" for b in bounds)])
-
-
-# MATERIALIZED: computed once per row, not once per bucket expression
-TIMING_SQL = f"""
-WITH t AS MATERIALIZED (
-  SELECT MAX(0.0, (julianday(started_at) - julianday(created_at)) * 86400.0) AS wait,
-         MAX(0.0, (julianday(completed_at) - julianday(started_at)) * 86400.0) AS run
-  FROM jobs WHERE status = 'completed' AND completed_at >= ? AND started_at IS NOT NULL
-    AND created_at IS NOT NULL AND rowid BETWEEN ? AND ?
-) SELECT {_bucket_sql('wait', WAIT_BUCKETS)}, {_bucket_sql('run', DURATION_BUCKETS)} FROM t"""
-
-
-def job_timings(store: "Store", since: float) -> dict[str, tuple[int, float, list[int]]]:
-    """(count, sum, cumulative bucket counts) of queue wait and run time, for jobs completed since ``since``."""
-    sums = [0.0] * (2 * (2 + len(WAIT_BUCKETS)))
-    for row in _chunked(store, "jobs", TIMING_SQL, [iso(since)]):
-        sums = [a + (b or 0) for a, b in zip(sums, row)]
-    n_wait = 2 + len(WAIT_BUCKETS)
-    wait, run = sums[:n_wait], sums[n_wait:]
-    return {
-        "wait": (int(wait[0]), wait[1], [int(c) for c in wait[2:]]),
-        "run": (int(run[0]), run[1], [int(c) for c in run[2:]]),
-    }
-
-
-# a retry: an attempt that failed, was lost or was cut by a restart, and a later attempt followed
-ATTEMPTS_SQL = f"""
-SELECT outcome, COUNT(*), TOTAL(CASE WHEN outcome IN ({', '.join(repr(o) for o in RETRIED_OUTCOMES)})
-  THEN EXISTS (SELECT 1 FROM attempts b WHERE b.job_id = a.job_id AND b.number > a.number) ELSE 0 END)
-FROM attempts a WHERE outcome IS NOT NULL AND rowid BETWEEN ? AND ? GROUP BY outcome"""
+    def snapshot(self, now: float) -> dict[str, tuple[int, float, list[int]]]:
+        """(count, sum, cumulative bucket counts) of queue wait and run time in the window ending ``now``."""
+        with self._lock:
+            while self._order and self._order[0] * 60 + 60 <= now - self.window_s:
+                for i, v in enumerate(self._minutes.pop(heapq.heappop(self._order))):
+                    self._total[i] -= v
+            total = list(self._total)
+        wait, run = total[:_WIDTH], total[_WIDTH:]
+        return {"wait": (round(wait[0]), wait[1], [round(c) for c in wait[2:]]),
+                "run": (round(run[0]), run[1], [round(c) for c in run[2:]])}
 
 
-def attempt_counts(store: "Store") -> tuple[dict[str, int], int]:
-    """Ended attempts by outcome, and retries."""
-    by_outcome: dict[str, int] = {}
-    retries = 0
-    for outcome, n, retried in _chunked(store, "attempts", ATTEMPTS_SQL):
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
-        retries += int(retried)
-    return by_outcome, retries
+_WIDTH = 2 + len(WAIT_BUCKETS)  # count, sum, then one count per bucket
+_TIMINGS: "weakref.WeakKeyDictionary[Store, JobTimings]" = weakref.WeakKeyDictionary()
+_TIMINGS_LOCK = threading.Lock()
+
+
+def _observation(wait: float, run: float) -> list[float]:
+    return [1.0, wait, *(float(wait <= b) for b in WAIT_BUCKETS), 1.0, run, *(float(run <= b) for b in DURATION_BUCKETS)]
 
 
 # -- the collector ----------------------------------------------------------------------
@@ -198,18 +194,18 @@ class ServiceCollector(Collector):
 
     def _jobs(self) -> Iterator[Metric]:
         store = self.service.store
-        counts = job_counts(store)
+        counts = store.job_counts()
         family = GaugeMetricFamily("processing_jobs", "Jobs by status and priority.", labels=["status", "priority"])
         for status in JOB_STATUSES:
             for priority in PRIORITIES:
                 family.add_metric([status, priority], counts.get((status, priority), 0))
         yield family
-        oldest = oldest_pending_created_at(store)
-        age = max(0.0, time.time() - (ts_of(oldest) or 0.0)) if oldest else 0.0
+        oldest = store.oldest_pending_created_at()
+        age = max(0.0, time.time() - (epoch(oldest) or 0.0)) if oldest else 0.0
         yield GaugeMetricFamily("processing_jobs_oldest_pending_age_seconds",
                                 "Seconds the oldest pending job has waited since submission (0 when none).",
                                 value=round(age, 3))
-        timings = job_timings(store, time.time() - self.histogram_window_s)
+        timings = JobTimings.of(store, self.histogram_window_s).snapshot(time.time())
         window = f"jobs completed in the last {self.histogram_window_s / 3600:g} h (sliding window)"
         yield _histogram("processing_job_queue_wait_seconds", f"Submission to start, of {window}.",
                          WAIT_BUCKETS, timings["wait"])
@@ -217,7 +213,7 @@ class ServiceCollector(Collector):
                          DURATION_BUCKETS, timings["run"])
 
     def _attempts(self) -> Iterator[Metric]:
-        by_outcome, retries = attempt_counts(self.service.store)
+        by_outcome, retries = self.service.store.attempt_counts()
         family = CounterMetricFamily("processing_job_attempts", "Ended job attempts by outcome.", labels=["outcome"])
         for outcome, n in sorted(by_outcome.items()):
             family.add_metric([outcome], n)

@@ -25,10 +25,9 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from .store import iso
+from .times import epoch, iso
 
 if TYPE_CHECKING:
     from .service import ProcessingService
@@ -48,14 +47,6 @@ EVIDENCE_SAMPLES = 10  # memory percentages listed in evidence
 MAX_JOB_ADVICE = 20  # raise_job_memory recommendations, newest jobs first
 
 Row = dict[str, Any]
-
-
-def ts_of(value: str | float | None) -> float | None:
-    """Epoch seconds of an ISO-8601 string (naive = UTC) or a number."""
-    if value is None or isinstance(value, (int, float)):
-        return value
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def memory_percent(sample: Row) -> float:
@@ -102,7 +93,7 @@ def pending_wait_rule(pending: list[Row], cluster: Row, now: float, *, max_worke
     """``scale_up`` when pending jobs have waited longer than ``wait_s``."""
     if not _running(cluster):
         return []
-    waited = [(now - (ts_of(j.get("created_at")) or now), j) for j in pending]
+    waited = [(now - (epoch(j.get("created_at")) or now), j) for j in pending]
     late = sorted((pair for pair in waited if pair[0] >= wait_s), key=lambda pair: -pair[0])
     if not late:
         return []
@@ -245,14 +236,10 @@ def recommend(*, now: float, cluster: Row, samples: list[Row], pending: list[Row
 # -- reading the evidence (the only part that touches the service) ----------------------
 
 RECENT_JOBS = 1000  # finished jobs are looked for among this many latest submissions
-FINISHED_SQL = """
-SELECT job_id, status, operation, max_memory_gb, error, resources, completed_at FROM jobs
-WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM jobs) - ? AND +status IN ('failed', 'completed') AND completed_at >= ?
-ORDER BY seq DESC"""  # a read bounded by the seq index ('+status': not the status index); to move into the store
 
 
 def from_service(service: "ProcessingService", now: float | None = None) -> Row:
-    """Gather the evidence and apply the rules; blocking reads, call it in an executor."""
+    """Gather the evidence and apply the rules; blocking reads, call it on the read pool (``store.reading``)."""
     now = time.time() if now is None else now
     settings, store = service.settings, service.store
     status = service.cluster_status()
@@ -260,7 +247,7 @@ def from_service(service: "ProcessingService", now: float | None = None) -> Row:
     _, samples = store.query_metrics(since=now - history_s, limit=10000)
     _, pending = store.list_jobs(status=["pending"], limit=500, newest_first=False)
     counts = store.count_jobs(by="status", where_status=["pending", "running"])
-    finished = store.read_rows("jobs", FINISHED_SQL, [RECENT_JOBS, iso(now - FINISHED_WINDOW_S)])
+    finished = store.recently_finished(RECENT_JOBS, iso(now - FINISHED_WINDOW_S))
     recs = recommend(
         now=now, cluster=status, samples=samples, pending=pending, finished=finished,
         active_jobs=counts.get("pending", 0) + counts.get("running", 0), max_workers=settings.max_workers,

@@ -16,8 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import recommendations
-from app.api import metrics as metrics_api
-from app.api.metrics import metric_history
+from app import store_reads
 from app.service import STALE_HEARTBEAT_S
 from app.store import Store, iso
 from tests.helpers import TOKEN, scheduler_address
@@ -187,8 +186,8 @@ def test_prune_metrics_drops_rows_older_than_retention(tmp_path):
 
 @pytest.mark.parametrize("chunk_buckets, chunk_span_s", [(500, 6 * 3600.0), (3, 50.0)])
 def test_downsampling_matches_the_store_and_counts_cut_buckets(tmp_path, monkeypatch, chunk_buckets, chunk_span_s):
-    monkeypatch.setattr(metrics_api, "CHUNK_BUCKETS", chunk_buckets)
-    monkeypatch.setattr(metrics_api, "CHUNK_SPAN_S", chunk_span_s)
+    monkeypatch.setattr(store_reads, "CHUNK_BUCKETS", chunk_buckets)
+    monkeypatch.setattr(store_reads, "CHUNK_SPAN_S", chunk_span_s)
     store = Store(tmp_path / "m.db")
     start = 1_700_000_000.0
     for i in range(300):
@@ -197,7 +196,7 @@ def test_downsampling_matches_the_store_and_counts_cut_buckets(tmp_path, monkeyp
     for since, until in ((start + 20, start + 500.25), (None, None)):
         for step, limit in ((10, 1000), (10, 7), (60, 1000), (1, 50), (7.5, 20), (1, 1000)):
             expected = store.query_metrics(since=since, until=until, limit=limit, step=step)
-            total, rows = metric_history(store, since, until, limit, step)
+            total, rows = store.metric_history(since, until, limit, step)
             assert total == expected[0] and [r["id"] for r in rows] == [r["id"] for r in expected[1]], (step, limit)
     store.close()
 

@@ -79,9 +79,9 @@ class WorkersHandler(BaseHandler):
 class ClusterEventsHandler(BaseHandler):
     openapi = {"get": Endpoint("Start/scale/stop events, newest first", query=PageQuery, tags=("cluster",))}
 
-    def get(self) -> None:
+    async def get(self) -> None:
         q = self.parse_query(PageQuery)
-        total, events = self.service.cluster_events(q.limit, q.offset)
+        total, events = await self.service.store.reading(self.service.cluster_events, q.limit, q.offset)
         self.write_json({"total": total, "events": events})
 
 

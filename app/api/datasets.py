@@ -23,9 +23,9 @@ class DatasetsHandler(BaseHandler):
                                     409: "Id taken", 422: "Unreadable, empty, malformed or nested too deeply"}, tags=("datasets",)),
     }
 
-    def get(self) -> None:
+    async def get(self) -> None:
         q = self.parse_query(PageQuery)
-        total, items = self.service.datasets.list(q.limit, q.offset)
+        total, items = await self.service.store.reading(self.service.datasets.list, q.limit, q.offset)
         self.write_json({"total": total, "limit": q.limit, "offset": q.offset, "datasets": items})
 
     async def post(self) -> None:

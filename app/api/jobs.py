@@ -1,4 +1,6 @@
-"""Job endpoints: submit, status, list, cancel, result, wait; the queue; the catalogue."""
+"""Job endpoints: submit, status, list, cancel, result, wait; the queue; the catalogue.
+
+The list reads many rows: it runs on the store's read pool, off the loop."""
 from __future__ import annotations
 
 import param
@@ -48,12 +50,14 @@ class CancelHandler(BaseHandler):
 
 
 class ListHandler(BaseHandler):
-    openapi = {"get": Endpoint("Jobs, newest first, filtered by status and priority, paginated",
+    openapi = {"get": Endpoint("Jobs, newest first, filtered by status, priority, dataset and operation, paginated",
                                query=JobListQuery, tags=("jobs",))}
 
-    def get(self) -> None:
+    async def get(self) -> None:
         q = self.parse_query(JobListQuery)
-        self.write_json(self.service.jobs.list(q.status, q.priority, q.limit, q.offset))
+        jobs = self.service.jobs
+        self.write_json(await self.service.store.reading(
+            jobs.list, q.status, q.priority, q.limit, q.offset, q.dataset_id, q.operation, q.sort == "newest"))
 
 
 class ResultHandler(BaseHandler):
@@ -78,7 +82,7 @@ class QueueStatusHandler(BaseHandler):
                                tags=("jobs",))}
 
     def get(self) -> None:
-        self.write_json(self.service.jobs.queue_status())
+        self.write_json(self.service.jobs.queue_status())  # counts from the store's counters: a few rows
 
 
 class OperationsHandler(BaseHandler):

@@ -1,24 +1,19 @@
 """Monitoring endpoints: metric history, the live buffer, Prometheus text and
-recommendations. Reads that may take more than a millisecond run in an executor."""
+recommendations. Every read of the store runs on its read pool (``store.reading``)."""
 from __future__ import annotations
 
 import math
 import re
 import time
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import param
-from tornado.ioloop import IOLoop
 
 from .. import prometheus, recommendations
 from ..errors import InvalidRequest
 from ..metrics import fmt_gb
-from ..store import iso
+from ..times import iso, parse_iso
 from .base import BaseHandler, Endpoint
-
-if TYPE_CHECKING:
-    from ..store import Store
 
 WINDOW = re.compile(r"^(\d+)([smhd])$")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,12 +55,11 @@ def parse_instant(key: str, raw: str) -> float:
     if "T" in text and " " in text.split("T", 1)[1]:
         text = text.replace(" ", "+")  # an unescaped '+' of a UTC offset arrives as a space
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso(text).timestamp()
     except ValueError:
         raise InvalidRequest(
             f"'{key}' must be an ISO-8601 timestamp (e.g. 2024-01-01T10:00:00Z) or epoch seconds, got {raw!r}",
             {"field": key}) from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def parse_window(raw: str) -> float:
@@ -89,73 +83,6 @@ def time_range(q: HistoryQuery, now: float) -> tuple[float | None, float | None]
     if since is not None and until is not None and until < since:
         raise InvalidRequest(f"'until' ({iso(until)}) is before 'since' ({iso(since)})", {"field": "until"})
     return since, until
-
-
-# -- downsampled history (to move into Store.query_metrics: reads under the lock) --------
-
-# Walks back from the newest row, one index seek per bucket (ts < start of the bucket
-# just taken): O(buckets) seeks however many rows, where GROUP BY sorts every row.
-DOWNSAMPLE_SQL = """
-WITH RECURSIVE pick(ts, n) AS (
-  SELECT MAX(ts), 1 FROM metrics WHERE ts >= ?1 AND ts < ?2
-  UNION ALL
-  SELECT (SELECT MAX(ts) FROM metrics WHERE ts >= ?1 AND ts < CAST(pick.ts / ?3 AS INTEGER) * ?3), n + 1
-  FROM pick WHERE pick.ts IS NOT NULL AND n < ?4
-)
-SELECT * FROM metrics WHERE id IN (
-  SELECT (SELECT MAX(id) FROM metrics m WHERE m.ts = pick.ts) FROM pick WHERE pick.ts IS NOT NULL
-) ORDER BY ts"""
-BUCKETS_SQL = "SELECT COUNT(DISTINCT CAST(ts / ?3 AS INTEGER)) FROM metrics WHERE ts >= ?1 AND ts < ?2"
-# work done per hold of the store lock, so the loop never waits long for it
-CHUNK_BUCKETS = 500
-CHUNK_SPAN_S = 6 * 3600.0
-
-
-def _bucket(ts: float, step: float) -> float:
-    return int(ts / step) * step  # as SQLite's CAST(ts / step AS INTEGER) * step
-
-
-def _pick(store: "Store", lo: float, hi: float, step: float, limit: int) -> list[dict[str, Any]]:
-    """The newest row of each of the newest ``limit`` buckets in [lo, hi), oldest first."""
-    chunks: list[list[dict[str, Any]]] = []
-    left = limit
-    while left > 0:
-        want = min(CHUNK_BUCKETS, left)
-        rows = store.read_rows("metrics", DOWNSAMPLE_SQL, [lo, hi, step, want])
-        if rows:
-            chunks.append(rows)
-            left -= len(rows)
-            hi = _bucket(rows[0]["ts"], step)
-        if len(rows) < want:
-            break
-    return [row for rows in reversed(chunks) for row in rows]
-
-
-def _count_buckets(store: "Store", lo: float, hi: float, step: float) -> int:
-    """Buckets holding rows in [lo, hi), counted over spans aligned on buckets."""
-    first = store.read("SELECT MIN(ts) FROM metrics WHERE ts >= ? AND ts < ?", [lo, hi])[0][0]
-    if first is None:
-        return 0
-    base, span = _bucket(first, step), step * max(1, math.ceil(CHUNK_SPAN_S / step))
-    total, k = 0, 0
-    while base + k * span < hi:
-        total += store.read(BUCKETS_SQL, [max(lo, base + k * span), min(hi, base + (k + 1) * span), step])[0][0]
-        k += 1
-    return total
-
-
-def metric_history(store: "Store", since: float | None, until: float | None, limit: int,
-                   step: float | None) -> tuple[int, list[dict[str, Any]]]:
-    """(total, rows oldest first): the newest ``limit`` rows, or buckets when ``step`` is given."""
-    if not step:
-        return store.query_metrics(since=since, until=until, limit=limit)
-    lo = since if since is not None else 0.0
-    hi = math.nextafter(until, math.inf) if until is not None else math.inf
-    rows = _pick(store, lo, hi, step, limit)
-    total = len(rows)
-    if total == limit:  # older buckets were cut off: count them
-        total += _count_buckets(store, lo, _bucket(rows[0]["ts"], step), step)
-    return total, rows
 
 
 def history_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -188,8 +115,8 @@ class ClusterMetricsHandler(BaseHandler):
     async def get(self) -> None:
         q = self.parse_query(HistoryQuery)
         since, until = time_range(q, time.time())
-        total, rows = await IOLoop.current().run_in_executor(
-            None, metric_history, self.service.store, since, until, q.limit, q.step)
+        store = self.service.store
+        total, rows = await store.reading(store.metric_history, since, until, q.limit, q.step)
         body: dict[str, Any] = {"total": total, "metrics": [history_row(r) for r in rows]}
         if q.step:
             body["step"] = q.step
@@ -213,7 +140,7 @@ class PrometheusHandler(BaseHandler):
                                tags=("metrics",), response_type=prometheus.CONTENT_TYPE)}
 
     async def get(self) -> None:
-        body = await IOLoop.current().run_in_executor(None, prometheus.render, self.service)
+        body = await self.service.store.reading(prometheus.render, self.service)
         self.set_header("Content-Type", prometheus.CONTENT_TYPE)
         self.finish(body)
 
@@ -222,7 +149,7 @@ class RecommendationsHandler(BaseHandler):
     openapi = {"get": Endpoint("Scale up/down and per-job memory advice, with the evidence", tags=("metrics",))}
 
     async def get(self) -> None:
-        body = await IOLoop.current().run_in_executor(None, recommendations.from_service, self.service)
+        body = await self.service.store.reading(recommendations.from_service, self.service)
         self.write_json(body)
 
 

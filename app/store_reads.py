@@ -1,0 +1,280 @@
+"""The store's reads: named queries over read-only connections, and the threads that run them.
+
+SQLite in WAL mode lets readers run beside the one writer, so reads take no lock: each
+borrows a read-only connection of its own. Handlers ``await store.reading(fn, ...)``,
+which runs ``fn`` on the store's small read pool, never on the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+import queue
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from .lifecycle import ALL, TERMINAL
+from .store_schema import JSON_COLUMNS, SCHEMA
+
+T = TypeVar("T")
+READ_THREADS = 2  # two cores here; reads are short, so a deeper pool only queues in SQLite
+ACTIVE = tuple(s for s in ALL if s not in TERMINAL)
+LIST_FILTERS = ("status", "priority", "dataset_id", "operation")  # each has an index (column, seq)
+# what a job list entry shows (app.job_views.JobViews.list)
+SUMMARY_COLUMNS = ("job_id", "operation", "status", "priority", "progress", "created_at", "started_at",
+                   "dataset_id", "attempt_count", "eta_seconds")
+
+
+def decode(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its JSON columns parsed (text that is not JSON is left as it is)."""
+    for column in JSON_COLUMNS.get(table, ()):
+        value = row.get(column)
+        if isinstance(value, str):
+            try:
+                row[column] = json.loads(value)
+            except ValueError:
+                pass
+    return row
+
+
+class ReadPool:
+    """Read-only connections, lent one at a time, and the threads that run slow reads."""
+
+    def __init__(self, path: Path, threads: int = READ_THREADS):
+        self.uri = Path(path).resolve().as_uri() + "?mode=ro"
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="store-read")
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._closed = threading.Event()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = sqlite3.connect(self.uri, uri=True, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA query_only = 1")
+        try:
+            yield conn
+        finally:
+            if self._closed.is_set():
+                conn.close()
+            else:
+                self._idle.put(conn)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def _where(filters: dict[str, Iterable[str] | str | None]) -> tuple[str, list[Any]]:
+    """``WHERE`` over the list filters: a value, or any of several; unknown names refused."""
+    where, params = [], []
+    for column, values in filters.items():
+        if column not in LIST_FILTERS:
+            raise ValueError(f"no job filter {column!r}")
+        if values is None or values == []:
+            continue
+        values = [values] if isinstance(values, str) else list(values)
+        where.append(f"{column} IN ({', '.join('?' * len(values))})")
+        params.extend(values)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+
+class StoreReads:
+    """Mixed into :class:`app.store.Store`: every read that may touch many rows."""
+
+    _pool: ReadPool
+
+    # -- plumbing --------------------------------------------------------
+    async def reading(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the read pool: how the event loop reads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool.executor, functools.partial(fn, *args, **kwargs))
+
+    def _all(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, list(params)).fetchall()
+
+    def _dicts(self, table: str, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._pool.connection() as conn:
+            cursor = conn.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            return [decode(table, dict(zip(names, row))) for row in cursor.fetchall()]
+
+    # -- jobs ------------------------------------------------------------
+    def list_jobs(
+        self, status: Iterable[str] | None = None, priority: Iterable[str] | None = None,
+        limit: int = 50, offset: int = 0, newest_first: bool = True, dataset_id: str | None = None,
+        operation: str | None = None, columns: Iterable[str] | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Jobs filtered by status/priority/dataset/operation in submission order, paginated: (total, page).
+
+        ``columns`` (default all) names the fields the page needs: a list view that skips
+        the JSON fields reads a 1000-job page several times faster.
+        """
+        filters = {"status": status, "priority": priority, "dataset_id": dataset_id, "operation": operation}
+        names = list(columns) if columns is not None else ["*"]
+        unknown = set(names) - {"*", *SCHEMA["jobs"][0]}
+        if unknown:
+            raise ValueError(f"unknown job column(s): {sorted(unknown)}")
+        clause, params = _where(filters)
+        total = int(self._all(f"SELECT TOTAL(n) FROM job_counts {clause}", params)[0][0])
+        if offset >= total:
+            return total, []
+        order = "DESC" if newest_first else "ASC"
+        # the page's rowids come from the (filter, seq) index alone, so a deep OFFSET steps
+        # over index entries, not rows; only the page's rows are read
+        rows = self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs WHERE rowid IN (SELECT rowid FROM jobs {clause} "
+                                   f"ORDER BY seq {order} LIMIT ? OFFSET ?) ORDER BY seq {order}",
+                           [*params, limit, offset])
+        return total, rows
+
+    def count_jobs(self, by: str = "status", where_status: Iterable[str] | None = None) -> dict[str, int]:
+        """Counts of jobs grouped by ``status`` or ``priority`` (from the kept counters)."""
+        if by not in ("status", "priority"):
+            raise ValueError(f"cannot count jobs by {by!r}")
+        clause, params = _where({"status": where_status})
+        rows = self._all(f"SELECT {by}, SUM(n) FROM job_counts {clause} GROUP BY {by} HAVING SUM(n) > 0", params)
+        return {k: int(n) for k, n in rows}
+
+    def job_counts(self) -> dict[tuple[str, str], int]:
+        """Jobs by (status, priority)."""
+        rows = self._all("SELECT status, priority, SUM(n) FROM job_counts GROUP BY status, priority")
+        return {(s, p): int(n) for s, p, n in rows}
+
+    def unfinished_jobs(self) -> list[dict[str, Any]]:
+        """Jobs not in a terminal state, in submission order (for recovery)."""
+        return self._dicts("jobs", f"SELECT * FROM jobs WHERE status IN ({', '.join('?' * len(ACTIVE))}) "
+                                   "ORDER BY seq", ACTIVE)
+
+    def oldest_pending_created_at(self) -> str | None:
+        return self._all("SELECT MIN(created_at) FROM jobs WHERE status = 'pending'")[0][0]
+
+    def completed_since(self, since_iso: str) -> list[tuple[str | None, str | None, str | None]]:
+        """(created_at, started_at, completed_at) of jobs completed at or after ``since_iso``."""
+        return self._all("SELECT created_at, started_at, completed_at FROM jobs "
+                         "WHERE status = 'completed' AND completed_at >= ?", [since_iso])
+
+    def recently_finished(self, recent: int, since_iso: str) -> list[dict[str, Any]]:
+        """Failed or completed jobs among the latest ``recent`` submissions, finished since ``since_iso``, newest first."""
+        # a range of the seq index; '+status' keeps the planner off the status index
+        return self._dicts("jobs", """
+            SELECT job_id, status, operation, max_memory_gb, error, resources, completed_at FROM jobs
+            WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM jobs) - ? AND +status IN ('failed', 'completed')
+              AND completed_at >= ? ORDER BY seq DESC""", [recent, since_iso])
+
+    # -- attempts --------------------------------------------------------
+    def attempt_counts(self) -> tuple[dict[str, int], int]:
+        """Ended attempts by outcome, and retries (from the kept counters)."""
+        rows = dict(self._all("SELECT outcome, n FROM attempt_counts"))
+        retries = int(rows.pop("~retries", 0))
+        return {k: int(n) for k, n in rows.items() if n}, retries
+
+    # -- datasets and events ---------------------------------------------
+    def list_datasets(self, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        total = self._all("SELECT COUNT(*) FROM datasets")[0][0]
+        rows = self._dicts("datasets", "SELECT * FROM datasets ORDER BY created_at DESC, dataset_id LIMIT ? OFFSET ?",
+                           [limit, offset])
+        return total, rows
+
+    def cluster_events(self, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        total = self._all("SELECT COUNT(*) FROM cluster_events")[0][0]
+        rows = self._dicts("cluster_events", "SELECT * FROM cluster_events ORDER BY id DESC LIMIT ? OFFSET ?",
+                           [limit, offset])
+        return total, rows
+
+    # -- metrics ---------------------------------------------------------
+    def query_metrics(
+        self, since: float | None = None, until: float | None = None, limit: int = 1000,
+        step: float | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Metric rows in time order; with ``step`` (s) one row per time bucket (the last)."""
+        where, params = ["1=1"], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("ts <= ?")
+            params.append(until)
+        clause = " AND ".join(where)
+        if step:
+            inner = f"SELECT MAX(id) FROM metrics WHERE {clause} GROUP BY CAST(ts / ? AS INTEGER)"
+            clause = f"id IN ({inner})"
+            params = [*params, step]
+        total = self._all(f"SELECT COUNT(*) FROM metrics WHERE {clause}", params)[0][0]
+        rows = self._dicts(
+            "metrics", f"SELECT * FROM (SELECT * FROM metrics WHERE {clause} ORDER BY ts DESC LIMIT ?) ORDER BY ts",
+            [*params, limit])
+        return total, rows
+
+    def metric_history(self, since: float | None, until: float | None, limit: int,
+                       step: float | None) -> tuple[int, list[dict[str, Any]]]:
+        """(total, rows oldest first): the newest ``limit`` rows, or one row per ``step`` bucket."""
+        if not step:
+            return self.query_metrics(since=since, until=until, limit=limit)
+        lo = since if since is not None else 0.0
+        hi = math.nextafter(until, math.inf) if until is not None else math.inf
+        rows = self._pick(lo, hi, step, limit)
+        total = len(rows)
+        if total == limit:  # older buckets were cut off: count them
+            total += self._count_buckets(lo, _bucket(rows[0]["ts"], step), step)
+        return total, rows
+
+    def _pick(self, lo: float, hi: float, step: float, limit: int) -> list[dict[str, Any]]:
+        """The newest row of each of the newest ``limit`` buckets in [lo, hi), oldest first."""
+        chunks: list[list[dict[str, Any]]] = []
+        left = limit
+        while left > 0:
+            want = min(CHUNK_BUCKETS, left)
+            rows = self._dicts("metrics", DOWNSAMPLE_SQL, [lo, hi, step, want])
+            if rows:
+                chunks.append(rows)
+                left -= len(rows)
+                hi = _bucket(rows[0]["ts"], step)
+            if len(rows) < want:
+                break
+        return [row for rows in reversed(chunks) for row in rows]
+
+    def _count_buckets(self, lo: float, hi: float, step: float) -> int:
+        """Buckets holding rows in [lo, hi), counted over spans aligned on buckets."""
+        first = self._all("SELECT MIN(ts) FROM metrics WHERE ts >= ? AND ts < ?", [lo, hi])[0][0]
+        if first is None:
+            return 0
+        base, span = _bucket(first, step), step * max(1, math.ceil(CHUNK_SPAN_S / step))
+        total, k = 0, 0
+        while base + k * span < hi:
+            total += self._all(BUCKETS_SQL, [max(lo, base + k * span), min(hi, base + (k + 1) * span), step])[0][0]
+            k += 1
+        return total
+
+
+# Walks back from the newest row, one index seek per bucket (ts < start of the bucket
+# just taken): O(buckets) seeks however many rows, where GROUP BY sorts every row.
+DOWNSAMPLE_SQL = """
+WITH RECURSIVE pick(ts, n) AS (
+  SELECT MAX(ts), 1 FROM metrics WHERE ts >= ?1 AND ts < ?2
+  UNION ALL
+  SELECT (SELECT MAX(ts) FROM metrics WHERE ts >= ?1 AND ts < CAST(pick.ts / ?3 AS INTEGER) * ?3), n + 1
+  FROM pick WHERE pick.ts IS NOT NULL AND n < ?4
+)
+SELECT * FROM metrics WHERE id IN (
+  SELECT (SELECT MAX(id) FROM metrics m WHERE m.ts = pick.ts) FROM pick WHERE pick.ts IS NOT NULL
+) ORDER BY ts"""
+BUCKETS_SQL = "SELECT COUNT(DISTINCT CAST(ts / ?3 AS INTEGER)) FROM metrics WHERE ts >= ?1 AND ts < ?2"
+# work done per statement, so each stays short however long the history
+CHUNK_BUCKETS = 500
+CHUNK_SPAN_S = 6 * 3600.0
+
+
+def _bucket(ts: float, step: float) -> float:
+    return int(ts / step) * step  # as SQLite's CAST(ts / step AS INTEGER) * step

@@ -1,0 +1,180 @@
+"""The store's reads: read-only connections on a pool, lists that follow an index, counters
+kept by the writes, job timings kept as jobs end, and a loop that answers while a list runs.
+No server: the store on a temporary file, and the API in-process through Tornado."""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from tornado import web
+from tornado.testing import AsyncHTTPTestCase, gen_test
+
+from app.api.routes import api_routes
+from app.prometheus import DURATION_BUCKETS, WAIT_BUCKETS, JobTimings
+from app.service import ProcessingService
+from app.settings import Settings
+from app.store import Store
+from app.times import iso
+
+# the definitions the counters replace, run over the rows themselves
+JOB_COUNTS_SQL = "SELECT status, priority, dataset_id, operation, COUNT(*) FROM jobs GROUP BY 1, 2, 3, 4"
+RETRIES_SQL = """SELECT COUNT(*) FROM attempts a WHERE outcome IN ('failed', 'worker_lost', 'server_restart')
+                 AND EXISTS (SELECT 1 FROM attempts b WHERE b.job_id = a.job_id AND b.number > a.number)"""
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "processing.db")
+    yield s
+    s.close()
+
+
+def seed(store: Store, n: int) -> None:
+    """``n`` finished jobs written by one SQL statement (quick even for tens of thousands)."""
+    with store._lock, store.db.conn:
+        store.db.execute("""
+            INSERT INTO jobs (job_id, seq, status, priority, operation, dataset_id, created_at)
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?)
+            SELECT printf('j%08d', i), i, CASE i % 5 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' ELSE 'completed' END,
+                   CASE i % 4 WHEN 0 THEN 'LOW' WHEN 1 THEN 'NORMAL' WHEN 2 THEN 'HIGH' ELSE 'CRITICAL' END,
+                   CASE i % 3 WHEN 0 THEN 'aggregate' ELSE 'groupby' END, 'd' || (i % 10),
+                   '2026-01-01T00:00:00.000Z' FROM c""", [n])
+
+
+def raw(store: Store, sql: str) -> list[tuple]:
+    return store.db.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize("filters", [
+    {"status": ["failed"]}, {"priority": ["HIGH"]}, {"dataset_id": "d3"}, {"operation": "groupby"}, {},
+    {"status": ["completed"], "newest_first": False}, {"dataset_id": "d3", "offset": 150},
+])
+def test_every_list_filter_and_order_reads_an_index_without_sorting(store, filters):
+    seed(store, 2000)
+    seen: list[str] = []
+    with store._pool.connection() as conn:  # the one idle read connection: list_jobs borrows it next
+        conn.set_trace_callback(seen.append)
+    total, rows = store.list_jobs(**filters)
+    with store._pool.connection() as conn:
+        conn.set_trace_callback(None)
+        page = next(sql for sql in seen if sql.lstrip().startswith("SELECT *"))
+        ids = re.search(r"rowid IN \((SELECT rowid .*)\) ORDER BY", page).group(1)  # the page's ids, then its rows
+        plan, id_plan = ([row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)] for sql in (page, ids))
+    assert rows and total >= len(rows)
+    assert len(id_plan) == 1 and "USING COVERING INDEX idx_jobs_" in id_plan[0], id_plan  # in index order: no sort
+    assert not any(re.search(r"SCAN jobs(?! USING)", step) for step in plan), plan  # never the whole table
+
+
+def test_lists_and_totals_match_the_rows(store):
+    seed(store, 3000)
+    for status, priority, dataset_id, operation in [(["failed"], None, None, None), (None, ["LOW"], "d2", None),
+                                                    (["failed", "cancelled"], None, None, "groupby"),
+                                                    (None, None, None, None)]:
+        total, rows = store.list_jobs(status, priority, limit=40, offset=25, dataset_id=dataset_id,
+                                      operation=operation, columns=["job_id", "seq"])
+        where = [f"{c} IN ({', '.join(repr(v) for v in ([vs] if isinstance(vs, str) else vs))})"
+                 for c, vs in (("status", status), ("priority", priority), ("dataset_id", dataset_id),
+                               ("operation", operation)) if vs]
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        expected = raw(store, f"SELECT job_id FROM jobs {clause} ORDER BY seq DESC")
+        assert total == len(expected)
+        assert [r["job_id"] for r in rows] == [r[0] for r in expected[25:65]]
+    assert store.list_jobs(offset=10_000) == (3000, [])
+    with pytest.raises(ValueError):
+        store.list_jobs(columns=["job_id", "seq; DROP TABLE jobs"])
+
+
+def test_counters_follow_inserts_status_changes_and_attempts(store):
+    seed(store, 500)
+    store.insert_job({"job_id": "new", "status": "pending", "priority": "HIGH", "dataset_id": "d1"})
+    store.update_job("j00000001", status="failed")
+    store.update_job("j00000002", priority="LOW", progress=50.0)
+    store.update_job("j00000003", progress=10.0)  # no counted column: the counters do not move
+    counted = {tuple(key): n for *key, n in raw(store, "SELECT status, priority, dataset_id, operation, n "
+                                                       "FROM job_counts") if n}
+    assert counted == {tuple(k if k is not None else "" for k in key): n for *key, n in raw(store, JOB_COUNTS_SQL)}
+    assert store.count_jobs("status") == dict(raw(store, "SELECT status, COUNT(*) FROM jobs GROUP BY status"))
+    assert store.count_jobs("priority", ["pending"]) == {"HIGH": 1}
+
+    # attempts: a retry is an attempt that failed, was lost or cut by a restart and had a later one,
+    # whichever of its end and the next attempt's start was written first
+    for job, outcomes in {"j00000001": ["failed", "worker_lost", "completed"], "j00000004": ["server_restart"],
+                          "j00000005": ["preempted", "completed"]}.items():
+        for number, outcome in enumerate(outcomes, 1):
+            store.end_attempt(store.add_attempt(job, number, iso(time.time())), outcome)
+    late = store.add_attempt("j00000006", 1, iso(0))
+    store.add_attempt("j00000006", 2, iso(0))
+    store.end_attempt(late, "failed")  # ended after its successor began
+    by_outcome, retries = store.attempt_counts()
+    assert retries == raw(store, RETRIES_SQL)[0][0] == 3
+    assert by_outcome == dict(raw(store, "SELECT outcome, COUNT(*) FROM attempts WHERE outcome IS NOT NULL "
+                                         "GROUP BY outcome"))
+
+
+def test_read_connections_cannot_write(store):
+    with store._pool.connection() as conn, pytest.raises(sqlite3.OperationalError):
+        conn.execute("DELETE FROM jobs")
+
+
+def test_job_timings_are_seeded_then_kept_as_jobs_end(store):
+    now = time.time()
+    for i, (wait, run) in enumerate([(2, 10), (40, 400)]):
+        created = now - 3600 - wait - run
+        store.insert_job({"job_id": f"c{i}", "status": "completed", "created_at": iso(created),
+                          "started_at": iso(created + wait), "completed_at": iso(created + wait + run)})
+    store.insert_job({"job_id": "old", "status": "completed", "created_at": iso(now - 3 * 86400),
+                      "started_at": iso(now - 3 * 86400), "completed_at": iso(now - 3 * 86400 + 1)})
+    timings = JobTimings.of(store)
+    assert JobTimings.of(store) is timings, "made once per store"
+    wait_count, wait_sum, wait_buckets = timings.snapshot(now)["wait"]
+    assert (wait_count, wait_sum) == (2, 42) and wait_buckets == [int(2 <= b) + int(40 <= b) for b in WAIT_BUCKETS]
+
+    store.insert_job({"job_id": "r", "status": "running", "created_at": iso(now - 20), "started_at": iso(now - 15)})
+    store.update_job("r", status="completed", completed_at=iso(now - 5))
+    store.insert_job({"job_id": "f", "status": "running", "created_at": iso(now - 20), "started_at": iso(now - 15)})
+    store.update_job("f", status="failed", completed_at=iso(now - 5))  # only completed jobs are timed
+    run_count, run_sum, run_buckets = timings.snapshot(now)["run"]
+    assert (run_count, run_sum) == (3, 420) and run_buckets == [sum(r <= b for r in (10, 400, 10))
+                                                                for b in DURATION_BUCKETS]
+    assert timings.snapshot(now + 86400 + 120)["run"][0] == 0, "a day later the window has emptied"
+
+
+class HealthDuringAHeavyList(AsyncHTTPTestCase):
+    """The real handlers in-process, over a store holding tens of thousands of jobs."""
+
+    def get_app(self) -> web.Application:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="store-reads-"))
+        self.service = ProcessingService(Settings(data_dir=self.data_dir, autostart=False, demo_dataset=False))
+        seed(self.service.store, 50_000)
+        return web.Application(api_routes(self.service))
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        self.service.executor.shutdown(wait=True)
+        self.service.store.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    @gen_test(timeout=120)
+    async def test_health_answers_while_a_heavy_list_query_runs(self):
+        events: list[str] = []
+        # two filters of several values and a deep offset: the page is sorted from many rows
+        heavy = self.get_url("/api/processing/jobs/list?status=failed,cancelled&priority=HIGH,LOW"
+                             "&offset=9000&limit=1000")
+        listing = asyncio.ensure_future(self.http_client.fetch(heavy))
+        listing.add_done_callback(lambda _: events.append("list"))
+        while not listing.done():
+            r = await self.http_client.fetch(self.get_url("/api/processing/health"))
+            assert json.loads(r.body)["status"] in ("healthy", "degraded")
+            events.append("health")
+        body = json.loads((await listing).body)
+        assert body["total"] == 10_000 and len(body["jobs"]) == 1000
+        # health is asked again only once answered: a loop blocked by the list answers at most
+        # the one health request it took before the list, so two answers mean one came mid-query
+        assert events.index("list") >= 2, events
