@@ -21,6 +21,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY README.md ./
 COPY app ./app
 COPY components ./components
+COPY client ./client
 COPY static ./static
 # Editable: the server serves static/ from beside the package.
 RUN pip install --no-deps -e . \

@@ -148,10 +148,10 @@ def test_dockerfile():
     assert json.loads(args["CMD"]) == ["python", "-m", "app", "serve", "--host", "0.0.0.0"]
     assert args["USER"] != "root"
     copied = {v.split()[0] for k, v in instructions if k == "COPY"}
-    assert {"pyproject.toml", "README.md", "app", "components", "static"} <= copied
+    assert {"pyproject.toml", "README.md", "app", "components", "client", "static"} <= copied
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", "data", "tests"} <= ignored
-    assert not ignored & {"app", "components", "static", "pyproject.toml", "README.md"}
+    assert not ignored & {"app", "components", "client", "static", "pyproject.toml", "README.md"}
 
 
 # Keys of the compose specification (compose-spec.io) this project may use; anything else
