@@ -1,4 +1,5 @@
-"""A data dir written by an older release opens: the server adds what the schema gained,
+"""A data dir written by an older release opens: the server adds what the schema gained
+(columns, the job list's indexes, the job and attempt counters filled from the old rows),
 and every job and dataset it held is found, readable and usable.
 
 The database is built by hand, with the tables of the first release's ``app/store.py``
@@ -107,6 +108,15 @@ def test_a_data_dir_from_the_first_release_opens_with_every_job_and_dataset(make
 
     listed = srv.get("/api/processing/jobs/list?limit=100").json()
     assert listed["total"] == 4
+    # the counters behind totals were filled from the old rows when the file was migrated
+    for query, total in (("status=completed", 1), ("status=failed,cancelled", 2), ("dataset_id=old_levels", 4),
+                         ("operation=aggregate&priority=NORMAL", 4), ("sort=oldest&limit=1", 4)):
+        assert srv.get(f"/api/processing/jobs/list?{query}").json()["total"] == total, query
+    assert srv.get("/api/processing/jobs/list?sort=oldest&limit=1").json()["jobs"][0]["job_id"] == "job_old_done"
+    attempts = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in srv.get("/metrics").text.splitlines()
+                if line.startswith("processing_job_attempts_total{")}
+    # (the pending job may already have run: one completed attempt more)
+    assert attempts["failed"] == 1 and attempts["completed"] in (1, 2), attempts
     assert {j["job_id"] for j in listed["jobs"]} == {"job_old_done", "job_old_failed", "job_old_cancelled",
                                                      "job_old_pending"}
     done = srv.get("/api/processing/jobs/job_old_done/status").json()
@@ -133,5 +143,9 @@ def test_a_data_dir_from_the_first_release_opens_with_every_job_and_dataset(make
 
     db = sqlite3.connect(data / "processing.db")
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    indexes = {row[1] for row in db.execute("PRAGMA index_list(jobs)")}
+    counted = db.execute("SELECT SUM(n) FROM job_counts").fetchone()[0]
     db.close()
     assert "result_kind" in columns, "the schema gained its new column"
+    assert {"idx_jobs_status_seq", "idx_jobs_dataset_id_seq", "idx_jobs_operation_seq"} <= indexes, indexes
+    assert counted == 5, "the counters followed every write after the upgrade"
