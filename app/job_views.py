@@ -90,7 +90,7 @@ class JobViews:
         pending_by_priority = self.store.count_jobs("priority", ["pending"])
         running = [r for r, _, _ in self.running.values()]
         cap = self.capacity()
-        snap = self.service.sampler.latest
+        snap = self.sampler.latest
         used_cores = sum(r.cores for r in running)
         used_mem = sum(r.memory_gb for r in running)
         total_mem = snap.get("total_memory_bytes", 0) / 1e9 if cap.running else 0.0

@@ -12,7 +12,7 @@ import collections
 import logging
 import time
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import queue as q
 from .batching import BatchWriter, Turns
@@ -21,11 +21,15 @@ from .models import JobRequest
 from .runner import Attempt, Stopped, execute, get_operation, is_transient
 from .job_views import JobViews
 from .lifecycle import NOT_FAILURES, REQUEUED_BY, TERMINAL, Interrupt, JobStatus, check_transition
-from .store import iso, new_id, utcnow
+from .store import iso, new_id
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from .service import ProcessingService
+    from .cluster import ClusterManager
+    from .datasets import DatasetRegistry
+    from .metrics import Sampler
+    from .settings import Settings
+    from .store import Store
 
 log = logging.getLogger(__name__)
 ETA_MARKS = (25, 50)
@@ -45,11 +49,18 @@ def _ts(value: str | None) -> float | None:
 class JobEngine(JobViews):
     """Owns the queue and the running attempts of this process; reads are in ``JobViews``."""
 
-    def __init__(self, service: "ProcessingService", executor: Executor):
-        self.service = service
-        self.settings = service.settings
-        self.store = service.store
+    def __init__(self, *, settings: "Settings", store: "Store", cluster: "ClusterManager",
+                 datasets: "DatasetRegistry", sampler: "Sampler", executor: Executor,
+                 clock: Callable[[], float] = time.time):
+        """The engine from its parts; ``clock`` (seconds since the epoch) is what aging,
+        backfill, timestamps and grace periods read, so tests can move time."""
+        self.settings = settings
+        self.store = store
+        self.cluster = cluster
+        self.datasets = datasets
+        self.sampler = sampler
         self.executor = executor
+        self.clock = clock
         self.policy = q.QueuePolicy(aging_s=self.settings.queue_aging_s, preemption=self.settings.preemption,
                                     backfill_window_s=self.settings.queue_backfill_s)
         self.pending: dict[str, q.QueuedJob] = {}
@@ -86,7 +97,7 @@ class JobEngine(JobViews):
 
     def start(self) -> None:
         self.recover()
-        self.service.sampler.listeners.append(self._on_sample)
+        self.sampler.listeners.append(self._on_sample)
         loop = asyncio.get_running_loop()
         self._safety = loop.create_task(self._safety_net())
         self._watch = loop.create_task(self.watchdog.run())
@@ -116,7 +127,7 @@ class JobEngine(JobViews):
 
     # -- submission --------------------------------------------------------------
     def capacity(self) -> q.Capacity:
-        snap, cluster = self.service.sampler.latest, self.service.cluster
+        snap, cluster = self.sampler.latest, self.cluster
         up = cluster.running and snap.get("n_workers", 0) > 0
         return q.Capacity(total_cores=snap.get("total_cores", 0) if up else 0,
                           total_memory_gb=(snap.get("total_memory_bytes", 0) / 1e9) if up else 0.0,
@@ -127,7 +138,7 @@ class JobEngine(JobViews):
         cap = self.capacity()
         if cap.running:
             return cap
-        if self.service.cluster.mode != "local":
+        if self.cluster.mode != "local":
             return None
         from dask.utils import parse_bytes
 
@@ -148,7 +159,7 @@ class JobEngine(JobViews):
         return await self._inserts.write({
             "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
-            "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": utcnow(),
+            "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": iso(self.clock()),
             "no_cache": 0 if req.cache else 1,
             "attempt_count": 0, "eta_history": {},
         })
@@ -169,8 +180,8 @@ class JobEngine(JobViews):
 
         req = build(JobRequest, body)
         op = get_operation(req.operation)
-        ds = self.service.datasets.get(req.dataset_id)
-        op.parse(req.parameters, self.service.datasets.schema(ds))
+        ds = self.datasets.get(req.dataset_id)
+        op.parse(req.parameters, self.datasets.schema(ds))
         req.max_memory_gb = req.max_memory_gb or self.settings.default_max_memory_gb
         req.max_cores = req.max_cores or self.settings.default_max_cores
         ceiling = self._ceiling()
@@ -183,7 +194,7 @@ class JobEngine(JobViews):
 
     def _queued(self, job: dict[str, Any]) -> q.QueuedJob:
         return q.QueuedJob(job["job_id"], job["priority"], float(job["max_cores"]), float(job["max_memory_gb"]),
-                           _ts(job["created_at"]) or time.time(), int(job["seq"]))
+                           _ts(job["created_at"]) or self.clock(), int(job["seq"]))
 
     # -- dispatch ----------------------------------------------------------------
     def kick(self) -> None:
@@ -208,7 +219,7 @@ class JobEngine(JobViews):
             return
         started = time.monotonic()
         running = [r for r, _, _ in self.running.values()]
-        plan = q.plan(list(self.pending.values()), running, self.capacity(), time.time(), self.policy,
+        plan = q.plan(list(self.pending.values()), running, self.capacity(), self.clock(), self.policy,
                       window=DISPATCH_WINDOW)
         for job_id in plan.preempt:
             self._interrupt(job_id, Interrupt.PREEMPTED)
@@ -235,11 +246,11 @@ class JobEngine(JobViews):
             return
         number = int(job["attempt_count"] or 0) + 1
         attempt = Attempt(job_id, number, job["operation"], job["parameters"] or {}, job["priority"], ds,
-                          self.service.datasets.read_source(ds), self.settings.data_dir,
-                          self.settings.result_inline_rows, started_at=time.time(),
+                          self.datasets.read_source(ds), self.settings.data_dir,
+                          self.settings.result_inline_rows, started_at=self.clock(),
                           use_cache=not job.get("no_cache"), cached=self.store.cached_result,
                           kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6))
-        now = utcnow()
+        now = iso(self.clock())
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)
         self._set_status(job_id, JobStatus.RUNNING, attempt_count=number, started_at=job["started_at"] or now)
         running = q.RunningJob(job_id, queued.priority, queued.cores, queued.memory_gb, attempt.started_at)
@@ -266,7 +277,7 @@ class JobEngine(JobViews):
                 entry = self.running.get(attempt.job_id)
                 if entry is not None and entry[1] is attempt:  # a requeued job may already run again
                     del self.running[attempt.job_id]
-                self.service.datasets.release_retired(self._reading())
+                self.datasets.release_retired(self._reading())
                 self.kick()
 
     def _reading(self) -> set[str]:
@@ -278,7 +289,7 @@ class JobEngine(JobViews):
 
         Under a lock: attempts starting together used to make one client each.
         """
-        address = self.service.cluster.scheduler_address
+        address = self.cluster.scheduler_address
         if address is None:
             raise ConnectionError("the cluster is not running")
         async with self._client_lock:
@@ -301,11 +312,11 @@ class JobEngine(JobViews):
         attempt.stage = "register"
         result_dataset_id = None
         if outcome.get("partitions"):
-            info = {**outcome["partitions"], "created_at": utcnow()}
-            self.service.datasets.set_partitions(attempt.dataset["dataset_id"], info, self._reading())
+            info = {**outcome["partitions"], "created_at": iso(self.clock())}
+            self.datasets.set_partitions(attempt.dataset["dataset_id"], info, self._reading())
         path = outcome.get("dataset_path")
         if path:
-            ds = await self.service.datasets.register(
+            ds = await self.datasets.register(
                 path, f"{job_id}_result", f"Result of {attempt.operation} ({job_id})",
                 f"Written by {job_id} from {attempt.dataset['dataset_id']}", "parquet", managed=True,
                 origin_job_id=job_id)
@@ -328,7 +339,7 @@ class JobEngine(JobViews):
         except Exception:  # noqa: BLE001 - the store or a bug: the job must still end
             log.exception("recording the end of job %s attempt %d failed", attempt.job_id, attempt.number)
             try:
-                self._set_status(attempt.job_id, JobStatus.FAILED, completed_at=utcnow(),
+                self._set_status(attempt.job_id, JobStatus.FAILED, completed_at=iso(self.clock()),
                                  error=_error(exc, attempt.stage))
             except Exception:  # noqa: BLE001 - the watchdog fails it once the store answers
                 log.exception("job %s could not be marked failed", attempt.job_id)
@@ -336,7 +347,7 @@ class JobEngine(JobViews):
 
     async def _memory_evidence(self, attempt: Attempt) -> str | None:
         """What the nannies told the scheduler about workers restarted for memory during the attempt."""
-        client = self.service.cluster.client
+        client = self.cluster.client
         if client is None:
             return None
         try:
@@ -365,11 +376,11 @@ class JobEngine(JobViews):
     def _transient(self, attempt: Attempt, error: dict[str, Any]) -> None:
         """Worker or scheduler loss: out of memory, a scale-down, or retried up to JOB_MAX_ATTEMPTS."""
         job_id = attempt.job_id
-        if self.service.cluster.state == "stopping" or not self.service.cluster.running:
+        if self.cluster.state == "stopping" or not self.cluster.running:
             return self._requeue_attempt(attempt, Interrupt.CLUSTER_STOPPED)
         if attempt.oom_evidence:
             return self._out_of_memory(attempt, error)
-        if time.time() - self.scaled_down_at < SCALE_DOWN_GRACE_S:
+        if self.clock() - self.scaled_down_at < SCALE_DOWN_GRACE_S:
             return self._requeue_attempt(attempt, Interrupt.SCALED_DOWN)
         failures = sum(1 for a in self.store.attempts(job_id) if a["outcome"] not in NOT_FAILURES) + 1
         self.store.end_attempt(attempt.attempt_id, "worker_lost", error["message"])
@@ -418,8 +429,8 @@ class JobEngine(JobViews):
             job = self.store.get_job(job_id) or {}
             history = job.get("eta_history") or {}
             values.update(progress=100.0, eta_seconds=0.0, estimated_completion_at=None,
-                          tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": utcnow()})
-        self._set_status(job_id, JobStatus(status), completed_at=utcnow(), **values)
+                          tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": iso(self.clock())})
+        self._set_status(job_id, JobStatus(status), completed_at=iso(self.clock()), **values)
         self._forget(job_id)
         event = self.done_events.pop(job_id, None)
         if event:
@@ -436,7 +447,7 @@ class JobEngine(JobViews):
     def _forget(self, job_id: str) -> None:
         self.pending.pop(job_id, None)
         self.waiting.pop(job_id, None)
-        client = self.service.cluster.client
+        client = self.cluster.client
         if client is not None and not self._stopping:
             from .progress import forget_job
 
@@ -496,7 +507,7 @@ class JobEngine(JobViews):
     def report(self, message: str) -> None:
         """Something the engine repaired: logged, and shown by /health for a while."""
         log.warning("%s", message)
-        self.incidents.append((time.time(), message))
+        self.incidents.append((self.clock(), message))
 
     def incidents_since(self, moment: float) -> list[str]:
         return [message for at, message in self.incidents if at >= moment]

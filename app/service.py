@@ -50,7 +50,8 @@ class ProcessingService:
         # file I/O, schema inference and job threads: never the server loop
         self.executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_jobs + 6, thread_name_prefix="processing")
         self.datasets = DatasetRegistry(settings, self.store, self.executor)
-        self.jobs = JobEngine(self, self.executor)
+        self.jobs = JobEngine(settings=settings, store=self.store, cluster=self.cluster, datasets=self.datasets,
+                              sampler=self.sampler, executor=self.executor)
         self.sampler.extra = self._queue_figures
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []

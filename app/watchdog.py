@@ -72,12 +72,12 @@ class Watchdog:
 
     async def _lost(self) -> None:
         engine = self.engine
-        client = engine.service.cluster.client
+        client = engine.cluster.client
         if client is None or not engine.running:
             self._seen.clear()
             return
         now = time.time()
-        snap = engine.service.sampler.latest
+        snap = engine.sampler.latest
         if snap.get("active_tasks", 0) or snap.get("processing", 0):
             self._busy_at = now
         counts = snap.get("jobs", {})
@@ -114,7 +114,7 @@ class Watchdog:
 
     def _has_workers(self) -> bool:
         """Idle without workers is waiting for them, not lost."""
-        return bool(self.engine.service.sampler.latest.get("n_workers", 0))
+        return bool(self.engine.sampler.latest.get("n_workers", 0))
         if futures:
             return f"no progress for {idle:.0f} s while the scheduler had no task to run"
         if idle >= STUCK_BEFORE_SUBMIT_S:
@@ -123,4 +123,4 @@ class Watchdog:
 
     def _has_workers(self) -> bool:
         """Idle without workers is waiting for them, not lost."""
-        return bool(self.engine.service.sampler.latest.get("n_workers", 0))
+        return bool(self.engine.sampler.latest.get("n_workers", 0))
