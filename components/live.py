@@ -12,7 +12,6 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime
 from typing import Any, Callable
 
 import panel as pn
@@ -22,6 +21,8 @@ from panel.io.callbacks import PeriodicCallback
 
 from app.models import PRIORITIES
 from app.service import ProcessingService
+from app.times import epoch as _epoch
+from app.times import eta_seconds
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def running_jobs(service: ProcessingService, memo: dict[str, float] | None = Non
         if run.expected_end_at:
             eta: float | None = max(0.0, run.expected_end_at - now)
         else:
-            eta = elapsed * (100.0 - share) / share if share > 0 else None
+            eta = eta_seconds(elapsed, share)
         rows.append({
             "job_id": job_id, "operation": attempt.operation, "priority": attempt.priority,
             "dataset_id": (attempt.dataset or {}).get("dataset_id"), "progress": share, "eta_seconds": eta,
@@ -307,12 +308,3 @@ async def job_throughput(service: ProcessingService, window_s: float, buckets: i
         return {"t": centers, "count": counts, "width": [bucket_s * 1000 * 0.9] * buckets}
 
     return await _throughput_cache.get((window_s, buckets), compute, service.executor)
-
-
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
