@@ -65,7 +65,8 @@ class LiveFeed(param.Parameterized):
         self._callback.start()
         with _feeds_lock:
             _feeds["active"] += 1
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        self._context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+        if self._context is not None:
             pn.state.curdoc.on_session_destroyed(self._destroyed)
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
@@ -73,7 +74,9 @@ class LiveFeed(param.Parameterized):
         self._subscribers.append(callback)
 
     def tick(self) -> None:
-        """Hand a new sample (if any) to the subscribers."""
+        """Hand a new sample (if any) to the subscribers, while a browser is connected."""
+        if not self._connected():
+            return  # a closed tab's session lives on for 15-30 s: nothing may be written to its socket
         snap = self.service.sampler.latest
         if snap.get("ts") == self._last_ts:
             return
@@ -84,6 +87,10 @@ class LiveFeed(param.Parameterized):
                     callback(snap)
                 except Exception:
                     log.exception("live update failed in %s", getattr(callback, "__qualname__", callback))
+
+    def _connected(self) -> bool:
+        session = getattr(self._context, "session", None)
+        return self._context is None or (session is not None and session.connection_count > 0)
 
     def _destroyed(self, _context: Any) -> None:
         self._callback.stop()
