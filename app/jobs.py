@@ -22,6 +22,8 @@ from .runner import Attempt, Stopped, execute, get_operation, is_transient
 from .job_views import JobViews
 from .lifecycle import NOT_FAILURES, REQUEUED_BY, TERMINAL, Interrupt, JobStatus, check_transition
 from .store import iso, new_id
+from .times import epoch as _ts
+from .times import eta_seconds
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -38,12 +40,6 @@ SCALE_DOWN_GRACE_S = 30.0  # a worker loss this soon after a scale-down is the s
 INCIDENT_WINDOW_S = 60.0  # /health stays degraded this long after the engine repaired something
 DISPATCH_WINDOW = 64  # jobs considered per pass; the rest keep their place (bounds loop time)
 DISPATCH_SHARE = 0.25  # at most this share of the loop's time goes to dispatch passes under a burst
-
-
-def _ts(value: str | None) -> float | None:
-    from datetime import datetime
-
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
 class JobEngine(JobViews):
@@ -543,7 +539,7 @@ class JobEngine(JobViews):
         share = 100.0 * stats["done"] / stats["total"]
         progress = round(max(float(job["progress"] or 0.0), min(99.0, share)), 2)
         elapsed = max(1e-3, now - attempt.started_at)
-        eta = elapsed * (100.0 - share) / share if share > 0 else None
+        eta = eta_seconds(elapsed, share)
         values: dict[str, Any] = {
             "progress": progress, "tasks_total": stats["total"], "tasks_done": stats["done"],
             "eta_seconds": round(eta, 2) if eta is not None else None,

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 HISTOGRAM_WINDOW_S = 24 * 3600.0
+SEED_OVERLAP_S = 60.0  # completion times are stamped before they are written: look back this far
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -87,9 +88,25 @@ class JobTimings:
             timings = _TIMINGS.get(store)
             if timings is None or timings.window_s != window_s:
                 timings = _TIMINGS[store] = cls(window_s)
-                since = iso(time.time() - window_s)
-                store.watch_job_ends(timings.add, lambda: [timings.add_times(*row) for row in store.completed_since(since)])
+                timings._seed(store)
             return timings
+
+    def _seed(self, store: "Store") -> None:
+        # The window's jobs are read and counted first, beside the writer; under its lock only
+        # what completed meanwhile (by job id) is added as the listener is subscribed: writers
+        # wait for that short read, never for the whole window.
+        started = time.time()
+        seen = set()
+        for job_id, *times in store.completed_since(iso(started - self.window_s)):  # type: ignore[arg-type]
+            seen.add(job_id)
+            self.add_times(*times)
+
+        def late() -> None:
+            for job_id, *times in store.completed_since(iso(started - SEED_OVERLAP_S)):  # type: ignore[arg-type]
+                if job_id not in seen:
+                    self.add_times(*times)
+
+        store.watch_job_ends(self.add, late)
 
     def add(self, job: dict[str, Any]) -> None:
         """A job that ended: counted when it completed."""

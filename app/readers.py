@@ -12,14 +12,12 @@ leaves it; parse it explicitly downstream.
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any, BinaryIO, Sequence
 
 import dask.dataframe as dd
@@ -34,6 +32,7 @@ from fsspec.compression import compr
 from fsspec.utils import infer_compression, read_block
 
 from .errors import InvalidRequest, NotFound, ProcessingError, Unprocessable
+from .jsonsafe import json_safe
 from .sources import GLOB, shorten
 from .sources import RemotePolicy, check_url, is_url, resolve_local, resolve_source
 
@@ -494,28 +493,7 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
             for row in frame.itertuples(index=False, name=None)]
 
 
-def json_value(value: Any) -> Any:
-    """One value made JSON-safe: NaN/NaT/NA → None, numpy → Python, dates → ISO strings."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (np.datetime64, np.timedelta64)):
-        return None if np.isnat(value) else json_value(pd.Timestamp(value) if isinstance(
-            value, np.datetime64) else pd.Timedelta(value))
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else (None if math.isnan(value) else str(value))
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, (timedelta, Decimal)):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_value(v) for v in value]
-    return value
+json_value = functools.partial(json_safe, inf_as_text=True)  # a preview shows an infinity as text
 
 
 def read_ddf(source: str, fmt: str, options: dict[str, Any] | None = None,

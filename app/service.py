@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,6 +33,9 @@ LOST_WORKER_WINDOW_S = 60.0  # a worker lost without being retired keeps health 
 def worker_label(w: dict[str, Any]) -> str:
     """``name (address)``, or the address alone for a worker named by its address."""
     return w["address"] if w["name"] == w["address"] else f"{w['name']} ({w['address']})"
+
+
+T = TypeVar("T")
 
 
 class ProcessingService:
@@ -221,6 +224,15 @@ class ProcessingService:
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.sampler.latest.get("workers", []))
+
+    async def reading(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a read of many stored rows, on the store's read pool: how handlers read off the loop."""
+        return await self.store.reading(fn, *args)
+
+    def metric_history(self, since: float | None, until: float | None, limit: int,
+                       step: float | None) -> tuple[int, list[dict[str, Any]]]:
+        """Stored metric rows, oldest first, or one per ``step`` bucket; blocking (see ``reading``)."""
+        return self.store.metric_history(since, until, limit, step)
 
     def cluster_events(self, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
         return self.store.cluster_events(limit, offset)

@@ -160,9 +160,9 @@ class StoreReads:
     def oldest_pending_created_at(self) -> str | None:
         return self._all("SELECT MIN(created_at) FROM jobs WHERE status = 'pending'")[0][0]
 
-    def completed_since(self, since_iso: str) -> list[tuple[str | None, str | None, str | None]]:
-        """(created_at, started_at, completed_at) of jobs completed at or after ``since_iso``."""
-        return self._all("SELECT created_at, started_at, completed_at FROM jobs "
+    def completed_since(self, since_iso: str) -> list[tuple[str, str | None, str | None, str | None]]:
+        """(job_id, created_at, started_at, completed_at) of jobs completed at or after ``since_iso``."""
+        return self._all("SELECT job_id, created_at, started_at, completed_at FROM jobs "
                          "WHERE status = 'completed' AND completed_at >= ?", [since_iso])
 
     def recently_finished(self, recent: int, since_iso: str) -> list[dict[str, Any]]:

@@ -28,3 +28,8 @@ def epoch(value: str | float | None) -> float | None:
     if value is None or isinstance(value, (int, float)):
         return value
     return parse_iso(value).timestamp() if value else None
+
+
+def eta_seconds(elapsed: float, percent_done: float) -> float | None:
+    """Seconds left at the rate seen so far: ``elapsed`` seconds bought ``percent_done`` % (None before any)."""
+    return elapsed * (100.0 - percent_done) / percent_done if percent_done > 0 else None

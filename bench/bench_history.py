@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -26,8 +27,10 @@ from pathlib import Path
 import requests
 import sqlite_utils
 
-from app.store import Store, iso
-from bench.common import ServerProcess, median, pct, table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.store import Store, iso  # noqa: E402
+from bench.common import ServerProcess, median, pct, table  # noqa: E402
 
 STATUSES = [("completed", 0.80), ("failed", 0.15), ("cancelled", 0.05)]
 PRIORITIES = ["LOW", "NORMAL", "HIGH", "CRITICAL"]
@@ -122,17 +125,24 @@ class HealthPoller(threading.Thread):
     def __init__(self, url: str):
         super().__init__(daemon=True)
         self.url, self.latencies, self.stop = url + "/api/processing/health", [], threading.Event()
+        self.errors = 0  # a refused or dropped poll counts with the time it took to fail
 
     def run(self) -> None:
-        with requests.Session() as s:
-            while not self.stop.is_set():
-                t0 = time.perf_counter()
+        s = requests.Session()
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            try:
                 s.get(self.url, timeout=30)
-                self.latencies.append((time.perf_counter() - t0) * 1000)
-                time.sleep(0.005)
+            except requests.RequestException:
+                self.errors += 1
+                s.close()
+                s = requests.Session()
+            self.latencies.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.005)
+        s.close()
 
 
-def measure(url: str, n: int, repeat: int) -> tuple[list[tuple], list[float], list[float]]:
+def measure(url: str, n: int, repeat: int) -> tuple[list[tuple], list[float], list[float], int]:
     rows: list[tuple] = []
     idle = HealthPoller(url)
     idle.start()
@@ -155,7 +165,7 @@ def measure(url: str, n: int, repeat: int) -> tuple[list[tuple], list[float], li
             rows.append((name, f"{median(times):.1f}", f"{pct(times, 0.99):.1f}", 200))
         busy.stop.set()
         busy.join()
-    return rows, idle.latencies, busy.latencies
+    return rows, idle.latencies, busy.latencies, busy.errors
 
 
 def run(n: int, repeat: int, cache: Path | None) -> None:
@@ -170,7 +180,7 @@ def run(n: int, repeat: int, cache: Path | None) -> None:
         t0 = time.perf_counter()
         srv.start(wait=True, timeout=600)
         print(f"\n{n} jobs: server healthy after {time.perf_counter() - t0:.1f} s; load average {os.getloadavg()}")
-        rows, idle, busy = measure(srv.url, n, repeat)
+        rows, idle, busy, errors = measure(srv.url, n, repeat)
     finally:
         srv.cleanup()
         shutil.rmtree(work, ignore_errors=True)
@@ -179,7 +189,7 @@ def run(n: int, repeat: int, cache: Path | None) -> None:
     print(table(rows, ("query", "median ms", "p99 ms", "http")))
     print(f"health while idle: median {median(idle):.1f} ms, max {max(idle):.1f} ms ({len(idle)} polls)")
     print(f"health during the queries: median {median(busy):.1f} ms, p99 {pct(busy, 0.99):.1f} ms, "
-          f"max {max(busy):.1f} ms ({len(busy)} polls); load average {os.getloadavg()}")
+          f"max {max(busy):.1f} ms ({len(busy)} polls, {errors} failed); load average {os.getloadavg()}")
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -21,6 +20,7 @@ from bokeh.plotting import figure
 from app.errors import ProcessingError
 from app.models import PRIORITIES
 from app.service import ProcessingService
+from app.times import epoch as _epoch
 
 from .charts import time_format
 from .live import TERMINAL, LiveFeed, job_status_counts, memory_status, running_job, running_jobs
@@ -33,10 +33,6 @@ TABLE_TITLES = {"job_id": "Job", "operation": "Operation", "dataset_id": "Datase
                 "status": "Status", "progress": "Progress", "note": "ETA / waiting for", "attempts": "Tries",
                 "created": "Submitted", "cancel": ""}
 CANCEL_HTML = "<span style='color:#c92a2a;font-weight:600;cursor:pointer'>✕ Cancel</span>"
-
-
-def _epoch(text: str | None) -> float | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
 
 def job_frame(jobs: list[dict[str, Any]]) -> pd.DataFrame:

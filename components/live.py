@@ -12,7 +12,6 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime
 from typing import Any, Callable
 
 import panel as pn
@@ -22,6 +21,8 @@ from panel.io.callbacks import PeriodicCallback
 
 from app.models import PRIORITIES
 from app.service import ProcessingService
+from app.times import epoch as _epoch
+from app.times import eta_seconds
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class LiveFeed(param.Parameterized):
         self._callback.start()
         with _feeds_lock:
             _feeds["active"] += 1
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        self._context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+        if self._context is not None:
             pn.state.curdoc.on_session_destroyed(self._destroyed)
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
@@ -72,7 +74,9 @@ class LiveFeed(param.Parameterized):
         self._subscribers.append(callback)
 
     def tick(self) -> None:
-        """Hand a new sample (if any) to the subscribers."""
+        """Hand a new sample (if any) to the subscribers, while a browser is connected."""
+        if not self._connected():
+            return  # a closed tab's session lives on for 15-30 s: nothing may be written to its socket
         snap = self.service.sampler.latest
         if snap.get("ts") == self._last_ts:
             return
@@ -83,6 +87,10 @@ class LiveFeed(param.Parameterized):
                     callback(snap)
                 except Exception:
                     log.exception("live update failed in %s", getattr(callback, "__qualname__", callback))
+
+    def _connected(self) -> bool:
+        session = getattr(self._context, "session", None)
+        return self._context is None or (session is not None and session.connection_count > 0)
 
     def _destroyed(self, _context: Any) -> None:
         self._callback.stop()
@@ -208,7 +216,7 @@ def running_jobs(service: ProcessingService, memo: dict[str, float] | None = Non
         if run.expected_end_at:
             eta: float | None = max(0.0, run.expected_end_at - now)
         else:
-            eta = elapsed * (100.0 - share) / share if share > 0 else None
+            eta = eta_seconds(elapsed, share)
         rows.append({
             "job_id": job_id, "operation": attempt.operation, "priority": attempt.priority,
             "dataset_id": (attempt.dataset or {}).get("dataset_id"), "progress": share, "eta_seconds": eta,
@@ -307,12 +315,3 @@ async def job_throughput(service: ProcessingService, window_s: float, buckets: i
         return {"t": centers, "count": counts, "width": [bucket_s * 1000 * 0.9] * buckets}
 
     return await _throughput_cache.get((window_s, buckets), compute, service.executor)
-
-
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

@@ -6,6 +6,7 @@ fast tier (``pytest -m "not slow and not ui"``).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -15,11 +16,12 @@ from typing import Any
 
 from tornado import web
 from tornado.httpclient import HTTPResponse
-from tornado.testing import AsyncHTTPTestCase
+from tornado.testing import AsyncHTTPTestCase, gen_test
 
 from app.api.routes import api_routes
 from app.service import ProcessingService
 from app.settings import Settings
+from tests.test_store_reads import seed as seed_finished_jobs
 
 MEAN = {"column": "level", "operation": "mean"}
 
@@ -123,3 +125,22 @@ class InProcessAPI(AsyncHTTPTestCase):
         assert {"aggregate", "filter", "partition"} <= {o["name"] for o in ops}
         spec = json.loads(self.call("GET", "/api/processing/openapi.json").body)
         assert "/api/processing/jobs/submit" in spec["paths"]
+
+    @gen_test(timeout=120)
+    async def test_health_answers_while_a_heavy_list_query_runs(self) -> None:
+        seed_finished_jobs(self.service.store, 50_000)
+        events: list[str] = []
+        # two filters of several values and a deep offset: the page is sorted from many rows
+        heavy = self.get_url("/api/processing/jobs/list?status=failed,cancelled&priority=HIGH,LOW"
+                             "&offset=9000&limit=1000")
+        listing = asyncio.ensure_future(self.http_client.fetch(heavy))
+        listing.add_done_callback(lambda _: events.append("list"))
+        while not listing.done():
+            r = await self.http_client.fetch(self.get_url("/api/processing/health"))
+            assert json.loads(r.body)["status"] in ("healthy", "degraded")
+            events.append("health")
+        body = json.loads((await listing).body)
+        assert body["total"] == 10_000 and len(body["jobs"]) == 1000
+        # health is asked again only once answered: a loop blocked by the list answers at most
+        # the one health request it took before the list, so two answers mean one came mid-query
+        assert events.index("list") >= 2, events

@@ -46,12 +46,8 @@ def check(contract_id: str, known: set[tuple[str, str]] = frozenset()) -> None:
         raise ContractBroken(f"'{contract_id}' still broken by {sorted(found)}")
 
 
-# The engine takes the whole service back (JobEngine(service), a TYPE_CHECKING import):
-# the circle issue 17 removes. Drop the mark once app/jobs.py imports nothing from app.service.
-@pytest.mark.xfail(raises=ContractBroken, strict=True,
-                   reason="app.jobs -> app.service (JobEngine takes the ProcessingService)")
 def test_layers():
-    check("layers", {("app.jobs", "app.service")})
+    check("layers")
 
 
 # The request id comes from the store's id helper. Drop the mark once app/api/ imports no app.store.

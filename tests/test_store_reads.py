@@ -1,25 +1,15 @@
 """The store's reads: read-only connections on a pool, lists that follow an index, counters
-kept by the writes, job timings kept as jobs end, and a loop that answers while a list runs.
-No server: the store on a temporary file, and the API in-process through Tornado."""
+kept by the writes, job timings kept as jobs end. No server: the store on a temporary file.
+(That health answers while a heavy list runs is in tests/test_api_inprocess.py.)"""
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import shutil
 import sqlite3
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
-from tornado import web
-from tornado.testing import AsyncHTTPTestCase, gen_test
 
-from app.api.routes import api_routes
 from app.prometheus import DURATION_BUCKETS, WAIT_BUCKETS, JobTimings
-from app.service import ProcessingService
-from app.settings import Settings
 from app.store import Store
 from app.times import iso
 
@@ -144,37 +134,3 @@ def test_job_timings_are_seeded_then_kept_as_jobs_end(store):
     assert (run_count, run_sum) == (3, 420) and run_buckets == [sum(r <= b for r in (10, 400, 10))
                                                                 for b in DURATION_BUCKETS]
     assert timings.snapshot(now + 86400 + 120)["run"][0] == 0, "a day later the window has emptied"
-
-
-class HealthDuringAHeavyList(AsyncHTTPTestCase):
-    """The real handlers in-process, over a store holding tens of thousands of jobs."""
-
-    def get_app(self) -> web.Application:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="store-reads-"))
-        self.service = ProcessingService(Settings(data_dir=self.data_dir, autostart=False, demo_dataset=False))
-        seed(self.service.store, 50_000)
-        return web.Application(api_routes(self.service))
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        self.service.executor.shutdown(wait=True)
-        self.service.store.close()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    @gen_test(timeout=120)
-    async def test_health_answers_while_a_heavy_list_query_runs(self):
-        events: list[str] = []
-        # two filters of several values and a deep offset: the page is sorted from many rows
-        heavy = self.get_url("/api/processing/jobs/list?status=failed,cancelled&priority=HIGH,LOW"
-                             "&offset=9000&limit=1000")
-        listing = asyncio.ensure_future(self.http_client.fetch(heavy))
-        listing.add_done_callback(lambda _: events.append("list"))
-        while not listing.done():
-            r = await self.http_client.fetch(self.get_url("/api/processing/health"))
-            assert json.loads(r.body)["status"] in ("healthy", "degraded")
-            events.append("health")
-        body = json.loads((await listing).body)
-        assert body["total"] == 10_000 and len(body["jobs"]) == 1000
-        # health is asked again only once answered: a loop blocked by the list answers at most
-        # the one health request it took before the list, so two answers mean one came mid-query
-        assert events.index("list") >= 2, events

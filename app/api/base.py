@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -23,6 +22,7 @@ from tornado import web
 from ..auth import allowed_origin, bearer_token, check_api_access, failures
 from ..errors import (InvalidRequest, NotFound, PayloadTooLarge, ProcessingError, TooManyRequests, Unauthorized,
                       UnsupportedMediaType)
+from ..jsonsafe import json_safe
 from ..models import build, public_params
 from ..store import new_id
 
@@ -53,19 +53,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def dumps(value: Any) -> str:
     """JSON with NaN/inf as null (browsers reject NaN)."""
-    return json.dumps(_clean(value), default=_json_default)
+    return json.dumps(json_safe(value), default=_json_default)
 
 
 @dataclass

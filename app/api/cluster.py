@@ -81,7 +81,7 @@ class ClusterEventsHandler(BaseHandler):
 
     async def get(self) -> None:
         q = self.parse_query(PageQuery)
-        total, events = await self.service.store.reading(self.service.cluster_events, q.limit, q.offset)
+        total, events = await self.service.reading(self.service.cluster_events, q.limit, q.offset)
         self.write_json({"total": total, "events": events})
 
 

@@ -25,7 +25,7 @@ class DatasetsHandler(BaseHandler):
 
     async def get(self) -> None:
         q = self.parse_query(PageQuery)
-        total, items = await self.service.store.reading(self.service.datasets.list, q.limit, q.offset)
+        total, items = await self.service.reading(self.service.datasets.list, q.limit, q.offset)
         self.write_json({"total": total, "limit": q.limit, "offset": q.offset, "datasets": items})
 
     async def post(self) -> None:

@@ -56,7 +56,7 @@ class ListHandler(BaseHandler):
     async def get(self) -> None:
         q = self.parse_query(JobListQuery)
         jobs = self.service.jobs
-        self.write_json(await self.service.store.reading(
+        self.write_json(await self.service.reading(
             jobs.list, q.status, q.priority, q.limit, q.offset, q.dataset_id, q.operation, q.sort == "newest"))
 
 

@@ -1,5 +1,5 @@
 """Monitoring endpoints: metric history, the live buffer, Prometheus text and
-recommendations. Every read of the store runs on its read pool (``store.reading``)."""
+recommendations. Every read of the store runs on its read pool (``service.reading``)."""
 from __future__ import annotations
 
 import math
@@ -115,8 +115,7 @@ class ClusterMetricsHandler(BaseHandler):
     async def get(self) -> None:
         q = self.parse_query(HistoryQuery)
         since, until = time_range(q, time.time())
-        store = self.service.store
-        total, rows = await store.reading(store.metric_history, since, until, q.limit, q.step)
+        total, rows = await self.service.reading(self.service.metric_history, since, until, q.limit, q.step)
         body: dict[str, Any] = {"total": total, "metrics": [history_row(r) for r in rows]}
         if q.step:
             body["step"] = q.step
@@ -140,7 +139,7 @@ class PrometheusHandler(BaseHandler):
                                tags=("metrics",), response_type=prometheus.CONTENT_TYPE)}
 
     async def get(self) -> None:
-        body = await self.service.store.reading(prometheus.render, self.service)
+        body = await self.service.reading(prometheus.render, self.service)
         self.set_header("Content-Type", prometheus.CONTENT_TYPE)
         self.finish(body)
 
@@ -149,7 +148,7 @@ class RecommendationsHandler(BaseHandler):
     openapi = {"get": Endpoint("Scale up/down and per-job memory advice, with the evidence", tags=("metrics",))}
 
     async def get(self) -> None:
-        body = await self.service.store.reading(recommendations.from_service, self.service)
+        body = await self.service.reading(recommendations.from_service, self.service)
         self.write_json(body)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import param
 
 from ..errors import InvalidRequest
+from ..jsonsafe import json_safe as jsonable
 from ..kernels import KernelPlan
 from ..models import build as build_model
 from ..models import json_schema, public_params, required_fields
@@ -257,28 +258,6 @@ def _timestamp(value: str, dtype: str, where: str) -> pd.Timestamp:
 
 
 # -- JSON -------------------------------------------------------------------
-
-def jsonable(value: Any) -> Any:
-    """Plain Python for JSON: NaN, NaT and NA become None, numpy scalars become numbers."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray, pd.Index, pd.Series)):
-        return [jsonable(v) for v in value]
-    if value is None or (np.ndim(value) == 0 and pd.isna(value) is True):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if isinstance(value, (pd.Timestamp, np.datetime64)):
-        return pd.Timestamp(value).isoformat()
-    if isinstance(value, str):
-        return value
-    return str(value)
-
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """A frame's rows as JSON-safe dicts."""
