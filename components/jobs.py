@@ -185,7 +185,7 @@ class JobDetail(pn.viewable.Viewer):
         self._message = TextAlert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self._source = ColumnDataSource({"t": [], "progress": []})
         self._chart = pn.Column(pn.pane.Bokeh(self._progress_figure(), sizing_mode="stretch_width"),
-                                sizing_mode="stretch_width", visible=False)
+                                sizing_mode="stretch_width", visible=False, css_classes=["job-progress-chart"])
         self._result = pn.Column(sizing_mode="stretch_width")
         self._status: str | None = None
         self._job: dict[str, Any] = {}
@@ -235,7 +235,7 @@ class JobDetail(pn.viewable.Viewer):
         self._cancel.visible = job["status"] in ("pending", "running")
         self._draw_progress(job, None)
         self._info.object = render_info(job, None)
-        self._chart.visible = job["status"] != "pending"
+        self._chart.visible = worth_a_chart(job)
         fresh, self._shown_id = self._shown_id != job["job_id"], job["job_id"]
         with pn.io.unlocked():  # raw Bokeh data, possibly changed after an await (no document lock)
             if fresh or not len(self._source.data["t"]):
@@ -286,6 +286,7 @@ class JobDetail(pn.viewable.Viewer):
         pending = self.job_id in self.service.jobs.pending
         if live and self._status == "running":
             self._was_live = True
+            self._chart.visible = live["elapsed_s"] >= CHART_AFTER_S
             self._draw_progress(self._job, live)
             self._info.object = render_info(self._job, live)
             self._source.stream({"t": [snap["ts"] * 1000.0], "progress": [live["progress"]]}, rollover=3600)
@@ -312,6 +313,18 @@ class JobDetail(pn.viewable.Viewer):
                          self._info, sizing_mode="stretch_width")
 
 
+CHART_AFTER_S = 2.0  # a job shorter than this has no progress worth a chart (its axis would read "000ms")
+
+
+def worth_a_chart(job: dict[str, Any]) -> bool:
+    """Whether the job ran (or has been running) long enough for a progress-over-time chart."""
+    start = _epoch(job.get("started_at"))
+    if job["status"] == "pending" or start is None:
+        return False
+    end = _epoch(job.get("completed_at")) or time.time()
+    return end - start >= CHART_AFTER_S
+
+
 def render_header(job: dict[str, Any]) -> str:
     return (f"<div class='pc-title'><span data-testid='job-title'>{esc(job['operation'])}</span>"
             f"<code data-testid='job-id'>{esc(job['job_id'])}</code>"
@@ -329,7 +342,7 @@ def render_info(job: dict[str, Any], live: dict[str, Any] | None) -> str:
         ("Reserved", f"{job.get('max_cores') or 0:g} cores · {job.get('max_memory_gb') or 0:g} GB"),
         ("Submitted", esc(_time(job.get("created_at")))), ("Started", esc(_time(job.get("started_at")))),
         ("Finished", esc(_time(job.get("completed_at")))),
-        ("Tasks", f"{done if done is not None else '—'} of {total if total is not None else '—'} done"),
+        *([("Tasks", f"{done or 0} of {total} done")] if total else []),  # unknown counts are left out, not "— of —"
         ("Peak result memory", fmt_bytes(peak) if peak is not None else "—"),
         ("Task CPU time", f"{cpu:.2f} s" if cpu is not None else "—"),
         ("Parameters", f"<code>{esc(json.dumps(job.get('parameters') or {}))}</code>"),
