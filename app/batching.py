@@ -8,7 +8,8 @@
 - :class:`ConnectionPacer` starts at most a few new HTTP connections per loop pass:
   a thousand clients connecting at once are then read a few at a time, not all in
   one pass that keeps everything else (a health probe on a kept-alive connection)
-  waiting. Connections already being served are not held back.
+  waiting. Connections already being served are not held back. The HTTP server
+  (:class:`app.connections.GuardedHTTPServer`) hands it every admitted connection.
 - :class:`Turns` lets callers run their costly part only while the loop pass has
   budget left; the rest wait, in arrival order, for the next passes. A thousand
   submissions read in one pass then no longer keep ``/health`` (or anything else)
@@ -24,6 +25,7 @@ import asyncio
 import heapq
 import logging
 import selectors
+import socket
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,8 @@ Result = TypeVar("Result")
 MAX_BATCH = 8  # submissions per commit; their 201s are written in one pass
 PASS_BUDGET_S = 0.003  # loop time per pass for queued validations
 NEW_CONNECTIONS_PER_PASS = 8
+LIFO_ABOVE = 64  # connections queued in the pacer beyond which the newest start first
+PEEK_BYTES = 8192  # bytes of a new connection looked at for a complete request header
 READY_PER_PASS = 4
 
 
@@ -91,59 +95,76 @@ class FairSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
 
 
 class ConnectionPacer:
-    """Wraps a Tornado ``TCPServer.handle_stream``: new connections start a few per loop pass."""
+    """``pacer(stream, address)``: new connections start (``start(stream, address)``) a few per loop pass.
 
-    def __init__(self, handle_stream: Callable[[Any, Any], Any], selector: FairSelector | None = None,
-                 per_pass: int = NEW_CONNECTIONS_PER_PASS):
-        self._handle_stream = handle_stream
+    A thousand clients connecting at once are then read a few at a time, not all in
+    one pass that keeps everything else (a health probe on a kept-alive connection)
+    waiting. Each new connection is peeked at once (not read): one whose complete
+    request header is already there starts first, so under a flood of half-open
+    connections a monitor's probe starts in the next pass, while the flood waits
+    its turn unread (and the connection limiter closes its oldest first). Among the
+    others, first come, first started while the queue is short; beyond
+    ``lifo_above`` queued the newest start first (adaptive LIFO).
+    """
+
+    def __init__(self, start: Callable[[Any, Any], Any], selector: FairSelector | None = None,
+                 per_pass: int = NEW_CONNECTIONS_PER_PASS, lifo_above: int = LIFO_ABOVE):
+        self._start = start
         self._selector = selector
         self.per_pass = per_pass
+        self.lifo_above = lifo_above
+        self._ready: deque[tuple[Any, Any]] = deque()  # a complete request header waits
         self._waiting: deque[tuple[Any, Any]] = deque()
         self._scheduled = False
-        self.on_dropped: Callable[[Any], None] | None = None  # told of a stream closed while queued
-        self.on_start: Callable[[Any], None] | None = None  # told of a stream about to be served
-
-    @classmethod
-    def install(cls, http_server: Any, selector: FairSelector | None = None,
-                per_pass: int = NEW_CONNECTIONS_PER_PASS) -> "ConnectionPacer":
-        pacer = cls(http_server.handle_stream, selector, per_pass)
-        http_server.handle_stream = pacer  # TCPServer looks it up on the instance per connection
-        return pacer
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._ready) + len(self._waiting)
 
-    def __call__(self, stream: Any, address: Any) -> None:
+    def __call__(self, stream: Any, address: Any) -> bool:
+        """Queue a new connection; True if its complete request header is already there."""
         if self._selector is not None:
             self._selector.rank(stream.socket.fileno())
-        self._waiting.append((stream, address))
+        ready = request_waiting(stream.socket)
+        (self._ready if ready else self._waiting).append((stream, address))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start_some)
+        return ready
+
+    def _next(self) -> tuple[Any, Any]:
+        if self._ready:
+            return self._ready.popleft()
+        return self._waiting.pop() if len(self._waiting) > self.lifo_above else self._waiting.popleft()
 
     def _start_some(self) -> None:
         self._scheduled = False
         started = 0
-        while self._waiting and started < self.per_pass:
-            stream, address = self._waiting.popleft()
-            if stream.closed():  # the client gave up while waiting, or the limiter closed it
-                if self.on_dropped is not None:
-                    self.on_dropped(stream)
+        while (self._ready or self._waiting) and started < self.per_pass:
+            stream, address = self._next()
+            if stream.closed():  # closed while queued (by the connection limiter)
                 continue
             try:
-                if self.on_start is not None:
-                    self.on_start(stream)
-                result = self._handle_stream(stream, address)
+                result = self._start(stream, address)
                 if result is not None:
                     asyncio.ensure_future(result)
             except Exception:
                 log.exception("starting a connection failed")
                 stream.close()
             started += 1
-        if self._waiting:
+        if self._ready or self._waiting:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start_some)
+
+
+def request_waiting(sock: socket.socket) -> bool:
+    """The socket holds a complete HTTP request header, not yet read (a TLS socket never seems to)."""
+    try:
+        return b"\r\n\r\n" in sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:  # reset or closed: starting it only notices that
+        return False
 
 
 class Turns:
@@ -265,133 +286,3 @@ class BatchWriter(Generic[Item, Result]):
         while self._draining is not None:
             await asyncio.shield(self._draining)
         self._executor.shutdown(wait=True)
-
-
-BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                 b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\n"
-                 b"too many connections; retry\r\n")
-
-
-class ConnectionLimiter:
-    """Caps open HTTP connections in total and per client address.
-
-    Over a cap, the connection that has waited longest without sending a complete
-    request header since it was started (read; a half-open one) is answered 503 and
-    closed to make room, so a flood of them cannot keep a monitor's new connection out;
-    if there is none, the new connection is. Connections still queued in the pacer are
-    counted but never evicted: they have not been read yet (a monitor's probe among them). Installed around the server's
-    ``handle_stream`` (ahead of the :class:`ConnectionPacer`) and ``on_close``; told
-    of each request header by the request guard (:meth:`request_started`).
-    """
-
-    def __init__(self, handle_stream: Callable[[Any, Any], Any], max_total: int, max_per_client: int):
-        self._handle_stream = handle_stream
-        self.max_total = max_total
-        self.max_per_client = max_per_client
-        self._address: dict[Any, str] = {}  # stream -> client address
-        self._per_client: dict[str, int] = {}
-        self._waiting: dict[Any, float] = {}  # stream -> started at, in start order
-        self._waiting_by_client: dict[str, dict[Any, float]] = {}
-        self.refused = 0
-        self.evicted = 0
-        self._last_report = 0.0
-
-    @classmethod
-    def install(cls, http_server: Any, max_total: int, max_per_client: int,
-                pacer: ConnectionPacer | None = None) -> "ConnectionLimiter":
-        limiter = cls(http_server.handle_stream, max_total, max_per_client)
-        http_server.handle_stream = limiter
-        if pacer is not None:
-            pacer.on_dropped = limiter.closed
-            pacer.on_start = limiter.started
-        on_close = http_server.on_close
-
-        def closed(server_conn: Any) -> None:
-            limiter.closed(server_conn.stream)
-            on_close(server_conn)
-
-        http_server.on_close = closed  # HTTP1ServerConnection calls its delegate's on_close
-        return limiter
-
-    @property
-    def open(self) -> int:
-        return len(self._address)
-
-    def __call__(self, stream: Any, address: Any) -> Any:
-        client = str(address[0]) if isinstance(address, tuple) and address else str(address)
-        if self._per_client.get(client, 0) >= self.max_per_client and not self._evict(client):
-            return self._refuse(stream, f"{client} has {self.max_per_client} connections open")
-        if len(self._address) >= self.max_total and not self._evict(None):
-            return self._refuse(stream, f"{self.max_total} connections open")
-        self._address[stream] = client
-        self._per_client[client] = self._per_client.get(client, 0) + 1
-        # No close callback on the stream (Tornado would then watch every queued socket):
-        # a served stream's end comes through on_close, a queued one's through the pacer.
-        return self._handle_stream(stream, address)
-
-    def started(self, stream: Any) -> None:
-        """``stream`` is about to be read: half-open (evictable) until its header is complete."""
-        client = self._address.get(stream)
-        if client is None:
-            return
-        now = time.monotonic()
-        self._waiting[stream] = now
-        self._waiting_by_client.setdefault(client, {})[stream] = now
-
-    def request_started(self, stream: Any) -> None:
-        """A complete request header arrived on ``stream``: it is no longer half-open."""
-        if stream is None or self._waiting.pop(stream, None) is None:
-            return
-        client = self._address.get(stream)
-        if client is not None:
-            self._waiting_by_client.get(client, {}).pop(stream, None)
-
-    def closed(self, stream: Any) -> None:
-        client = self._address.pop(stream, None)
-        if client is None:
-            return
-        self._waiting.pop(stream, None)
-        waiting = self._waiting_by_client.get(client)
-        if waiting is not None:
-            waiting.pop(stream, None)
-            if not waiting:
-                del self._waiting_by_client[client]
-        left = self._per_client.get(client, 1) - 1
-        if left > 0:
-            self._per_client[client] = left
-        else:
-            self._per_client.pop(client, None)
-
-    def _evict(self, client: str | None) -> bool:
-        """Close the oldest half-open connection (of ``client``, or of anyone); False if there is none."""
-        waiting = self._waiting if client is None else self._waiting_by_client.get(client, {})
-        oldest = next(iter(waiting), None)  # dicts keep accept order
-        if oldest is None:
-            return False
-        self.evicted += 1
-        self.closed(oldest)
-        self._send_busy(oldest)
-        return True
-
-    def _refuse(self, stream: Any, why: str) -> None:
-        self.refused += 1
-        now = time.monotonic()
-        if now - self._last_report >= 10:  # one line per 10 s, whatever the flood
-            self._last_report = now
-            log.warning("connection refused with 503: %s (%d refused, %d half-open closed so far)",
-                        why, self.refused, self.evicted)
-        self._send_busy(stream)
-
-    @staticmethod
-    def _send_busy(stream: Any) -> None:
-        try:
-            done = stream.write(BUSY_RESPONSE)
-        except Exception:  # noqa: BLE001 - the client is gone already
-            stream.close()
-            return
-
-        def close(future: Any) -> None:
-            future.exception()  # retrieved: a client gone meanwhile is not an error
-            stream.close()
-
-        done.add_done_callback(close)

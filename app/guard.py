@@ -13,8 +13,8 @@ headers every response carries.
   script) is not a browser's and passes.
 - Security headers on every response (:class:`SecurityHeaders`).
 
-Both hook into Tornado's public pieces: a routing rule ahead of every other one
-(:func:`install`) and an output transform.
+Both hook into Tornado's public pieces: a router wrapped around the application
+(:class:`GuardRouter`) and an output transform.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from .errors import Forbidden, ProcessingError
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .batching import ConnectionLimiter
     from .service import ProcessingService
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -172,32 +171,37 @@ class RefusedHandler(BaseHandler):
     def options(self, *args: Any, **kwargs: Any) -> None:
         self._refuse()
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if self.request.path.startswith("/api") or not isinstance(e, ProcessingError) or self._finished:
-            super()._handle_request_exception(e)
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if self.request.path.startswith("/api") or not isinstance(exc, ProcessingError):
+            super().write_error(status_code, **kwargs)
             return
-        self.set_status(e.status)
+        self.set_status(exc.status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(e.message + "\n")
+        self.finish(exc.message + "\n")
 
 
-class GuardMatcher(routing.Matcher):
-    """Matches the requests to refuse; sees every request's headers first."""
+class GuardRouter(routing.Router):
+    """Bokeh's Tornado application behind the guard: every request's headers are checked first.
 
-    def __init__(self, guard: RequestGuard, limiter: "ConnectionLimiter | None"):
-        self.guard = guard
-        self.limiter = limiter
+    Installed as the HTTP server's request callback (:class:`app.connections.GuardedHTTPServer`),
+    so no route of the application, Bokeh's or ours, is reached around it.
+    """
 
-    def match(self, request: httputil.HTTPServerRequest) -> dict[str, Any] | None:
-        if self.limiter is not None:
-            self.limiter.request_started(getattr(request.connection, "stream", None))
+    def __init__(self, app: web.Application, service: "ProcessingService"):
+        self.app = app
+        self.guard = RequestGuard(service.settings)
+        self._refused = {"service": service, "guard": self.guard}
+        app.add_transform(SecurityHeaders)
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> httputil.HTTPMessageDelegate | None:
         if self.guard.refusal(request) is not None:
-            return {}
+            return self.app.get_handler_delegate(request, RefusedHandler, self._refused)
         if request.method == "HEAD" and not request.path.startswith("/api"):
             # page handlers (Bokeh's) have no HEAD: run their GET and drop the body
             request.method = "GET"
             setattr(request, HEAD_AS_GET, True)
-        return None
+        return self.app.find_handler(request, **kwargs)
 
 
 class SecurityHeaders(web.OutputTransform):
@@ -223,15 +227,6 @@ class SecurityHeaders(web.OutputTransform):
 
     def transform_chunk(self, chunk: bytes, finishing: bool) -> bytes:
         return b"" if self._head else chunk
-
-
-def install(app: web.Application, service: "ProcessingService", limiter: "ConnectionLimiter | None" = None) -> None:
-    """Put the guard ahead of every route of ``app`` and the headers on every response."""
-    guard = RequestGuard(service.settings)
-    rule = routing.Rule(GuardMatcher(guard, limiter), RefusedHandler, {"service": service, "guard": guard})
-    # ahead of Application's catch-all rule (Tornado's own add_handlers inserts there too)
-    app.default_router.rules.insert(0, app.default_router.process_rule(rule))
-    app.add_transform(SecurityHeaders)
 
 
 def websocket_origins(settings: Settings) -> list[str]:

@@ -15,7 +15,112 @@ from .store import iso
 from .store_reads import SUMMARY_COLUMNS
 
 
-class JobViews:
+SORTS = {  # the job list's server-side orders: (column, its values in rank order, lowest first)
+    "created": ("created", ()),
+    "priority": ("priority", ("LOW", "NORMAL", "HIGH", "CRITICAL")),
+    "status": ("status", ("pending", "running", "completed", "failed", "cancelled")),
+}
+
+
+class LiveViews:
+    """Plain-data views of the engine's memory for the pages: nothing returned is engine state."""
+
+    def list_sorted(self, status: list[str], priority: list[str], limit: int, offset: int,
+                    sort: str = "created", descending: bool = True) -> dict[str, Any]:
+        """A page of the job list in a server-side order across all pages.
+
+        ``priority`` sorts by rank (LOW < NORMAL < HIGH < CRITICAL) and ``status`` by the
+        lifecycle, each group newest first: the page is cut from one filtered, indexed
+        read per group, so no column needs an index of its own.
+        """
+        if sort not in SORTS:
+            raise InvalidRequest(f"unknown sort {sort}; allowed: {', '.join(SORTS)}", {"field": "sort"})
+        column, ranks = SORTS[sort]
+        if not ranks:
+            return self.list(status, priority, limit, offset, newest_first=descending)
+        chosen = {"status": status, "priority": priority}
+        groups = [v for v in (reversed(ranks) if descending else ranks) if not chosen[column] or v in chosen[column]]
+        jobs: list[dict[str, Any]] = []
+        total = 0
+        for value in groups:
+            local = {**chosen, column: [value]}
+            want = limit - len(jobs)
+            page = self.list(local["status"], local["priority"], max(1, want), max(0, offset + len(jobs) - total))
+            if want > 0:
+                jobs.extend(page["jobs"][:want])
+            total += page["total"]
+        return {"total": total, "limit": limit, "offset": offset, "jobs": jobs}
+
+    def running_view(self) -> list[dict[str, Any]]:
+        """Running jobs with live progress, ETA, tasks and reservations, longest running first."""
+        counts = self.sampler.latest.get("jobs") or {}
+        now = self.clock()
+        rows = []
+        for job_id, (run, attempt, _task) in list(self.running.items()):
+            stats = counts.get(attempt.annotation) or {}
+            total, done = int(stats.get("total") or 0), int(stats.get("done") or 0)
+            share = min(99.0, 100.0 * done / total) if total else 0.0
+            elapsed = max(0.0, now - attempt.started_at)
+            rows.append({
+                "job_id": job_id, "operation": attempt.operation, "priority": attempt.priority,
+                "dataset_id": (attempt.dataset or {}).get("dataset_id"), "progress": share,
+                "expected_end_at": run.expected_end_at, "elapsed_s": elapsed, "attempt": attempt.number,
+                "tasks_done": done, "tasks_total": total, "held_bytes": int(stats.get("held_bytes") or 0),
+                "peak_held_bytes": int(stats.get("peak_held_bytes") or 0), "cpu_s": float(stats.get("cpu_s") or 0.0),
+                "cores": run.cores, "memory_gb": run.memory_gb,
+            })
+        rows.sort(key=lambda r: -r["elapsed_s"])
+        return rows
+
+    def queue_view(self) -> list[dict[str, Any]]:
+        """Waiting jobs in queue order, each with its position and the reason it waits."""
+        rows = []
+        for job_id, queued in list(self.pending.items()):
+            wait = self.waiting.get(job_id)
+            rows.append({"job_id": job_id, "priority": queued.priority,
+                         "position": wait.position if wait else None,
+                         "reason": wait.reason if wait else "waiting for the next dispatch pass"})
+        rows.sort(key=lambda r: r["position"] if r["position"] is not None else 10**9)
+        return rows
+
+    def phase(self, job_id: str) -> str:
+        """"running", "pending" or "ended", from memory (no store read)."""
+        if job_id in self.running:
+            return "running"
+        return "pending" if job_id in self.pending else "ended"
+
+    def live_ids(self) -> set[str]:
+        """Ids of the jobs queued or running now."""
+        return set(self.pending) | set(self.running)
+
+    def status_counts(self) -> dict[str, int]:
+        """Jobs per status (a blocking read: call it in an executor)."""
+        return self.store.count_jobs()
+
+    def timing_histograms(self) -> dict[str, dict[str, list[float]]]:
+        """Queue wait and run time of the jobs that completed in the histogram window: bucket
+        upper bounds and the count in each bucket (not cumulative; the last is over the top bound)."""
+        from . import prometheus
+
+        snap = prometheus.JobTimings.of(self.store).snapshot(self.clock())
+        out = {}
+        for key, bounds in (("wait", prometheus.WAIT_BUCKETS), ("run", prometheus.DURATION_BUCKETS)):
+            count, _, cumulative = snap[key]
+            steps = [*cumulative, count]
+            out[key] = {"upper_s": [*bounds, float("inf")],
+                        "count": [steps[0], *(b - a for a, b in zip(steps, steps[1:]))]}
+        return out
+
+    def ended_times(self, statuses: list[str], limit: int = 1000) -> dict[str, list[str]]:
+        """When the newest ``limit`` jobs of each status ended (blocking: call it in an executor)."""
+        out = {}
+        for status in statuses:
+            _, rows = self.store.list_jobs([status], None, limit, 0, columns=["completed_at"])
+            out[status] = [r["completed_at"] for r in rows if r.get("completed_at")]
+        return out
+
+
+class JobViews(LiveViews):
     """Reads only: the API's and the pages' shapes of jobs and of the queue."""
 
     def get(self, job_id: str) -> dict[str, Any]:

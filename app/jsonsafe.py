@@ -17,14 +17,19 @@ def json_safe(value: Any, *, inf_as_text: bool = False) -> Any:
 
     Infinities become None, or ``"inf"``/``"-inf"`` with ``inf_as_text`` (a preview shows what the data holds).
     """
+    return _safe(value, inf_as_text)
+
+
+def _safe(value: Any, inf_as_text: bool) -> Any:
+    # positional and in order of frequency: an API page of 1000 jobs goes through here
     if value is None or isinstance(value, _PLAIN):
         return value
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _safe(v, inf_as_text) for k, v in value.items()}
     if isinstance(value, float):
         return value if math.isfinite(value) else (str(value) if inf_as_text and not math.isnan(value) else None)
-    if isinstance(value, dict):
-        return {str(k): json_safe(v, inf_as_text=inf_as_text) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray, pd.Index, pd.Series)):
-        return [json_safe(v, inf_as_text=inf_as_text) for v in value]
+        return [_safe(v, inf_as_text) for v in value]
     if value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, (np.datetime64, np.timedelta64)):
@@ -32,7 +37,7 @@ def json_safe(value: Any, *, inf_as_text: bool = False) -> Any:
             return None
         value = pd.Timestamp(value) if isinstance(value, np.datetime64) else pd.Timedelta(value)
     if isinstance(value, np.generic):
-        return json_safe(value.item(), inf_as_text=inf_as_text)
+        return _safe(value.item(), inf_as_text)
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     if isinstance(value, bytes):

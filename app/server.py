@@ -9,10 +9,12 @@ import resource
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .batching import ConnectionLimiter, ConnectionPacer, FairSelector
+from .batching import FairSelector
+from .connections import ConnectionLimiter, guarded_http_server
 from .guard import is_loopback, served_hosts, websocket_origins
 from .settings import Settings
 
@@ -20,7 +22,6 @@ log = logging.getLogger("app.server")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 FD_RESERVE = 256  # descriptors kept for the database, Dask and the log beyond MAX_CONNECTIONS
 
 
@@ -91,10 +92,14 @@ def connection_caps(settings: Settings, fd_limit: int) -> tuple[int, int]:
 
 
 def http_server_options(settings: Settings) -> dict[str, Any]:
-    """Tornado HTTPServer options: the idle timeout is also the header timeout."""
-    # Tornado waits idle_connection_timeout for a request's complete header, on a new
-    # connection and between keep-alive requests alike (HTTP1ConnectionParameters.header_timeout).
-    return {"idle_connection_timeout": settings.idle_timeout_s, "body_timeout": settings.body_timeout_s}
+    """Tornado HTTPServer options.
+
+    The connection limiter's sweep closes connections idle (waiting for a request
+    header) for IDLE_TIMEOUT_S, a slice per loop pass. Tornado's own header timeout,
+    one timer per connection whose expiries all land in one pass when a flood of
+    connections times out together, is left as a backstop behind it.
+    """
+    return {"idle_connection_timeout": 2 * settings.idle_timeout_s + 5, "body_timeout": settings.body_timeout_s}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -154,23 +159,38 @@ def serve(argv: list[str]) -> int:
     asyncio.set_event_loop(asyncio.SelectorEventLoop(selector))
     from components.pages import PAGES
 
-    from . import guard, runtime
+    from . import runtime
     from .api.routes import api_routes
     from .auth import dashboard_auth
+    from .guard import GuardRouter
     from .service import ProcessingService
 
     service = ProcessingService(settings)
     runtime.set_service(service)
-    server = pn.serve(
-        PAGES, port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
-        show=False, start=False, title="Processing Cluster", extra_patterns=api_routes(service),
-        static_dirs={"assets": str(STATIC_DIR)}, verbose=False, http_server_kwargs=http_server_options(settings),
-        **dashboard_auth(settings),
-    )
-    if settings.port == 0:  # PROCESSING_PORT=0: the OS chose the port; page websockets come from it
-        from dataclasses import replace
+    total, per_client = connection_caps(settings, raise_fd_limit())
+    limiter = ConnectionLimiter(total, per_client, settings.idle_timeout_s)
 
-        server._tornado.websocket_origins.update(websocket_origins(replace(settings, port=server.port)))
+    def allow_bound_port(app: Any, port: int) -> None:
+        if settings.port == 0:  # PROCESSING_PORT=0: the OS chose the port; page websockets come from it
+            # BokehTornado.websocket_origins is public and is the set its websocket handler
+            # checks; Bokeh adds the port to the names it is given only once it knows it
+            app.websocket_origins.update(websocket_origins(replace(settings, port=port)))
+
+    guarded: list[GuardRouter] = []
+
+    def guard_app(app: Any) -> GuardRouter:
+        guarded.append(GuardRouter(app, service))
+        return guarded[-1]
+
+    with guarded_http_server(limiter=limiter, selector=selector, on_bound=allow_bound_port, wrap_app=guard_app):
+        server = pn.serve(
+            PAGES, port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
+            show=False, start=False, title="Processing Cluster", extra_patterns=api_routes(service),
+            static_dirs={"assets": str(STATIC_DIR)}, verbose=False, http_server_kwargs=http_server_options(settings),
+            **dashboard_auth(settings),
+        )
+    if not guarded:  # pragma: no cover - the guard and the caps are not optional
+        raise SystemExit("the HTTP server was not built through tornado's HTTPServer: cannot install the request guard")
     # the bound port, as soon as it is bound: what tests (and scripts) starting on port 0 read;
     # printed, not logged, so a LOG_LEVEL of WARNING still says it
     print(f"listening on http://{settings.host}:{server.port}/", flush=True)
@@ -205,17 +225,6 @@ def serve(argv: list[str]) -> int:
         gc.freeze()
         log.info("serving on http://%s:%s/ (API under /api/processing/, docs at /docs)", settings.host, settings.port)
 
-    http = getattr(server, "_http", None)  # bokeh keeps its Tornado HTTPServer here
-    if http is None:  # pragma: no cover - the guard is not optional
-        raise SystemExit("the HTTP server was not found: cannot install the request guard")
-    pacer = ConnectionPacer.install(http, selector)
-    for sock in getattr(http, "_sockets", {}).values():  # Tornado keeps its listening sockets here
-        # Tornado listens with a backlog of 128: a loop pass of 130 ms during a flood of
-        # connects then dropped SYNs, and clients waited a second to retry.
-        sock.listen(LISTEN_BACKLOG)
-    total, per_client = connection_caps(settings, raise_fd_limit())
-    limiter = ConnectionLimiter.install(http, total, per_client, pacer)
-    guard.install(http.request_callback, service, limiter)  # Bokeh's Tornado Application
     log.info("connections: at most %d open, %d per client address; idle/header timeout %g s, body timeout %g s",
              total, per_client, settings.idle_timeout_s, settings.body_timeout_s)
     server.start()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from .lifecycle import ALL, TERMINAL
-from .store_schema import JSON_COLUMNS, SCHEMA
+from .store_schema import BLOCK_SEQS, JSON_COLUMNS, SCHEMA
 
 T = TypeVar("T")
 READ_THREADS = 2  # two cores here; reads are short, so a deeper pool only queues in SQLite
@@ -79,12 +79,12 @@ class ReadPool:
 def _where(filters: dict[str, Iterable[str] | str | None]) -> tuple[str, list[Any]]:
     """``WHERE`` over the list filters: a value, or any of several; unknown names refused."""
     where, params = [], []
-    for column, values in filters.items():
+    for column, given in filters.items():
         if column not in LIST_FILTERS:
             raise ValueError(f"no job filter {column!r}")
-        if values is None or values == []:
+        values = [given] if isinstance(given, str) else list(given or [])
+        if not values:
             continue
-        values = [values] if isinstance(values, str) else list(values)
         where.append(f"{column} IN ({', '.join('?' * len(values))})")
         params.extend(values)
     return (f"WHERE {' AND '.join(where)}" if where else ""), params
@@ -122,7 +122,9 @@ class StoreReads:
         ``columns`` (default all) names the fields the page needs: a list view that skips
         the JSON fields reads a 1000-job page several times faster.
         """
-        filters = {"status": status, "priority": priority, "dataset_id": dataset_id, "operation": operation}
+        given = {"status": status, "priority": priority, "dataset_id": dataset_id, "operation": operation}
+        filters = {c: [v] if isinstance(v, str) else list(v) for c, v in given.items() if v is not None}
+        filters = {c: v for c, v in filters.items() if v}
         names = list(columns) if columns is not None else ["*"]
         unknown = set(names) - {"*", *SCHEMA["jobs"][0]}
         if unknown:
@@ -132,12 +134,30 @@ class StoreReads:
         if offset >= total:
             return total, []
         order = "DESC" if newest_first else "ASC"
-        # the page's rowids come from the (filter, seq) index alone, so a deep OFFSET steps
-        # over index entries, not rows; only the page's rows are read
+        clause, params, offset = self._skip_blocks(filters, clause, params, offset, newest_first)
+        # the page's rowids come from the (filter, seq) index alone, so an OFFSET steps over
+        # index entries, not rows; only the page's rows are read
         rows = self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs WHERE rowid IN (SELECT rowid FROM jobs {clause} "
                                    f"ORDER BY seq {order} LIMIT ? OFFSET ?) ORDER BY seq {order}",
                            [*params, limit, offset])
         return total, rows
+
+    def _skip_blocks(self, filters: dict[str, list[str]], clause: str, params: list[Any], offset: int,
+                     newest_first: bool) -> tuple[str, list[Any], int]:
+        """A deep page of one filter value (or of all jobs) starts at the block holding its first
+        job, found from the kept per-block counts: the OFFSET left is less than one block."""
+        if offset < BLOCK_SEQS or len(filters) > 1 or any(len(v) != 1 for v in filters.values()):
+            return clause, params, offset
+        col, value = next(((c, v[0]) for c, v in filters.items()), ("*", ""))
+        blocks = self._all(f"SELECT block, n FROM job_blocks WHERE col = ? AND value = ? AND n > 0 "
+                           f"ORDER BY block {'DESC' if newest_first else 'ASC'}", [col, value])
+        left = offset
+        for block, n in blocks:
+            if left < n:
+                bound = ("seq < ?", (block + 1) * BLOCK_SEQS) if newest_first else ("seq >= ?", block * BLOCK_SEQS)
+                return f"{clause} AND {bound[0]}" if clause else f"WHERE {bound[0]}", [*params, bound[1]], left
+            left -= n
+        return clause, params, offset
 
     def count_jobs(self, by: str = "status", where_status: Iterable[str] | None = None) -> dict[str, int]:
         """Counts of jobs grouped by ``status`` or ``priority`` (from the kept counters)."""

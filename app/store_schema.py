@@ -65,17 +65,36 @@ INDEXES = {
     "jobs": [["status"], ["priority"], ["seq"], ["cache_key"], ["status", "seq"], ["priority", "seq"],
              ["dataset_id", "seq"], ["operation", "seq"], ["status", "completed_at"]],
     "attempts": [["job_id"]],
-    "datasets": [["created_at", "dataset_id"]],
     "metrics": [["ts"]],
 }
 
 RETRIED_OUTCOMES = ("failed", "worker_lost", "server_restart")
 _RETRIED = ", ".join(f"'{o}'" for o in RETRIED_OUTCOMES)
 
+# Jobs per block of BLOCK_SEQS sequence numbers, per value of each list filter ('*': all jobs).
+# A deep page of one filter sums these to find the block its first job is in, then steps at
+# most one block of the (filter, seq) index: SQLite's OFFSET alone steps every skipped entry.
+BLOCK_SEQS = 4096
+BLOCKED = ("status", "priority", "dataset_id", "operation")
+
+
+def _block_rows(row: str, sign: str, columns: tuple[str, ...] = BLOCKED) -> str:
+    keys = [("'*'", "''")] * (columns == BLOCKED) + [(f"'{c}'", f"IFNULL({row}.{c}, '')") for c in columns]
+    values = ", ".join(f"({col}, {value}, IFNULL({row}.seq, 0) / {BLOCK_SEQS}, {sign}1)" for col, value in keys)
+    return f"INSERT INTO job_blocks VALUES {values} ON CONFLICT DO UPDATE SET n = n + excluded.n;"
+
+
 # Counters the writes keep, so a total or a scrape is a read of a few rows at any size.
 # job_counts: jobs by every list filter; attempt_counts: ended attempts by outcome, plus
 # '~retries', attempts that failed, were lost or cut by a restart and had a later attempt.
 COUNTERS = {
+    "job_blocks": (
+        "CREATE TABLE job_blocks (col TEXT NOT NULL, value TEXT NOT NULL, block INTEGER NOT NULL, n INTEGER NOT NULL,"
+        " PRIMARY KEY (col, value, block))",
+        "INSERT INTO job_blocks " + " UNION ALL ".join(
+            f"SELECT '{c}', IFNULL({c}, ''), IFNULL(seq, 0) / {BLOCK_SEQS}, COUNT(*) FROM jobs GROUP BY 2, 3"
+            for c in BLOCKED) + f" UNION ALL SELECT '*', '', IFNULL(seq, 0) / {BLOCK_SEQS}, COUNT(*) FROM jobs GROUP BY 3",
+    ),
     "job_counts": (
         "CREATE TABLE job_counts (status TEXT NOT NULL, priority TEXT NOT NULL, dataset_id TEXT NOT NULL,"
         " operation TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (status, priority, dataset_id, operation))",
@@ -102,8 +121,10 @@ def _attempt_delta(outcome: str, amount: str) -> str:
 
 
 TRIGGERS = {
-    "job_counts_insert": f"AFTER INSERT ON jobs BEGIN {_job_delta('NEW', '+')} END",
-    "job_counts_delete": f"AFTER DELETE ON jobs BEGIN {_job_delta('OLD', '-')} END",
+    "job_counts_insert": f"AFTER INSERT ON jobs BEGIN {_job_delta('NEW', '+')} {_block_rows('NEW', '+')} END",
+    "job_counts_delete": f"AFTER DELETE ON jobs BEGIN {_job_delta('OLD', '-')} {_block_rows('OLD', '-')} END",
+    **{f"job_blocks_{c}": (f"AFTER UPDATE OF {c} ON jobs WHEN OLD.{c} IS NOT NEW.{c} BEGIN "
+                           f"{_block_rows('OLD', '-', (c,))} {_block_rows('NEW', '+', (c,))} END") for c in BLOCKED},
     "job_counts_update": (
         "AFTER UPDATE OF status, priority, dataset_id, operation ON jobs WHEN OLD.status IS NOT NEW.status"
         " OR OLD.priority IS NOT NEW.priority OR OLD.dataset_id IS NOT NEW.dataset_id"
@@ -145,8 +166,9 @@ def migrate(db: sqlite_utils.Database) -> None:
             if not db[name].exists():
                 db.conn.execute(create)
                 db.conn.execute(fill)
-        for name, body in TRIGGERS.items():
-            db.conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
+        for name, body in TRIGGERS.items():  # made afresh: a file always has this release's triggers
+            db.conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+            db.conn.execute(f"CREATE TRIGGER {name} {body}")
     except BaseException:
         db.conn.rollback()
         raise

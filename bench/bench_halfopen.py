@@ -57,9 +57,9 @@ def _probe_loop(url: str, stop: Any, out: Any) -> None:
                 try:
                     status = get(url + "/api/processing/health", timeout=10).status_code
                     if status != 200:
-                        failures.append(f"health {status}")
+                        failures.append(f"health {status} at {time.time():.1f}")
                 except requests.RequestException as exc:
-                    failures.append(f"health {type(exc).__name__}")
+                    failures.append(f"health {type(exc).__name__} at {time.time():.1f}")
                 series.append((time.time(), (time.perf_counter() - t0) * 1000))
             time.sleep(PROBE_EVERY_S)
     out.send((kept, fresh, failures))
@@ -108,10 +108,12 @@ def server_fds(pid: int) -> int:
         return -1
 
 
-def summarise(series: list[tuple[float, float]], start: float, end: float) -> dict[str, float]:
+def summarise(series: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
     during = [ms for t, ms in series if start <= t <= end]
+    slowest = sorted(((ms, t) for t, ms in series if start <= t <= end), reverse=True)[:3]
     return {"probes": len(during), "p50_ms": round(median(during), 1), "p99_ms": round(pct(during, 0.99), 1),
-            "max_ms": round(max(during), 1) if during else float("nan")}
+            "max_ms": round(max(during), 1) if during else float("nan"),
+            "slowest": [f"{ms:.0f} ms at +{t - start:.1f} s" for ms, t in slowest]}
 
 
 def by_logger(lines: list[str]) -> dict[str, int]:
@@ -177,7 +179,7 @@ def main() -> int:
         srv.cleanup()
     busy = sum(1 for data in answers.values() if data.startswith(b"HTTP/1.1 503"))
     result = {
-        "half_open": args.n, "failed_to_open": failed, "open_s": round(open_s, 2),
+        "half_open": args.n, "attack_started_at": round(attack_start, 1), "failed_to_open": failed, "open_s": round(open_s, 2),
         "closed_by_server": len(answers), "closed_with_503": busy, "closed_silently": len(answers) - busy,
         "all_closed_after_s": round(all_closed_at, 1) if all_closed_at is not None else None,
         "server_fds_peak": peak_fds, "server_alive": alive,

@@ -95,20 +95,29 @@ def queue_lines() -> list[tuple[str, str, str]]:
     return [(f"q_{p}", p.title(), PRIORITY_COLORS[p]) for p in reversed(PRIORITIES)]
 
 
+OUTCOME_COLORS = {"completed": "#2f9e44", "failed": "#e03131", "cancelled": "#868e96"}
+
+
 class ThroughputChart(pn.viewable.Viewer):
-    """Completed jobs per time bucket (bars); data replaced by ``update``."""
+    """Jobs that completed, failed or were cancelled per time bucket (stacked bars); data replaced by ``update``."""
 
     height = param.Integer(default=220, doc="Pixel height.")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self.source = ColumnDataSource({"t": [], "count": [], "width": []})
+        outcomes = list(OUTCOME_COLORS)
+        self.source = ColumnDataSource({"t": [], "width": [], "count": [], **{k: [] for k in outcomes}})
         fig = figure(x_axis_type="datetime", height=self.height, sizing_mode="stretch_width", tools="",
                      toolbar_location=None, y_range=DataRange1d(start=0, range_padding=0.1))
-        fig.vbar(x="t", top="count", width="width", source=self.source, color="#2f9e44", alpha=0.85)
+        fig.vbar_stack(outcomes, x="t", width="width", source=self.source, color=list(OUTCOME_COLORS.values()),
+                       alpha=0.85, legend_label=outcomes)
+        legend = fig.legend[0]
+        legend.orientation, legend.margin, legend.padding = "horizontal", 0, 2
+        fig.add_layout(legend, "above")
         fig.xaxis.formatter = time_format()
         fig.yaxis.ticker.desired_num_ticks = 4
-        fig.add_tools(HoverTool(formatters={"@t": "datetime"}, tooltips=[("around", "@t{%H:%M}"), ("completed", "@count")]))
+        fig.add_tools(HoverTool(formatters={"@t": "datetime"}, tooltips=[
+            ("around", "@t{%H:%M}"), *[(k, f"@{k}") for k in outcomes]]))
         self.figure = style_figure(fig)
         self._pane = pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 

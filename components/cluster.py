@@ -133,7 +133,7 @@ class ClusterControls(pn.viewable.Viewer):
         self._stop.disabled = status in ("stopped", "stopping")
 
     def _confirm_html(self) -> str:
-        running, waiting = len(self.service.jobs.running), len(self.service.jobs.pending)
+        running, waiting = len(self.service.jobs.running_view()), len(self.service.jobs.queue_view())
         jobs = (f"<b data-testid='stop-running-count'>{running}</b> job{'s' if running != 1 else ''} running"
                 + (": they stop now and go back to the queue, to run again once the cluster is started."
                    if running else "."))
@@ -314,7 +314,7 @@ class ClusterEvents(pn.viewable.Viewer):
         self.feed.subscribe(self._on_sample)
 
     def _on_sample(self, snap: dict[str, Any]) -> None:
-        key = (snap.get("status"), snap.get("n_workers"), self.service.cluster.adaptive is not None)
+        key = (snap.get("status"), snap.get("n_workers"), self.service.cluster_status().get("adaptive") is not None)
         if key != self._seen:
             self._seen = key
             self.refresh()

@@ -12,7 +12,6 @@ import param
 
 from app.errors import InvalidRequest, PayloadTooLarge, ProcessingError
 from app.models import PartitionRequest, RegisterDatasetRequest, public_params
-from app.partition import plan_partitions
 from app.service import ProcessingService
 
 from .forms import ParamField, error_field
@@ -226,24 +225,30 @@ class PartitionForm(_Form):
     async def _on_partition(self, _: Any) -> None:
         self._clear()
         v = self._read()
-        try:
-            ds = self.service.datasets.get(self.dataset_id)
-            plan_partitions(int(ds.get("size_bytes") or 0), v["n_partitions"], v["partition_size_mb"])
-            cores = min(self.service.settings.default_max_cores, max(1, self.service.jobs.capacity().total_cores or 1))
-            job = await self.service.jobs.submit({
-                "operation": "partition", "dataset_id": self.dataset_id, "priority": "HIGH", "max_cores": cores,
-                "parameters": {k: v[k] for k in ("n_partitions", "partition_size_mb") if v[k] is not None}})
-        except ProcessingError as exc:
-            self._error(exc)
-            return
-        self._job_id = job["job_id"]
         self._button.disabled = True
         self._result.objects = []
         self._progress.object = progress_bar(0, testid="partition-progress", label="queued")
+        self._job_id = None
         self._poll = pn.state.add_periodic_callback(self._check, period=1000)
+        try:  # the service's one partition path: it submits the job and waits for it a while
+            finished, status = await self.service.partition(self.dataset_id, v["n_partitions"], v["partition_size_mb"])
+        except ProcessingError as exc:
+            self._stop_polling()
+            self._button.disabled = False
+            self._progress.object = ""
+            self._error(exc)
+            return
+        self._job_id = status["job_id"]
+        self._check()
 
     def _check(self) -> None:
         """Poll the partition job (only while one runs in this session)."""
+        if self._job_id is None:  # the service has not answered yet: follow the running partition of this dataset
+            live = next((r for r in self.service.jobs.running_view()
+                         if r["operation"] == "partition" and r["dataset_id"] == self.dataset_id), None)
+            if live:
+                self._progress.object = progress_bar(live["progress"], testid="partition-progress")
+            return
         try:
             st = self.service.jobs.status(self._job_id)
         except ProcessingError as exc:
@@ -260,10 +265,13 @@ class PartitionForm(_Form):
         elif st["status"] in ("failed", "cancelled"):
             self._stop(f"Partitioning {st['status']}: {(st.get('error') or {}).get('message', '')}", "danger")
 
-    def _stop(self, text: str, kind: str) -> None:
+    def _stop_polling(self) -> None:
         if self._poll is not None:
             self._poll.stop()
             self._poll = None
+
+    def _stop(self, text: str, kind: str) -> None:
+        self._stop_polling()
         self._button.disabled = False
         self._say(text, kind)
         self.finished = self._job_id

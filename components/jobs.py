@@ -32,6 +32,9 @@ STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TABLE_TITLES = {"job_id": "Job", "operation": "Operation", "dataset_id": "Dataset", "priority": "Priority",
                 "status": "Status", "progress": "Progress", "note": "ETA / waiting for", "attempts": "Tries",
                 "created": "Submitted", "cancel": ""}
+SORTS = {"Newest first": ("created", True), "Oldest first": ("created", False),
+         "Priority: highest first": ("priority", True), "Priority: lowest first": ("priority", False),
+         "Status": ("status", False)}
 CANCEL_HTML = "<span style='color:#c92a2a;font-weight:600;cursor:pointer'>✕ Cancel</span>"
 
 
@@ -69,6 +72,9 @@ class JobTable(pn.viewable.Viewer):
         super().__init__(**params)
         self._status = pn.widgets.MultiChoice(name="Status", options=list(STATUSES), value=[], width=300)
         self._priority = pn.widgets.MultiChoice(name="Priority", options=list(reversed(PRIORITIES)), value=[], width=300)
+        # the order is the server's, across every page: a header click would sort only the rows shown
+        self._sort = pn.widgets.Select(name="Sort", options=list(SORTS), value="Newest first", width=210,
+                                       css_classes=["jobs-sort"])
         self._prev = pn.widgets.Button(label="‹ Newer", width=90, disabled=True)
         self._next = pn.widgets.Button(label="Older ›", width=90, disabled=True)
         self._info = pn.pane.HTML("", stylesheets=[CSS])
@@ -76,6 +82,7 @@ class JobTable(pn.viewable.Viewer):
         self._table = pn.widgets.Tabulator(
             job_frame([]), show_index=False, disabled=True, selectable=1, titles=TABLE_TITLES,
             layout="fit_columns", sizing_mode="stretch_width", css_classes=["job-table"],
+            configuration={"columnDefaults": {"headerSort": False}},
             formatters={"progress": {"type": "progress", "max": 100, "legend": True, "color": "#339af0"},
                         "status": {"type": "html"}, "cancel": {"type": "html"}},
             widths={"job_id": 145, "operation": 125, "priority": 100, "status": 100, "progress": 105, "attempts": 75,
@@ -89,6 +96,7 @@ class JobTable(pn.viewable.Viewer):
         self._counts: dict[str, int] | None = None
         self._status.param.watch(self._filter_changed, "value")
         self._priority.param.watch(self._filter_changed, "value")
+        self._sort.param.watch(self._filter_changed, "value")
         self._prev.on_click(lambda _e: self._page(-1))
         self._next.on_click(lambda _e: self._page(1))
         self._table.on_click(self._on_click)
@@ -97,12 +105,15 @@ class JobTable(pn.viewable.Viewer):
 
     def refresh(self) -> None:
         """Read the current page from the service."""
-        page = self.service.jobs.list(self._status.value, self._priority.value, self.page_size, self._offset)
+        sort, descending = SORTS[self._sort.value]
+        page = self.service.jobs.list_sorted(self._status.value, self._priority.value, self.page_size, self._offset,
+                                             sort, descending)
         if not page["jobs"] and self._offset:
             self._offset = max(0, self._offset - self.page_size)
-            page = self.service.jobs.list(self._status.value, self._priority.value, self.page_size, self._offset)
+            page = self.service.jobs.list_sorted(self._status.value, self._priority.value, self.page_size,
+                                                 self._offset, sort, descending)
         self._total = page["total"]
-        self._live_ids = set(self.service.jobs.pending) | set(self.service.jobs.running)
+        self._live_ids = self.service.jobs.live_ids()
         rows = [(j["job_id"], j["status"], j.get("attempt_count")) for j in page["jobs"]]
         if rows != self._rows:  # an unchanged page is not re-sent: a re-render swallows a click landing in it
             self._rows = rows
@@ -127,7 +138,7 @@ class JobTable(pn.viewable.Viewer):
         for job_id, status in self._shown:
             if status in ("pending", "running") and memory_status(self.service, job_id) != status:
                 return True  # started, ended or requeued (re-read until the store says so too)
-        return bool((set(self.service.jobs.pending) | set(self.service.jobs.running)) - self._live_ids)
+        return bool(self.service.jobs.live_ids() - self._live_ids)
 
     async def _check_counts(self) -> None:
         counts = await job_status_counts(self.service)
@@ -164,7 +175,7 @@ class JobTable(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            pn.Row(self._status, self._priority),
+            pn.Row(self._status, self._priority, self._sort),
             self._message, self._table,
             pn.Row(self._prev, self._next, self._info), sizing_mode="stretch_width")
 
@@ -185,7 +196,7 @@ class JobDetail(pn.viewable.Viewer):
         self._message = TextAlert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self._source = ColumnDataSource({"t": [], "progress": []})
         self._chart = pn.Column(pn.pane.Bokeh(self._progress_figure(), sizing_mode="stretch_width"),
-                                sizing_mode="stretch_width", visible=False)
+                                sizing_mode="stretch_width", visible=False, css_classes=["job-progress-chart"])
         self._result = pn.Column(sizing_mode="stretch_width")
         self._status: str | None = None
         self._job: dict[str, Any] = {}
@@ -235,7 +246,7 @@ class JobDetail(pn.viewable.Viewer):
         self._cancel.visible = job["status"] in ("pending", "running")
         self._draw_progress(job, None)
         self._info.object = render_info(job, None)
-        self._chart.visible = job["status"] != "pending"
+        self._chart.visible = worth_a_chart(job)
         fresh, self._shown_id = self._shown_id != job["job_id"], job["job_id"]
         with pn.io.unlocked():  # raw Bokeh data, possibly changed after an await (no document lock)
             if fresh or not len(self._source.data["t"]):
@@ -269,9 +280,9 @@ class JobDetail(pn.viewable.Viewer):
             note = f"ETA {fmt_duration(eta)}" + (f" · about {time.strftime('%H:%M:%S', time.gmtime(time.time() + eta))} UTC"
                                                   if eta is not None else "")
         elif status == "pending":
-            wait = self.service.jobs.waiting.get(job["job_id"])
-            reason = wait.reason if wait else job.get("pending_reason") or "waiting for the next dispatch pass"
-            position = f"#{wait.position} in the queue · " if wait else ""
+            wait = next((w for w in self.service.jobs.queue_view() if w["job_id"] == job["job_id"]), None)
+            reason = wait["reason"] if wait else job.get("pending_reason") or "waiting for the next dispatch pass"
+            position = f"#{wait['position']} in the queue · " if wait and wait["position"] is not None else ""
             note = f"<div class='pc-reason' data-testid='job-pending-reason'>{position}{esc(reason)}</div>"
         else:
             start, end = _epoch(job.get("started_at")), _epoch(job.get("completed_at"))
@@ -283,9 +294,10 @@ class JobDetail(pn.viewable.Viewer):
         if not self.job_id or self._status is None or self._status in TERMINAL:
             return
         live = running_job(self.service, self.job_id, self._memo)
-        pending = self.job_id in self.service.jobs.pending
+        pending = self.service.jobs.phase(self.job_id) == "pending"
         if live and self._status == "running":
             self._was_live = True
+            self._chart.visible = live["elapsed_s"] >= CHART_AFTER_S
             self._draw_progress(self._job, live)
             self._info.object = render_info(self._job, live)
             self._source.stream({"t": [snap["ts"] * 1000.0], "progress": [live["progress"]]}, rollover=3600)
@@ -312,6 +324,18 @@ class JobDetail(pn.viewable.Viewer):
                          self._info, sizing_mode="stretch_width")
 
 
+CHART_AFTER_S = 2.0  # a job shorter than this has no progress worth a chart (its axis would read "000ms")
+
+
+def worth_a_chart(job: dict[str, Any]) -> bool:
+    """Whether the job ran (or has been running) long enough for a progress-over-time chart."""
+    start = _epoch(job.get("started_at"))
+    if job["status"] == "pending" or start is None:
+        return False
+    end = _epoch(job.get("completed_at")) or time.time()
+    return end - start >= CHART_AFTER_S
+
+
 def render_header(job: dict[str, Any]) -> str:
     return (f"<div class='pc-title'><span data-testid='job-title'>{esc(job['operation'])}</span>"
             f"<code data-testid='job-id'>{esc(job['job_id'])}</code>"
@@ -329,7 +353,7 @@ def render_info(job: dict[str, Any], live: dict[str, Any] | None) -> str:
         ("Reserved", f"{job.get('max_cores') or 0:g} cores · {job.get('max_memory_gb') or 0:g} GB"),
         ("Submitted", esc(_time(job.get("created_at")))), ("Started", esc(_time(job.get("started_at")))),
         ("Finished", esc(_time(job.get("completed_at")))),
-        ("Tasks", f"{done if done is not None else '—'} of {total if total is not None else '—'} done"),
+        *([("Tasks", f"{done or 0} of {total} done")] if total else []),  # unknown counts are left out, not "— of —"
         ("Peak result memory", fmt_bytes(peak) if peak is not None else "—"),
         ("Task CPU time", f"{cpu:.2f} s" if cpu is not None else "—"),
         ("Parameters", f"<code>{esc(json.dumps(job.get('parameters') or {}))}</code>"),

@@ -179,9 +179,7 @@ async def metric_history(service: ProcessingService, window_s: float) -> list[di
         step = step_for(window_s, service.settings.live_interval)
         return _thin(service.sampler.history(window_s), step)
     step = step_for(window_s, service.settings.metrics_interval)
-    loop = asyncio.get_running_loop()
-    _, rows = await loop.run_in_executor(
-        service.executor, lambda: service.store.query_metrics(since=now - window_s, step=step, limit=MAX_POINTS * 2))
+    _, rows = await service.reading(service.metric_history, now - window_s, None, MAX_POINTS * 2, step)
     recent = [s for s in service.sampler.buffer if rows and s["ts"] > rows[-1]["ts"]]
     return [*rows, *_thin(recent, step)]
 
@@ -198,33 +196,18 @@ def _thin(samples: list[dict[str, Any]], step: float) -> list[dict[str, Any]]:
 # -- jobs, from memory ---------------------------------------------------------------
 
 def running_jobs(service: ProcessingService, memo: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Running jobs with live progress and ETA, from the engine's memory and the last sample.
+    """Running jobs with live progress and ETA (the engine's running view and the last sample).
 
     ``memo`` keeps each job's highest progress so a bar never moves backwards when a
     job submits a second graph.
     """
-    counts = service.sampler.latest.get("jobs") or {}
     now = time.time()
-    rows = []
-    for job_id, (run, attempt, _task) in list(service.jobs.running.items()):
-        stats = counts.get(attempt.annotation) or {}
-        total, done = int(stats.get("total") or 0), int(stats.get("done") or 0)
-        share = min(99.0, 100.0 * done / total) if total else 0.0
+    rows = service.jobs.running_view()
+    for row in rows:
         if memo is not None:
-            share = memo[job_id] = max(memo.get(job_id, 0.0), share)
-        elapsed = max(0.0, now - attempt.started_at)
-        if run.expected_end_at:
-            eta: float | None = max(0.0, run.expected_end_at - now)
-        else:
-            eta = eta_seconds(elapsed, share)
-        rows.append({
-            "job_id": job_id, "operation": attempt.operation, "priority": attempt.priority,
-            "dataset_id": (attempt.dataset or {}).get("dataset_id"), "progress": share, "eta_seconds": eta,
-            "elapsed_s": elapsed, "attempt": attempt.number, "tasks_done": done, "tasks_total": total,
-            "held_bytes": int(stats.get("held_bytes") or 0), "peak_held_bytes": int(stats.get("peak_held_bytes") or 0),
-            "cpu_s": float(stats.get("cpu_s") or 0.0), "cores": run.cores, "memory_gb": run.memory_gb,
-        })
-    rows.sort(key=lambda r: -r["elapsed_s"])
+            row["progress"] = memo[row["job_id"]] = max(memo.get(row["job_id"], 0.0), row["progress"])
+        end = row.pop("expected_end_at")
+        row["eta_seconds"] = max(0.0, end - now) if end else eta_seconds(row["elapsed_s"], row["progress"])
     return rows
 
 
@@ -234,14 +217,7 @@ def running_job(service: ProcessingService, job_id: str, memo: dict[str, float] 
 
 def queued_jobs(service: ProcessingService) -> list[dict[str, Any]]:
     """Waiting jobs in queue order with the reason each waits."""
-    rows = []
-    for job_id, queued in list(service.jobs.pending.items()):
-        wait = service.jobs.waiting.get(job_id)
-        rows.append({"job_id": job_id, "priority": queued.priority,
-                     "position": wait.position if wait else 10**6,
-                     "reason": wait.reason if wait else "waiting for the next dispatch pass"})
-    rows.sort(key=lambda r: r["position"])
-    return rows
+    return service.jobs.queue_view()
 
 
 def queue_counts(snap: dict[str, Any]) -> dict[str, int]:
@@ -260,14 +236,14 @@ class SharedCache:
         self._values: dict[Any, tuple[float, Any]] = {}
         self._inflight: dict[Any, asyncio.Future] = {}
 
-    async def get(self, key: Any, compute: Callable[[], Any], executor: Any) -> Any:
-        """The cached value of ``key``, or ``compute()`` run once in ``executor``."""
+    async def get(self, key: Any, service: ProcessingService, compute: Callable[[], Any]) -> Any:
+        """The cached value of ``key``, or ``compute()`` run once on the service's read pool."""
         hit = self._values.get(key)
         if hit and time.time() - hit[0] < self.ttl_s:
             return hit[1]
         if key in self._inflight:
             return await asyncio.shield(self._inflight[key])
-        future = asyncio.get_running_loop().run_in_executor(executor, compute)
+        future = asyncio.ensure_future(service.reading(compute))
         self._inflight[key] = future
         try:
             value = await future
@@ -288,30 +264,37 @@ async def job_status_counts(service: ProcessingService) -> dict[str, int]:
     tells a table that a job it may show has changed, even one that was queued,
     ran and ended between two samples (which the in-memory maps never show).
     """
-    return await _status_counts_cache.get("status", service.store.count_jobs, service.executor)
+    return await _status_counts_cache.get("status", service, service.jobs.status_counts)
 
 
 def memory_status(service: ProcessingService, job_id: str) -> str:
     """"running", "pending" or "ended", from the engine's memory (no SQLite)."""
-    if job_id in service.jobs.running:
-        return "running"
-    return "pending" if job_id in service.jobs.pending else "ended"
+    return service.jobs.phase(job_id)
+
+
+OUTCOMES = ("completed", "failed", "cancelled")
 
 
 async def job_throughput(service: ProcessingService, window_s: float, buckets: int = 30) -> dict[str, list[Any]]:
-    """Completed jobs per time bucket over the window (newest 1000 completions)."""
+    """Jobs that completed, failed or were cancelled per time bucket over the window (newest 1000 of each)."""
     bucket_s = max(10.0, window_s / buckets)
 
     def compute() -> dict[str, list[Any]]:
         now = time.time()
         start = now - window_s
-        _, rows = service.store.list_jobs(["completed"], None, 1000, 0)
-        counts = [0] * buckets
-        for row in rows:
-            done = _epoch(row.get("completed_at"))
-            if done is not None and done >= start:
-                counts[min(buckets - 1, int((done - start) / bucket_s))] += 1
-        centers = [(start + (i + 0.5) * bucket_s) * 1000.0 for i in range(buckets)]
-        return {"t": centers, "count": counts, "width": [bucket_s * 1000 * 0.9] * buckets}
+        ended = service.jobs.ended_times(list(OUTCOMES))
+        out: dict[str, list[Any]] = {
+            "t": [(start + (i + 0.5) * bucket_s) * 1000.0 for i in range(buckets)],
+            "width": [bucket_s * 1000 * 0.9] * buckets}
+        for status in OUTCOMES:
+            counts = [0] * buckets
+            for text in ended[status]:
+                done = _epoch(text)
+                if done is not None and done >= start:
+                    counts[min(buckets - 1, int((done - start) / bucket_s))] += 1
+            out[status] = counts
+        out["count"] = out["completed"]
+        return out
 
-    return await _throughput_cache.get((window_s, buckets), compute, service.executor)
+    return await _throughput_cache.get((window_s, buckets), service, compute)
+

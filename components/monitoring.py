@@ -15,6 +15,7 @@ import param
 from app.service import ProcessingService
 
 from .charts import ThroughputChart, TimeSeriesChart, queue_lines
+from .insights import Recommendations, TimingHistograms, WorkerCharts
 from .live import WINDOWS, LiveFeed, LiveSource, job_throughput, metric_history
 from .theme import CSS, SERIES_COLORS
 
@@ -42,6 +43,9 @@ class MonitoringCharts(pn.viewable.Viewer):
             "queue": TimeSeriesChart(lines=queue_lines(), stacked=True, **chart),
         }
         self.throughput = ThroughputChart(height=230)
+        self.recommendations = Recommendations(service=self.service, feed=self.feed)
+        self.workers = WorkerCharts(service=self.service, feed=self.feed)
+        self.histograms = TimingHistograms(service=self.service, feed=self.feed)
         self._window = pn.widgets.RadioButtonGroup.from_param(self.param.window, button_type="primary",
                                                               button_style="outline", css_classes=["window-picker"])
         self._note = pn.pane.HTML("", stylesheets=[CSS])
@@ -75,7 +79,12 @@ class MonitoringCharts(pn.viewable.Viewer):
                   "tps": "Tasks per second", "queue": "Queued jobs by priority"}
         cards = [pn.Card(chart, title=titles[key], sizing_mode="stretch_width", collapsible=False, margin=6,
                          css_classes=[f"chart-{key}"]) for key, chart in self.charts.items()]
-        cards.append(pn.Card(self.throughput, title="Completed jobs (per bucket)", sizing_mode="stretch_width",
-                             collapsible=False, margin=6, css_classes=["chart-throughput"]))
-        return pn.Column(pn.Row(self._window, self._note), pn.GridBox(*cards, ncols=2, sizing_mode="stretch_width"),
-                         sizing_mode="stretch_width")
+        cards.append(pn.Card(self.throughput, title="Jobs ended: completed, failed, cancelled (per bucket)",
+                             sizing_mode="stretch_width", collapsible=False, margin=6, css_classes=["chart-throughput"]))
+        card = dict(sizing_mode="stretch_width", collapsible=False, margin=6)
+        return pn.Column(
+            pn.Card(self.recommendations, title="Recommendations", css_classes=["monitoring-recommendations"], **card),
+            pn.Row(self._window, self._note), pn.GridBox(*cards, ncols=2, sizing_mode="stretch_width"),
+            pn.Card(self.workers, title="Memory (GB) and CPU (%) per worker", css_classes=["chart-per-worker"], **card),
+            pn.Card(self.histograms, title="How long jobs waited and ran", css_classes=["chart-histograms"], **card),
+            sizing_mode="stretch_width")

@@ -89,7 +89,7 @@ def cluster_page() -> pn.template.FastListTemplate:
     """/cluster — start, stop and scale; workers; events; the Dask dashboard."""
     service = get_service()
     feed = LiveFeed(service=service)
-    url = service.cluster.dashboard_url
+    url = service.cluster_status().get("dashboard_url")
     link = (f"<a class='pc-linkbutton' href='{esc(url)}' target='_blank' data-testid='dask-dashboard'>"
             f"Open the Dask dashboard ↗</a>" if url else
             "<span class='pc-muted'>The Dask dashboard is linked here once the cluster runs.</span>")

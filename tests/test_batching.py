@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 from tornado.iostream import IOStream
@@ -219,42 +220,73 @@ def test_busy_old_connections_cannot_starve_new_ones():
 # -- ConnectionPacer ------------------------------------------------------------------
 
 class Echo(TCPServer):
-    def __init__(self, passes: PassCounter, started: list[int]):
+    def __init__(self, passes: PassCounter, started: list[int], selector: FairSelector, per_pass: int):
         super().__init__()
         self.passes, self.started = passes, started
+        self.pacer = ConnectionPacer(self.serve, selector, per_pass=per_pass)
+        self.order: list[int] = []  # client ports, in start order
 
-    async def handle_stream(self, stream: IOStream, address) -> None:
+    def handle_stream(self, stream: IOStream, address) -> None:
+        self.pacer(stream, address)
+
+    async def serve(self, stream: IOStream, address) -> None:
         self.started.append(self.passes.n)
+        self.order.append(address[1])
         await stream.write(b"ok")
         stream.close()
 
 
-@pytest.mark.parametrize("per_pass", [1, 3])
-def test_pacer_starts_a_few_connections_per_pass_and_serves_them_all(per_pass):
+REQUEST, HALF_OPEN = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n"
+
+
+def connect_all(port: int, sends: list[bytes]) -> list[socket.socket]:
+    """A client per item of ``sends``, connected and its bytes sent before the server accepts any."""
+    clients = []
+    for data in sends:
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(data)
+        clients.append(c)
+    time.sleep(0.2)  # the bytes are in the server's socket buffers
+    return clients
+
+
+def serve_all(sends: list[bytes], per_pass: int) -> tuple[list[int], list[int], list[int]]:
+    """Serve one client per item of ``sends`` through a pacer: (start passes, start order of the clients' ports, clients)."""
     selector = FairSelector()
+    listeners = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    clients = connect_all(listeners[0].getsockname()[1], sends)
 
     async def main():
         passes = PassCounter().start()
         started: list[int] = []
-        server = Echo(passes, started)
-        listeners = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
-        port = listeners[0].getsockname()[1]
+        server = Echo(passes, started, selector, per_pass)
         server.add_sockets(listeners)
-        pacer = ConnectionPacer.install(server, selector, per_pass=per_pass)
-
-        async def client() -> bytes:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            data = await reader.read()
-            writer.close()
-            return data
-
-        answers = await asyncio.wait_for(asyncio.gather(*(client() for _ in range(12))), 30)
+        answers = await asyncio.wait_for(asyncio.gather(*(
+            asyncio.get_running_loop().sock_recv(c, 16) for c in clients)), 30)
         server.stop()
         passes.stop()
-        return answers, started, pacer.waiting
+        assert answers == [b"ok"] * len(sends) and server.pacer.waiting == 0
+        assert len(selector._ranks) >= len(sends)  # every accepted connection was ranked
+        return started, server.order
 
-    answers, started, waiting = run(main(), selector)
-    assert answers == [b"ok"] * 12 and waiting == 0
-    per_pass_seen = {n: started.count(n) for n in set(started)}
-    assert max(per_pass_seen.values()) <= per_pass
-    assert len(selector._ranks) >= 12  # every accepted connection was ranked
+    ports = [c.getsockname()[1] for c in clients]
+    for c in clients:
+        c.setblocking(False)
+    try:
+        started, order = run(main(), selector)
+    finally:
+        for c in clients:
+            c.close()
+    return started, order, ports
+
+
+@pytest.mark.parametrize("per_pass", [1, 3])
+def test_pacer_starts_a_few_connections_per_pass_and_serves_them_all(per_pass):
+    started, _, _ = serve_all([REQUEST] * 12, per_pass)
+    assert max(started.count(n) for n in set(started)) <= per_pass
+
+
+def test_pacer_starts_connections_with_a_waiting_request_before_half_open_ones():
+    """Ten half-open clients connect first, then two with a complete request: those two start first."""
+    started, order, ports = serve_all([HALF_OPEN] * 10 + [REQUEST] * 2, per_pass=2)
+    assert set(order[:2]) == set(ports[10:]), (order, ports)

@@ -5,6 +5,7 @@ log's repeat filter.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -368,6 +369,120 @@ def test_connection_caps_answer_503_and_evict_half_open_ones(make_server):
     time.sleep(0.5)
     assert srv.get("/api/processing/health").status_code == 200
     assert "connection refused with 503" in srv.log_tail(100)
+
+
+# -- the front door in-process: the limiter, and the Tornado and Bokeh hooks it rests on ---------
+
+def _pair() -> tuple[Any, socket.socket]:
+    """A real Tornado stream (server end) and its client socket."""
+    from tornado.iostream import IOStream
+
+    server_end, client = socket.socketpair()
+    return IOStream(server_end), client
+
+
+def test_limiter_evicts_the_longest_idle_then_the_longest_queued_and_never_a_busy_one():
+    from app.connections import ConnectionLimiter
+
+    async def main() -> None:
+        now = [0.0]
+        limiter = ConnectionLimiter(max_total=10, max_per_client=3, idle_timeout_s=5, clock=lambda: now[0])
+        pairs = [_pair() for _ in range(6)]
+        streams = [stream for stream, _ in pairs]
+        for i in range(3):  # 0 read and busy, 1 read and idle (half-open), 2 queued unread
+            assert limiter.admit(streams[i], ("10.0.0.1", 1000 + i))
+            now[0] += 1
+        limiter.waiting(streams[0])
+        limiter.busy(streams[0])
+        limiter.waiting(streams[1])
+        assert limiter.admit(streams[3], ("10.0.0.1", 2000))  # over the cap: 1 (idle) goes first
+        await asyncio.sleep(0.05)
+        assert streams[1].closed() and not streams[2].closed()
+        assert limiter.admit(streams[4], ("10.0.0.1", 2001))  # no idle one left: the longest queued (2) goes
+        await asyncio.sleep(0.05)
+        assert streams[2].closed() and not streams[0].closed()
+        assert pairs[1][1].recv(100).startswith(b"HTTP/1.1 503")  # never served: told why
+        # 0 busy, 3 and 4 queued; a connection from another address is admitted
+        assert limiter.admit(streams[5], ("10.0.0.2", 1)) and limiter.open == 4
+        now[0] += 5
+        assert limiter.expired(10) == [streams[3], streams[4], streams[5]]  # waited 5 s; busy 0 never expires
+        assert limiter.expired(2) == [streams[3], streams[4]]
+        limiter.waiting(streams[0])  # answered, kept alive: the longest waiting of its client now
+        limiter.ready(streams[3])  # its complete request is about to be read
+        assert limiter.admit(pairs[1][0], ("10.0.0.1", 3000))  # 4 (queued) makes room, not 0 nor 3
+        await asyncio.sleep(0.05)
+        assert streams[4].closed() and not streams[0].closed() and not streams[3].closed()
+        limiter.closed(streams[0])
+        assert limiter.open == 3
+        for stream, client in pairs:
+            stream.close()
+            client.close()
+
+    asyncio.run(main())
+
+
+def test_bokeh_builds_the_guarded_http_server_and_tornado_reports_what_the_limiter_needs():
+    """Fails when upstream changes what the front door rests on: Bokeh building its server
+    through tornado's ``HTTPServer`` (so ``HTTPServer.configure`` reaches it), BokehTornado's
+    live ``websocket_origins`` set, the delegate calls (``start_request`` with a connection
+    whose ``stream`` is the one ``handle_stream`` got, ``headers_received``, ``on_close``)."""
+    from bokeh.server.server import Server
+    from bokeh.server.tornado import BokehTornado
+
+    from app.connections import ConnectionLimiter, guarded_http_server
+
+    seen: dict[str, Any] = {}
+
+    def wrap(app: Any) -> Any:
+        seen["app"] = app
+        return app
+
+    def bound(app: Any, port: int) -> None:
+        app.websocket_origins.update({f"127.0.0.1:{port}"})
+        seen["port"] = port
+
+    async def main() -> None:
+        limiter = ConnectionLimiter(max_total=10, max_per_client=2, idle_timeout_s=0.5)
+        with guarded_http_server(limiter=limiter, wrap_app=wrap, on_bound=bound):
+            server = Server({"/": lambda doc: None}, port=0, address="127.0.0.1")
+        try:
+            server.start()
+            assert isinstance(seen["app"], BokehTornado) and seen["port"] == server.port
+            assert f"127.0.0.1:{server.port}" in seen["app"].websocket_origins
+            loop = asyncio.get_running_loop()
+            kept = socket.create_connection(("127.0.0.1", server.port))
+            kept.setblocking(False)
+            await loop.sock_sendall(kept, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await loop.sock_recv(kept, 100)).startswith(b"HTTP/1.1 200")
+            await asyncio.sleep(0.1)
+            assert limiter.open == 1 and limiter.evicted == 0
+            half = socket.create_connection(("127.0.0.1", server.port))
+            half.setblocking(False)
+            await loop.sock_sendall(half, HALF_OPEN)
+            await asyncio.sleep(0.1)
+            assert limiter.open == 2
+            third = socket.create_connection(("127.0.0.1", server.port))  # over the cap of 2
+            # the half-open connection makes room (told 503), not the kept-alive one: it was
+            # served (its header seen) and waits again since its answer (start_request)
+            evicted = b""
+            while chunk := await asyncio.wait_for(loop.sock_recv(half, 100), 5):
+                evicted += chunk
+            assert evicted.startswith(b"HTTP/1.1 503") and limiter.evicted == 1
+            for _ in range(40):  # the sweep closes the other two once idle 0.5 s
+                await asyncio.sleep(0.1)
+                if limiter.open == 0:
+                    break
+            assert limiter.open == 0 and limiter.timed_out == 2
+            rest = b""
+            while chunk := await asyncio.wait_for(loop.sock_recv(kept, 65536), 5):
+                rest += chunk
+            assert b"HTTP/1.1 503" not in rest  # closed silently at the idle timeout
+            for sock in (half, kept, third):
+                sock.close()
+        finally:
+            server.stop()
+
+    asyncio.run(main())
 
 
 def test_repeated_log_lines_are_rate_limited():

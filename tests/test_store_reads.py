@@ -81,6 +81,25 @@ def test_lists_and_totals_match_the_rows(store):
         store.list_jobs(columns=["job_id", "seq; DROP TABLE jobs"])
 
 
+def test_deep_pages_start_from_the_kept_block_counts_and_match_plain_offsets(store):
+    seed(store, 30_000)
+    for job_id in ("j00029990", "j00012000", "j00000007"):  # moves between statuses (and their blocks)
+        store.update_job(job_id, status="pending")
+    store.update_job("j00015000", operation="describe")
+    store.insert_job({"job_id": "late", "status": "failed", "operation": "describe", "created_at": "x"})
+    for filters in ({}, {"status": ["completed"]}, {"status": ["failed"]}, {"operation": "groupby"},
+                    {"dataset_id": "d4"}, {"priority": ["LOW"]}):
+        column, values = next(iter(filters.items()), (None, None))
+        clause = f"WHERE {column} = '{values if isinstance(values, str) else values[0]}'" if column else ""
+        for newest_first in (True, False):
+            expected = [r[0] for r in raw(store, f"SELECT job_id FROM jobs {clause} ORDER BY seq "
+                                                 f"{'DESC' if newest_first else 'ASC'}")]
+            for offset in (4095, 4096, 9000, len(expected) - 30):
+                _, rows = store.list_jobs(**filters, limit=50, offset=offset, newest_first=newest_first,
+                                          columns=["job_id"])
+                assert [r["job_id"] for r in rows] == expected[offset:offset + 50], (filters, newest_first, offset)
+
+
 def test_counters_follow_inserts_status_changes_and_attempts(store):
     seed(store, 500)
     store.insert_job({"job_id": "new", "status": "pending", "priority": "HIGH", "dataset_id": "d1"})
@@ -92,6 +111,10 @@ def test_counters_follow_inserts_status_changes_and_attempts(store):
     assert counted == {tuple(k if k is not None else "" for k in key): n for *key, n in raw(store, JOB_COUNTS_SQL)}
     assert store.count_jobs("status") == dict(raw(store, "SELECT status, COUNT(*) FROM jobs GROUP BY status"))
     assert store.count_jobs("priority", ["pending"]) == {"HIGH": 1}
+    for column in ("status", "priority", "dataset_id", "operation"):
+        kept = raw(store, f"SELECT value, block, n FROM job_blocks WHERE col = '{column}' AND n != 0 ORDER BY 1, 2")
+        assert kept == raw(store, f"SELECT IFNULL({column}, ''), seq / 4096, COUNT(*) FROM jobs GROUP BY 1, 2 "
+                                  "ORDER BY 1, 2"), column
 
     # attempts: a retry is an attempt that failed, was lost or cut by a restart and had a later one,
     # whichever of its end and the next attempt's start was written first

@@ -100,7 +100,6 @@ def _guarded_method(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-@web.stream_request_body
 class BaseHandler(web.RequestHandler):
     """JSON handler: parses, calls the service once, serializes.
 
@@ -127,7 +126,8 @@ class BaseHandler(web.RequestHandler):
             # HEAD is GET without the body (Tornado drops it and keeps Content-Length)
             cls.head = cls.get  # type: ignore[method-assign]
         takes_body = any(getattr(cls, m) is not getattr(web.RequestHandler, m) for m in BODY_METHODS)
-        cls._stream_request_body = takes_body or cls.data_received is not BaseHandler.data_received
+        if takes_body or cls.data_received is not BaseHandler.data_received:
+            web.stream_request_body(cls)
 
     def initialize(self, service: "ProcessingService") -> None:
         self._service = service
@@ -263,7 +263,7 @@ class BaseHandler(web.RequestHandler):
             return
         self._body_size += len(chunk)
         if self._body_size > self._body_limit:  # a chunked body with no Content-Length
-            self._handle_request_exception(self._too_large())  # answered now; Tornado then drops the connection
+            self.refuse(self._too_large())  # answered now; Tornado then drops the connection
             return
         # bounded by MAX_REQUEST_KB: a few chunks, so plain concatenation is fine
         self.request.body += chunk
@@ -305,21 +305,25 @@ class BaseHandler(web.RequestHandler):
         self.set_status(status)
         self.finish(dumps(value))
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, ProcessingError):
-            if self._finished:
-                return
-            if getattr(e, "retry_after", None):
-                self.set_header("Retry-After", str(e.retry_after))  # type: ignore[attr-defined]
-            if isinstance(e, Unauthorized):
-                self.set_header("WWW-Authenticate", 'Bearer realm="processing"')
-            self.clear_header("Content-Length")
-            self.write_json(error_body(e.code, e.message, e.details, self.request_id), e.status)
-            return
-        super()._handle_request_exception(e)
+    def refuse(self, error: ProcessingError) -> None:
+        """Answer ``error`` at once, from outside a handler method (while the body streams in)."""
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, ProcessingError):
+            return  # a domain error is an answer (its own status), not a fault of the server
+        super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ProcessingError):  # raised by a handler or the service: its own status
+            self.set_status(exc.status)
+            if getattr(exc, "retry_after", None):
+                self.set_header("Retry-After", str(exc.retry_after))  # type: ignore[attr-defined]
+            if isinstance(exc, Unauthorized):
+                self.set_header("WWW-Authenticate", 'Bearer realm="processing"')
+            self.finish(dumps(error_body(exc.code, exc.message, exc.details, self.request_id)))
+            return
         if isinstance(exc, web.HTTPError) and exc.log_message and status_code < 500:
             message = exc.log_message % exc.args if exc.args else exc.log_message
         elif status_code == 405:

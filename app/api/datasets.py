@@ -97,7 +97,7 @@ class UploadHandler(BaseHandler):
             # answer now and drop the connection (Tornado closes it): reading on would
             # only let a client stream without end
             self._discard()
-            self._handle_request_exception(self._too_large())
+            self.refuse(self._too_large())
             return
         self._writing = asyncio.get_running_loop().run_in_executor(self.service.executor, self._file.write, chunk)
         await self._writing

@@ -115,3 +115,46 @@ def test_form_defaults_to_one_core_and_one_thread_of_memory(srv: ServerProcess, 
     page.locator(".submit-job").wait_for(timeout=30_000)
     assert float(page.locator(".pc-field-max_cores input").input_value()) == 1
     assert float(page.locator(".pc-field-max_memory_gb input").input_value()) == pytest.approx(share, abs=0.01)
+
+
+def table_column(page, field: str) -> list[str]:
+    """The texts of one column of the jobs table, top to bottom."""
+    return page.evaluate("""(field) => {
+      const out = [];
+      const walk = (root) => {
+        root.querySelectorAll('.tabulator-row [tabulator-field=' + field + ']').forEach(
+          cell => out.push(cell.textContent.trim()));
+        root.querySelectorAll('*').forEach(el => { if (el.shadowRoot) walk(el.shadowRoot); });
+      };
+      walk(document);
+      return out;
+    }""", field)
+
+
+def test_sort_by_priority_rank_across_pages(srv: ServerProcess, page) -> None:
+    rank = {"LOW": 0, "NORMAL": 1, "HIGH": 2, "CRITICAL": 3}
+    for priority in ("LOW", "CRITICAL", "NORMAL", "HIGH", "LOW", "NORMAL", "CRITICAL", "LOW", "HIGH", "NORMAL",
+                     "LOW", "HIGH"):
+        assert srv.post("/api/processing/jobs/submit", {**FAST_JOB, "priority": priority}).status_code == 201
+    jobs = srv.get("/api/processing/jobs/list", params={"limit": 500}).json()["jobs"]  # newest first
+    assert len(jobs) > 10
+    newest = {j["job_id"]: i for i, j in enumerate(jobs)}
+    page.goto(srv.url + "/jobs")
+    page.locator(".jobs-sort select").wait_for(timeout=30_000)
+    for label, descending in (("Priority: highest first", True), ("Priority: lowest first", False)):
+        page.locator(".jobs-sort select").select_option(label=label)
+        order = sorted(jobs, key=lambda j: ((-1 if descending else 1) * rank[j["priority"]], newest[j["job_id"]]))
+        want = [j["job_id"] for j in order[:10]]
+        deadline = time.time() + 10
+        while table_column(page, "job_id") != want and time.time() < deadline:
+            time.sleep(0.2)
+        assert table_column(page, "job_id") == want, (label, table_column(page, "priority"))
+        shown = [rank[p] for p in table_column(page, "priority")]
+        assert shown == sorted(shown, reverse=descending)
+    page.get_by_role("button", name="Older ›").click()  # page 2 continues the order
+    want = [j["job_id"] for j in sorted(jobs, key=lambda j: (rank[j["priority"]], newest[j["job_id"]]))[10:20]]
+    deadline = time.time() + 10
+    while table_column(page, "job_id") != want and time.time() < deadline:
+        time.sleep(0.2)
+    assert table_column(page, "job_id") == want
+    shot(page, "jobs-sorted-by-priority-1280x800")

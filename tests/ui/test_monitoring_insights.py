@@ -1,0 +1,64 @@
+"""The monitoring page shows the recommendations, failed and cancelled jobs over time, memory
+and CPU per worker, and the queue-wait and run-time histograms (issue 15, item 17)."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.helpers import wait_job
+from tests.ui.helpers import shot
+
+pytestmark = pytest.mark.ui
+
+JOB = {"operation": "aggregate", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.25,
+       "parameters": {"column": "expression_level", "operation": "mean"}}
+
+
+def bokeh_data(page, column: str, key: str | None = None) -> list:
+    """Values of ``column`` in the page's Bokeh data sources (those that also have ``key``)."""
+    return page.evaluate("""([column, key]) => {
+      const out = [];
+      for (const doc of Bokeh.documents) for (const model of doc._all_models.values())
+        if (model.data && model.data[column] !== undefined && (!key || model.data[key] !== undefined))
+          out.push(...Array.from(model.data[column]));
+      return out;
+    }""", [column, key])
+
+
+def poll(page, check, tries: int = 75) -> None:
+    for _ in range(tries):
+        if check():
+            return
+        page.wait_for_timeout(200)
+
+
+def test_recommendations_outcomes_workers_and_histograms(server, page):
+    done = wait_job(server, server.post("/api/processing/jobs/submit", json=JOB).json()["job_id"])
+    assert done["status"] == "completed"
+    cancelled = server.post("/api/processing/jobs/submit", json={**JOB, "priority": "LOW"}).json()["job_id"]
+    server.post(f"/api/processing/jobs/{cancelled}/cancel")
+    page.goto(server.url + "/monitoring")
+    recs = page.get_by_test_id("recommendations")
+    expect(recs).to_be_visible(timeout=30_000)
+    api = server.get("/api/processing/recommendations").json()["recommendations"]
+    if api:
+        expect(recs).to_contain_text(api[0]["reason"][:40])
+    else:
+        expect(recs).to_contain_text("Nothing to recommend")
+    for css in ("chart-throughput", "chart-per-worker", "chart-hist-wait", "chart-hist-run"):
+        expect(page.locator(f".{css}")).to_be_visible(timeout=20_000)
+    workers = server.get("/api/processing/metrics/workers").json()
+    workers = workers.get("workers", workers) if isinstance(workers, dict) else workers
+    names = sorted(str(w["name"]) for w in workers)
+    poll(page, lambda: sorted(bokeh_data(page, "worker")) == names)
+    assert sorted(bokeh_data(page, "worker")) == names
+    cpu = bokeh_data(page, "cpu", "worker")
+    assert len(cpu) == len(names) and all(0 <= c <= 100 * 64 for c in cpu)
+    status = server.get(f"/api/processing/jobs/{cancelled}/status").json()["status"]
+    poll(page, lambda: sum(bokeh_data(page, "count", "bucket")) >= 2)
+    assert sum(bokeh_data(page, "count", "bucket")) >= 2  # the completed job's wait and run
+    assert any(label.startswith("≤") for label in bokeh_data(page, "bucket"))
+    assert sum(bokeh_data(page, "completed", "cancelled")) >= 1
+    if status == "cancelled":  # it may have finished before the cancel reached it
+        assert sum(bokeh_data(page, "cancelled", "completed")) >= 1
+    shot(page, "monitoring-insights-1280x800")
