@@ -18,7 +18,8 @@ from . import queue as q
 from .batching import BatchWriter, Turns
 from .errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
-from .runner import Attempt, Stopped, execute, get_operation, is_transient
+from .operations import get as get_operation
+from .runner import Attempt, Stopped, execute, is_transient
 from .job_views import JobViews
 from .lifecycle import NOT_FAILURES, REQUEUED_BY, TERMINAL, Interrupt, JobStatus, check_transition
 from .store import iso, new_id

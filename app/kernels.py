@@ -276,12 +276,24 @@ def run_all(frags: list[Fragment], plan: KernelPlan) -> Any:
     return plan.finish(plan.combine([run_fragment(f, plan) for f in frags]))
 
 
+@dataclass(frozen=True)
+class OneTask:
+    """The whole plan as one call on a worker: submitted as it is, with no graph to optimize."""
+
+    frags: list[Fragment]
+    plan: KernelPlan
+
+    def __call__(self) -> Any:
+        return run_all(self.frags, self.plan)
+
+
 def graph(frags: list[Fragment], plan: KernelPlan, small: bool) -> Any:
-    """A Delayed computing the plan's finished value: one task, or kernels combined in a tree."""
+    """What computes the plan's finished value: a :class:`OneTask` for a small input (or one
+    fragment), else a Delayed of kernels combined in a tree."""
     import dask
 
     if small or len(frags) == 1:
-        return dask.delayed(run_all, pure=False)(frags, plan)
+        return OneTask(frags, plan)
     level = [dask.delayed(run_fragment, pure=False)(f, plan) for f in frags]
     while len(level) > 1:
         level = [dask.delayed(combine, pure=False)(level[i:i + SPLIT_EVERY], plan)

@@ -26,7 +26,7 @@ from . import kernels, readers
 from .errors import ProcessingError
 from .expr_lock import GRAPH_LOCK
 from .models import PRIORITIES, public_params
-from .operations import get as get_operation  # app.jobs still imports it from here
+from .operations import get as get_operation
 from .operations.base import Operation, Schema, jsonable
 from .operations.partition import OPERATION as PARTITION
 from .partition import plan_partitions, write_partitions
@@ -163,10 +163,15 @@ def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -
 
 
 def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:
+    """Submit ``graph`` (a collection, or a :class:`kernels.OneTask`) and wait for its value."""
     attempt.stage = "compute"
     _check_stopped(attempt)
-    with GRAPH_LOCK:  # Client.compute optimizes the expression (see app.expr_lock)
-        submitted = client.compute(graph, priority=weight)
+    with GRAPH_LOCK:  # Client.compute optimizes the expression (see app.expr_lock); submit builds one too
+        if isinstance(graph, kernels.OneTask):
+            submitted = client.submit(kernels.run_all, graph.frags, graph.plan, priority=weight, pure=False,
+                                      key=f"run_all-{attempt.annotation}")
+        else:
+            submitted = client.compute(graph, priority=weight)
     many = isinstance(submitted, list)
     futures = submitted if many else [submitted]
     with attempt.lock:

@@ -76,7 +76,8 @@ def both_paths(op_name: str, params: dict[str, Any], folder: Path, fmt: str) -> 
     assert plan is not None
     frags = kernels.fragments(readers.list_files(source, fmt), fmt, {}, schema)
     one = op.finalize(kernels.run_all(frags, plan), p)
-    tree = op.finalize(dask.compute(kernels.graph(frags, plan, small=False), scheduler="threads")[0], p)
+    graph = kernels.graph(frags, plan, small=False)  # one fragment: the one task, else the tree
+    tree = op.finalize(graph() if isinstance(graph, kernels.OneTask) else dask.compute(graph, scheduler="threads")[0], p)
     ddf = readers.read_ddf(source, fmt, {}, columns=op.columns(op.parse(params, schema)))
     graph = op.build(ddf, p)
     reference = op.finalize(dask.compute(graph, scheduler="sync")[0] if not isinstance(graph, tuple)
