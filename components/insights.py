@@ -151,9 +151,8 @@ class TimingHistograms(pn.viewable.Viewer):
                 self.sources[key].data = {"bucket": labels, "count": data["count"]}
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Row(*(pn.Column(pn.pane.HTML(f"<b>{title}</b>", stylesheets=[CSS]),
-                                  pn.pane.Bokeh(self.figures[key], sizing_mode="stretch_width"),
-                                  sizing_mode="stretch_width", css_classes=[f"chart-hist-{key}"])
-                        for key, title in (("wait", "Queue wait of completed jobs (24 h)"),
-                                           ("run", "Run time of completed jobs (24 h)"))),
-                      sizing_mode="stretch_width")
+        titles = {"wait": "Queue wait of completed jobs (24 h)", "run": "Run time of completed jobs (24 h)"}
+        return pn.GridBox(*(pn.Card(pn.pane.Bokeh(self.figures[key], sizing_mode="stretch_width"), title=title,
+                                    collapsible=False, margin=6, sizing_mode="stretch_width",
+                                    css_classes=[f"chart-hist-{key}"]) for key, title in titles.items()),
+                          ncols=2, sizing_mode="stretch_width")

@@ -86,5 +86,5 @@ class MonitoringCharts(pn.viewable.Viewer):
             pn.Card(self.recommendations, title="Recommendations", css_classes=["monitoring-recommendations"], **card),
             pn.Row(self._window, self._note), pn.GridBox(*cards, ncols=2, sizing_mode="stretch_width"),
             pn.Card(self.workers, title="Memory (GB) and CPU (%) per worker", css_classes=["chart-per-worker"], **card),
-            pn.Card(self.histograms, title="How long jobs waited and ran", css_classes=["chart-histograms"], **card),
+            self.histograms,
             sizing_mode="stretch_width")
