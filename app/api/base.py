@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import param
-from tornado import web
+from tornado import httputil, web
 
 from ..auth import allowed_origin, bearer_token, check_api_access, failures
 from ..errors import (InvalidRequest, NotFound, PayloadTooLarge, ProcessingError, TooManyRequests, Unauthorized,
@@ -333,8 +333,10 @@ class BaseHandler(web.RequestHandler):
             message = f"internal error; see the server log for request {self.request_id}"
             log.error("request %s failed: %s %s", self.request_id, self.request.method, self.request.path,
                       exc_info=kwargs.get("exc_info"))
+        elif isinstance(exc, web.HTTPError) and exc.reason:
+            message = exc.reason
         else:
-            message = self._reason
+            message = httputil.responses.get(status_code, "error")
         code = STATUS_CODES.get(status_code, "error")
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps(error_body(code, message, {}, self.request_id)))
