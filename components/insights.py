@@ -18,6 +18,12 @@ from .theme import CSS, SERIES_COLORS, esc, style_figure
 
 EVERY_S = 15.0  # recommendations and histograms change slowly: one read per session this often
 
+# loaded_only: a session's first samples can arrive before it has loaded, and a read started then
+# resumes (after its await) outside the document lock, where pn.io.unlocked does nothing: Bokeh
+# raises in its patch hook after the model changed, so the browser never got the change. That left
+# the queue-wait histogram's x range without factors (a blank figure, no axes) while its data, set
+# again by the onload read, arrived. The onload read is the first; samples refresh only after it.
+
 
 class Recommendations(pn.viewable.Viewer):
     """What the service recommends now (scale up or down, raise a job's memory), with the reason."""
@@ -34,7 +40,7 @@ class Recommendations(pn.viewable.Viewer):
         pn.state.onload(self.refresh)
 
     def _on_sample(self, _snap: dict[str, Any]) -> None:
-        if time.time() - self._read_at >= EVERY_S:
+        if pn.state.loaded and time.time() - self._read_at >= EVERY_S:  # before: see loaded_only
             pn.state.execute(self.refresh)
 
     async def refresh(self) -> None:
@@ -137,7 +143,7 @@ class TimingHistograms(pn.viewable.Viewer):
         return style_figure(fig)
 
     def _on_sample(self, _snap: dict[str, Any]) -> None:
-        if time.time() - self._read_at >= EVERY_S:
+        if pn.state.loaded and time.time() - self._read_at >= EVERY_S:  # before: see loaded_only
             pn.state.execute(self.refresh)
 
     async def refresh(self) -> None:

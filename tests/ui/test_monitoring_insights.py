@@ -25,6 +25,34 @@ def bokeh_data(page, column: str, key: str | None = None) -> list:
     }""", [column, key])
 
 
+def factor_ranges(page, column: str) -> list[list[str]]:
+    """The x-range factors of each figure in the page that draws a source with ``column``."""
+    return page.evaluate("""(column) => {
+      const out = [];
+      for (const doc of Bokeh.documents) for (const m of doc._all_models.values())
+        if (m.x_range && m.renderers && m.renderers.some(r => r.data_source && r.data_source.data[column] !== undefined))
+          out.push(Array.from(m.x_range.factors ?? []));
+      return out;
+    }""", column)
+
+
+def ink(page, css: str) -> float:
+    """Share of the pixels of a card's figure that are not its background: 0 for a blank figure."""
+    import io
+
+    from PIL import Image
+
+    card = page.locator(f".{css}")
+    card.scroll_into_view_if_needed()
+    box = card.bounding_box()
+    header = 44  # the card's title bar
+    png = page.screenshot(clip={"x": box["x"], "y": box["y"] + header, "width": box["width"],
+                                "height": box["height"] - header})
+    image = Image.open(io.BytesIO(png)).convert("L")
+    background = max(range(256), key=image.histogram().__getitem__)
+    return sum(1 for p in image.getdata() if abs(p - background) > 40) / (image.width * image.height)
+
+
 def poll(page, check, tries: int = 75) -> None:
     for _ in range(tries):
         if check():
@@ -58,6 +86,13 @@ def test_recommendations_outcomes_workers_and_histograms(server, page):
     poll(page, lambda: sum(bokeh_data(page, "count", "bucket")) >= 2)
     assert sum(bokeh_data(page, "count", "bucket")) >= 2  # the completed job's wait and run
     assert any(label.startswith("≤") for label in bokeh_data(page, "bucket"))
+    # Both histograms are drawn, not only fed: each figure has its bucket axis and the card shows
+    # ink (axes, labels, bars). The queue-wait one drew blank while its data arrived.
+    labels = bokeh_data(page, "bucket")[:11]
+    poll(page, lambda: factor_ranges(page, "bucket") == [labels, labels])
+    assert factor_ranges(page, "bucket") == [labels, labels]
+    for css in ("chart-hist-wait", "chart-hist-run"):
+        assert ink(page, css) > 0.01, f"{css} is blank"
     assert sum(bokeh_data(page, "completed", "cancelled")) >= 1
     if status == "cancelled":  # it may have finished before the cancel reached it
         assert sum(bokeh_data(page, "cancelled", "completed")) >= 1
