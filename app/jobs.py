@@ -246,7 +246,8 @@ class JobEngine(JobViews):
                           self.datasets.read_source(ds), self.settings.data_dir,
                           self.settings.result_inline_rows, started_at=self.clock(),
                           use_cache=not job.get("no_cache"), cached=self.store.cached_result,
-                          kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6))
+                          kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6),
+                          max_memory_gb=float(job["max_memory_gb"] or 0), max_cores=float(job["max_cores"] or 0))
         now = iso(self.clock())
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)
         self._set_status(job_id, JobStatus.RUNNING, attempt_count=number, started_at=job["started_at"] or now)

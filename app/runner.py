@@ -29,6 +29,7 @@ from .models import PRIORITIES, public_params
 from .operations import get as get_operation
 from .operations.base import Operation, Schema, jsonable
 from .operations.partition import OPERATION as PARTITION
+from .operations.sql import OPERATION as SQL
 from .partition import plan_partitions, write_partitions
 from .sources import is_url
 
@@ -61,6 +62,8 @@ class Attempt:
     kernels: bool = True  # KERNELS: run as kernels where the operation has a plan
     one_task_bytes: int = 32_000_000  # KERNEL_ONE_TASK_MB: a smaller input is one task
     cached: Any = None  # cache key -> the newest completed job with it (the store's reader)
+    max_memory_gb: float = 0.0  # the job's reservation (a SQL job's DuckDB limits)
+    max_cores: float = 0.0
     stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -121,6 +124,8 @@ def cache_key(attempt: Attempt, op: Operation, p: Any) -> str | None:
 def _run_operation(client: Any, attempt: Attempt, op: Operation, p: Any, schema: Schema, weight: int) -> dict[str, Any]:
     """Compute the operation: kernels when it has a plan, else its Dask DataFrame graph."""
     with dask.annotate(job=attempt.annotation, priority=weight):
+        if op is SQL:
+            return _sql(client, attempt, p, schema, weight)
         source, fmt, options = attempt.read
         frags = _kernel_fragments(op, p, attempt, schema)
         if frags is not None and op.writes_dataset:
@@ -144,6 +149,16 @@ def _run_operation(client: Any, attempt: Attempt, op: Operation, p: Any, schema:
     attempt.stage = "finalize"
     result = op.finalize(value, p)
     return _maybe_spill(attempt, op.kind(p), result)
+
+
+def _sql(client: Any, attempt: Attempt, p: Any, schema: Schema, weight: int) -> dict[str, Any]:
+    """A SQL job: one task over all the dataset's files (see app.operations.sql)."""
+    attempt.stage = "build"
+    out = str(results_dir(attempt.data_dir, attempt.job_id))
+    task = SQL.task(p, schema, attempt.read, out, attempt.inline_rows, attempt.max_memory_gb, attempt.max_cores)
+    value = _compute(client, attempt, dask.delayed(task, pure=False)(), weight)
+    attempt.stage = "finalize"
+    return SQL.outcome(value, out)
 
 
 def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -> tuple[Any, list[Any], bool] | None:
