@@ -61,6 +61,7 @@ class Attempt:
     kernels: bool = True  # KERNELS: run as kernels where the operation has a plan
     one_task_bytes: int = 32_000_000  # KERNEL_ONE_TASK_MB: a smaller input is one task
     cached: Any = None  # cache key -> the newest completed job with it (the store's reader)
+    error: BaseException | None = None  # what ended it, for the job's log (its traceback)
     stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
