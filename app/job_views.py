@@ -6,10 +6,12 @@ and change nothing.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from .errors import Conflict, InvalidRequest, NotFound
 from .lifecycle import ALL, TERMINAL
+from .downloads import ResultStream, result_files, table_of
 from .runner import read_rows, results_dir
 from .store import iso
 from .store_reads import SUMMARY_COLUMNS
@@ -100,11 +102,11 @@ class LiveViews:
     def timing_histograms(self) -> dict[str, dict[str, list[float]]]:
         """Queue wait and run time of the jobs that completed in the histogram window: bucket
         upper bounds and the count in each bucket (not cumulative; the last is over the top bound)."""
-        from . import prometheus
+        from . import job_timings
 
-        snap = prometheus.JobTimings.of(self.store).snapshot(self.clock())
+        snap = job_timings.JobTimings.of(self.store).snapshot(self.clock())
         out = {}
-        for key, bounds in (("wait", prometheus.WAIT_BUCKETS), ("run", prometheus.DURATION_BUCKETS)):
+        for key, bounds in (("wait", job_timings.WAIT_BUCKETS), ("run", job_timings.DURATION_BUCKETS)):
             count, _, cumulative = snap[key]
             steps = [*cumulative, count]
             out[key] = {"upper_s": [*bounds, float("inf")],
@@ -148,13 +150,20 @@ class JobViews(LiveViews):
             "resources": job["resources"] or {},
             "error": job["error"], "result_kind": job["result_kind"],
             "result": job["result"], "result_dataset_id": job["result_dataset_id"],
-            "cached_from": job.get("cached_from"),
+            "cached_from": job.get("cached_from"), "rerun_of": job.get("rerun_of"),
             "attempts": [{k: a[k] for k in ("number", "started_at", "ended_at", "outcome", "cause")}
                          for a in self.store.attempts(job_id)],
         })
         if job["status"] == "pending" and wait is None:
             view["pending_reason"] = "waiting for the next dispatch pass"
         return view
+
+    def logs(self, job_id: str, since: int = 0, limit: int = 500) -> dict[str, Any]:
+        """The job's log lines after ``since`` (a line id), oldest first; blocking (read pool)."""
+        self.get(job_id)
+        lines = self.store.job_log(job_id, since, limit)
+        return {"job_id": job_id, "lines": lines, "next_since": lines[-1]["id"] if lines else since,
+                "more": len(lines) == limit}
 
     def summary(self, job: dict[str, Any]) -> dict[str, Any]:
         """The contract's list entry."""
@@ -239,6 +248,20 @@ class JobViews(LiveViews):
             return {**base, "total": len(rows), "rows": rows[offset: offset + limit],
                     "result": {k: v for k, v in result.items() if k != "rows"}}
         return {**base, "total": None, "result": result}
+
+    def download(self, job_id: str, fmt: str) -> ResultStream:
+        """The completed job's result as a stream of ``fmt`` bytes (blocking: the read pool)."""
+        job = self.get(job_id)
+        if job["status"] != "completed":
+            raise Conflict(f"job {job_id} is {job['status']}; results exist once it is completed",
+                           {"status": job["status"]}, code="job_not_completed")
+        if job["result_dataset_id"]:
+            ds = self.store.get_dataset(job["result_dataset_id"])
+            folder = Path(ds["source"]) if ds else results_dir(self.settings.data_dir, job_id)
+            files = result_files(folder)
+            if files:
+                return ResultStream(fmt, files=files)
+        return ResultStream(fmt, table=table_of(job["result"]))
 
     async def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
         """The job's status once it ends, or after ``timeout`` seconds."""

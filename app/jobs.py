@@ -21,6 +21,7 @@ from .models import JobRequest
 from .operations import get as get_operation
 from .runner import Attempt, Stopped, execute, is_transient
 from .job_views import JobViews
+from .journal import Journal
 from .lifecycle import NOT_FAILURES, REQUEUED_BY, TERMINAL, Interrupt, JobStatus, check_transition
 from .store import iso, new_id
 from .times import epoch as _ts
@@ -58,6 +59,7 @@ class JobEngine(JobViews):
         self.sampler = sampler
         self.executor = executor
         self.clock = clock
+        self.journal = Journal(store.log_job)
         self.policy = q.QueuePolicy(aging_s=self.settings.queue_aging_s, preemption=self.settings.preemption,
                                     backfill_window_s=self.settings.queue_backfill_s)
         self.pending: dict[str, q.QueuedJob] = {}
@@ -87,6 +89,8 @@ class JobEngine(JobViews):
                 for attempt in self.store.attempts(job["job_id"]):
                     if attempt["ended_at"] is None:
                         self.store.end_attempt(attempt["id"], "server_restart", "the server stopped during the attempt")
+                        self.journal.attempt_ended(job["job_id"], attempt["number"], "server_restart",
+                                                   "the server stopped during the attempt; it runs again")
                 self._set_status(job["job_id"], JobStatus.PENDING, eta_seconds=None, estimated_completion_at=None)
             self.pending[job["job_id"]] = self._queued(job)
         if self.pending:
@@ -143,7 +147,17 @@ class JobEngine(JobViews):
         return q.Capacity(s.n_workers * s.threads_per_worker, s.n_workers * parse_bytes(s.memory_limit) / 1e9,
                           s.max_concurrent_jobs)
 
-    async def submit(self, body: Any) -> dict[str, Any]:
+    async def rerun(self, job_id: str) -> dict[str, Any]:
+        """A new job with the same operation, dataset, parameters, priority and reservation
+        as ``job_id`` (any status), recording ``rerun_of``; validated again like any submission."""
+        job = self.get(job_id)
+        return await self.submit({
+            "operation": job["operation"], "dataset_id": job["dataset_id"], "parameters": job["parameters"] or {},
+            "priority": job["priority"], "max_cores": job["max_cores"], "max_memory_gb": job["max_memory_gb"],
+            "cache": not job.get("no_cache"),
+        }, rerun_of=job_id)
+
+    async def submit(self, body: Any, rerun_of: str | None = None) -> dict[str, Any]:
         """Validate everything, then record the job as pending; answered once it is committed.
 
         A full queue is refused before validation (cheap under a burst). Validations
@@ -157,7 +171,7 @@ class JobEngine(JobViews):
             "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
             "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": iso(self.clock()),
-            "no_cache": 0 if req.cache else 1,
+            "no_cache": 0 if req.cache else 1, "rerun_of": rerun_of,
             "attempt_count": 0, "eta_history": {},
         })
 
@@ -170,6 +184,7 @@ class JobEngine(JobViews):
     def _accepted(self, job: dict[str, Any]) -> None:
         """A committed submission joins the queue (even if its request has gone away)."""
         self.pending[job["job_id"]] = self._queued(job)
+        self.journal.queued(job)
         self.kick()
 
     def _validate(self, body: Any) -> JobRequest:
@@ -249,7 +264,9 @@ class JobEngine(JobViews):
                           kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6),
                           max_memory_gb=float(job["max_memory_gb"] or 0), max_cores=float(job["max_cores"] or 0))
         now = iso(self.clock())
+        wait = self.waiting.get(job_id)
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)
+        self.journal.started(job, number, self.clock() - queued.submitted_at, wait.reason if wait else None)
         self._set_status(job_id, JobStatus.RUNNING, attempt_count=number, started_at=job["started_at"] or now)
         running = q.RunningJob(job_id, queued.priority, queued.cores, queued.memory_gb, attempt.started_at)
         task = asyncio.get_running_loop().create_task(self._run(attempt))
@@ -325,7 +342,7 @@ class JobEngine(JobViews):
         result = outcome["result"]
         if isinstance(result, dict) and result_dataset_id:
             result = {**result, "result_dataset_id": result_dataset_id}
-        self.store.end_attempt(attempt.attempt_id, "completed")
+        self._end_attempt(attempt, "completed")
         self._finish(job_id, "completed", result=result, result_kind=outcome.get("kind"),
                      result_dataset_id=result_dataset_id, cache_key=outcome.get("cache_key"),
                      cached_from=outcome.get("cached_from"))
@@ -365,9 +382,10 @@ class JobEngine(JobViews):
             return  # the engine recorded what it did when it stopped the attempt
         job_id = attempt.job_id
         error = _error(exc, attempt.stage)
+        attempt.error = exc
         if is_transient(exc):
             return self._transient(attempt, error)
-        self.store.end_attempt(attempt.attempt_id, "failed", error["message"])
+        self._end_attempt(attempt, "failed", error["message"])
         log.info("job %s failed during %s: %s", job_id, attempt.stage, _short(error["message"]))
         self._finish(job_id, "failed", error=error)
 
@@ -381,7 +399,7 @@ class JobEngine(JobViews):
         if self.clock() - self.scaled_down_at < SCALE_DOWN_GRACE_S:
             return self._requeue_attempt(attempt, Interrupt.SCALED_DOWN)
         failures = sum(1 for a in self.store.attempts(job_id) if a["outcome"] not in NOT_FAILURES) + 1
-        self.store.end_attempt(attempt.attempt_id, "worker_lost", error["message"])
+        self._end_attempt(attempt, "worker_lost", error["message"])
         if failures < self.settings.job_max_attempts:
             log.warning("job %s attempt %d lost (%s); retrying", job_id, attempt.number, _short(error["message"]))
             return self._requeue(job_id)
@@ -397,7 +415,7 @@ class JobEngine(JobViews):
         if not retried and doubled <= self.capacity().total_memory_gb:
             cause = (f"a worker ran out of memory ({attempt.oom_evidence}); retrying once with "
                      f"max_memory_gb={doubled:g} (doubled from {declared:g})")
-            self.store.end_attempt(attempt.attempt_id, "out_of_memory", cause)
+            self._end_attempt(attempt, "out_of_memory", cause)
             self.store.update_job(attempt.job_id, max_memory_gb=doubled)
             log.warning("job %s: %s", attempt.job_id, cause)
             return self._requeue(attempt.job_id)
@@ -405,19 +423,25 @@ class JobEngine(JobViews):
         message = (f"a worker ran out of memory running this job ({attempt.oom_evidence}) {what}; "
                    f"resubmit with a larger max_memory_gb than {declared:g}, or use bigger workers "
                    "(DASK_MEMORY_LIMIT)")
-        self.store.end_attempt(attempt.attempt_id, "out_of_memory", message)
+        self._end_attempt(attempt, "out_of_memory", message)
         self._finish(attempt.job_id, "failed", error={"type": "OutOfMemory", "message": message,
                                                       "stage": error.get("stage")})
 
     def _requeue_attempt(self, attempt: Attempt, reason: Interrupt) -> None:
         """End the attempt with an outcome that is not a failure and put the job back in line."""
         attempt.recorded = True
-        self.store.end_attempt(attempt.attempt_id, reason.value, REQUEUED_BY[reason])
+        self._end_attempt(attempt, reason.value, REQUEUED_BY[reason])
         job = self.store.get_job(attempt.job_id)
         if job is not None and job["status"] == "running":
             self._requeue(attempt.job_id)
 
+    def _end_attempt(self, attempt: Attempt, outcome: str, cause: str | None = None) -> None:
+        """Record the attempt's end in the store and in the job's log."""
+        self.store.end_attempt(attempt.attempt_id, outcome, cause)
+        self.journal.attempt_ended(attempt.job_id, attempt.number, outcome, cause, attempt.error)
+
     def _requeue(self, job_id: str) -> None:
+        self.journal.requeued(job_id)
         self._set_status(job_id, JobStatus.PENDING, eta_seconds=None, estimated_completion_at=None)
         self.pending[job_id] = self._queued(self.store.get_job(job_id))
 
@@ -429,6 +453,9 @@ class JobEngine(JobViews):
             values.update(progress=100.0, eta_seconds=0.0, estimated_completion_at=None,
                           tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": iso(self.clock())})
         self._set_status(job_id, JobStatus(status), completed_at=iso(self.clock()), **values)
+        job = self.store.get_job(job_id) or {"job_id": job_id}
+        began = _ts(job.get("started_at"))
+        self.journal.ended(job, status, None if began is None else self.clock() - began, values.get("error"))
         self._forget(job_id)
         event = self.done_events.pop(job_id, None)
         if event:
@@ -463,7 +490,7 @@ class JobEngine(JobViews):
             _, attempt, _ = self.running.pop(job_id)
             self._interrupt_attempt(attempt, Interrupt.CANCELLED)
             attempt.recorded = True
-            self.store.end_attempt(attempt.attempt_id, "cancelled", "cancelled by request")
+            self._end_attempt(attempt, "cancelled", "cancelled by request")
         self._finish(job_id, "cancelled", error=None)
         self.kick()
         return self.status(job_id)
@@ -499,6 +526,7 @@ class JobEngine(JobViews):
         for attempt in self.store.attempts(job_id):
             if attempt["ended_at"] is None:
                 self.store.end_attempt(attempt["id"], "failed", message)
+                self.journal.attempt_ended(job_id, attempt["number"], "failed", message)
         self.report(f"job {job_id} was running with no live attempt; failed")
         self._finish(job_id, "failed", error={"type": "Orphaned", "message": message, "stage": "watchdog"})
 
@@ -570,7 +598,7 @@ class JobEngine(JobViews):
         self.running.pop(job_id, None)
         message = (f"the job held {held / 1e9:.2f} GB of results on the workers, more than "
                    f"{MEMORY_MARGIN}× its declared max_memory_gb={declared:g}; resubmit with more memory")
-        self.store.end_attempt(attempt.attempt_id, "failed", message)
+        self._end_attempt(attempt, "failed", message)
         self._finish(job_id, "failed", error={"type": "MemoryLimit", "message": message})
         self.kick()
 

@@ -64,6 +64,7 @@ class Attempt:
     cached: Any = None  # cache key -> the newest completed job with it (the store's reader)
     max_memory_gb: float = 0.0  # the job's reservation (a SQL job's DuckDB limits)
     max_cores: float = 0.0
+    error: BaseException | None = None  # what ended it, for the job's log (its traceback)
     stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 import sqlite_utils
 
 from .lifecycle import TERMINAL
+from .store_log import JobLogStore
 from .store_reads import ReadPool, StoreReads, decode
 from .store_schema import JSON_COLUMNS, SCHEMA, migrate
 from .times import iso, utcnow
@@ -43,7 +44,7 @@ def _check_columns(table: str, names: Iterable[str]) -> None:
         raise ValueError(f"unknown column(s) for {table}: {sorted(unknown)}")
 
 
-class Store(StoreReads):
+class Store(StoreReads, JobLogStore):
     """SQLite through sqlite-utils, in WAL mode, tables created (or brought up to date) on open."""
 
     def __init__(self, path: Path | str):

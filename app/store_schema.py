@@ -16,6 +16,7 @@ JSON_COLUMNS = {
     "datasets": ("options", "schema", "files", "partitions"),
     "cluster_events": ("details",),
     "metrics": ("queue",),
+    "job_log": ("details",),
 }
 
 SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
@@ -28,9 +29,14 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
             "result_dataset_id": str, "eta_seconds": float, "estimated_completion_at": str,
             "tasks_total": int, "tasks_done": int, "resources": str, "eta_history": str,
             "cancel_requested": int, "result_kind": str, "no_cache": int, "cache_key": str,
-            "cached_from": str,
+            "cached_from": str, "rerun_of": str,
         },
         "job_id",
+    ),
+    "job_log": (
+        {"id": int, "job_id": str, "ts": float, "timestamp": str, "level": str, "event": str, "message": str,
+         "details": str},
+        "id",
     ),
     "attempts": (
         {"id": int, "job_id": str, "number": int, "started_at": str, "ended_at": str,
@@ -65,6 +71,7 @@ INDEXES = {
     "jobs": [["status"], ["priority"], ["seq"], ["cache_key"], ["status", "seq"], ["priority", "seq"],
              ["dataset_id", "seq"], ["operation", "seq"], ["status", "completed_at"]],
     "attempts": [["job_id"]],
+    "job_log": [["job_id", "id"]],
     "metrics": [["ts"]],
 }
 

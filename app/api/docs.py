@@ -106,7 +106,7 @@ _GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 
 def openapi_path(pattern: str) -> str:
     """``/jobs/(?P<job_id>[^/]+)/status`` → ``/jobs/{job_id}/status``."""
-    return _GROUP.sub(lambda m: "{" + m.group(1) + "}", pattern).rstrip("$")
+    return _GROUP.sub(lambda m: "{" + m.group(1) + "}", pattern).rstrip("$").replace("\\.", ".")
 
 
 def model_schema(model: Any) -> dict[str, Any]:

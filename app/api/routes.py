@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import cluster, datasets, jobs, metrics
+from . import cluster, datasets, jobs, metrics, results
 from .base import NotFoundHandler
 from .docs import DocsHandler, OpenAPIHandler, build_openapi
 
@@ -14,6 +14,7 @@ RESOURCE_ROUTES: list[tuple[str, Any]] = [
     *cluster.ROUTES,
     *datasets.ROUTES,
     *jobs.ROUTES,
+    *results.ROUTES,
     *metrics.ROUTES,
 ]
 
