@@ -154,7 +154,7 @@ def run(task: SqlTask) -> dict[str, Any]:
         timer.daemon = True
         timer.start()
         try:
-            reader = con.execute(task.query).fetch_record_batch(BATCH_ROWS)
+            reader = con.sql(task.query).to_arrow_reader(BATCH_ROWS)
             return _collect(reader, task)
         except duckdb.InterruptException:
             raise Unprocessable(f"the query ran longer than timeout_s={task.timeout_s:g} and was stopped",
