@@ -10,11 +10,12 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, Callable
 
 import requests
 
-from .client import DEFAULT_URL, PRIORITIES, Client, ProcessingAPIError
+from .client import DEFAULT_URL, PRIORITIES, TERMINAL, Client, ProcessingAPIError
 from .output import megabytes, pairs, show, table
 
 OK, API_ERROR, USAGE, UNREACHABLE, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -218,6 +219,38 @@ def jobs_result(api: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def _log_lines(a: dict[str, Any]) -> str:
+    return "\n".join(f"{line['timestamp']} {line['level']:<7} {line['message']}"
+                     + (f"\n{line['details']['traceback']}" if line["details"].get("traceback") else "")
+                     for line in a["lines"])
+
+
+def jobs_logs(api: Client, args: argparse.Namespace) -> int:
+    """Print the log; with --follow, keep printing new lines until the job ends."""
+    since = 0
+    while True:
+        answer = api.logs(args.id, since)
+        if answer["lines"]:
+            show(args, answer, _log_lines)
+        since = answer["next_since"]
+        if not args.follow or (not answer["more"] and api.job_status(args.id)["status"] in TERMINAL):
+            return OK
+        if not answer["more"]:
+            time.sleep(1.0)
+
+
+def jobs_rerun(api: Client, args: argparse.Namespace) -> int:
+    job = api.rerun(args.id)
+    show(args, job.submitted, lambda a: f"{a['message']}: {a['job_id']} (a re-run of {a['rerun_of']})")
+    return OK
+
+
+def jobs_download(api: Client, args: argparse.Namespace) -> int:
+    path = api.download(args.id, args.path, args.format)
+    print(f"saved the result of {args.id} to {path}")
+    return OK
+
+
 # -- queue, operations, metrics ----------------------------------------------
 def queue(api: Client, args: argparse.Namespace) -> int:
     def human(a: dict[str, Any]) -> str:
@@ -338,6 +371,14 @@ def _jobs(top: _Commands) -> None:
     result.add_argument("id", metavar="ID")
     result.add_argument("--offset", type=int, default=0)
     result.add_argument("--limit", type=int, default=20)
+    logs = cmds.add("logs", jobs_logs, "a job's log: queued, started, attempts, retries, the end")
+    logs.add_argument("id", metavar="ID")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the job ends")
+    cmds.add("rerun", jobs_rerun, "submit the same job again").add_argument("id", metavar="ID")
+    download = cmds.add("download", jobs_download, "save a completed job's whole result as CSV or Parquet")
+    download.add_argument("id", metavar="ID")
+    download.add_argument("path", metavar="PATH", help="where to write it; .parquet for Parquet, else CSV")
+    download.add_argument("--format", choices=("csv", "parquet"), help="wins over the extension")
 
 
 def build_parser() -> argparse.ArgumentParser:

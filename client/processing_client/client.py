@@ -214,6 +214,31 @@ class Client:
         """A page of a completed job's result rows (or its scalar result)."""
         return self._get(f"/jobs/{job_id}/result", offset=offset, limit=limit)
 
+    def logs(self, job_id: str, since: int = 0, limit: int = 500) -> dict[str, Any]:
+        """The job's log lines after line ``since``; poll again with the answer's ``next_since``."""
+        return self._get(f"/jobs/{job_id}/logs", since=since, limit=limit)
+
+    def rerun(self, job_id: str) -> "Job":
+        """Submit the same operation, dataset, parameters, priority and reservation again."""
+        answer = self._post(f"/jobs/{job_id}/rerun")
+        return Job(self, answer["job_id"], answer)
+
+    def download(self, job_id: str, path: str | os.PathLike[str], fmt: str | None = None,
+                 chunk_bytes: int = 1 << 20) -> str:
+        """Save the completed job's whole result to ``path`` as CSV or Parquet (from the file
+        extension unless ``fmt`` says); streamed, so any size fits. Returns the path."""
+        fmt = fmt or ("parquet" if str(path).endswith(".parquet") else "csv")
+        if fmt not in ("csv", "parquet"):
+            raise ValueError("fmt must be 'csv' or 'parquet'")
+        with self.session.get(f"{self.base_url}{API}/jobs/{job_id}/result.{fmt}", stream=True,
+                              timeout=self.timeout) as response:
+            if response.status_code >= 400:
+                raise ProcessingAPIError.from_response(response)
+            with open(path, "wb") as out:
+                for chunk in response.iter_content(chunk_bytes):
+                    out.write(chunk)
+        return str(path)
+
     def queue_status(self) -> dict[str, Any]:
         """Queue depth by priority and the cluster's reserved and free resources."""
         return self._get("/queue/status")
@@ -251,6 +276,14 @@ class Job:
     def cancel(self) -> dict[str, Any]:
         """Cancel the job."""
         return self.client.cancel(self.id)
+
+    def logs(self, since: int = 0) -> dict[str, Any]:
+        """The job's log lines after line ``since``."""
+        return self.client.logs(self.id, since)
+
+    def download(self, path: str | os.PathLike[str], fmt: str | None = None) -> str:
+        """Save the whole result to ``path`` (.csv or .parquet)."""
+        return self.client.download(self.id, path, fmt)
 
     def wait(self, timeout: float | None = None, progress: bool = True, poll: float = 1.0) -> dict[str, Any]:
         """Block until the job ends; its final status. ``TimeoutError`` after ``timeout`` s."""
