@@ -4,17 +4,20 @@ and jobs end to end on the shared server (slow)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from tornado.testing import AsyncHTTPTestCase
 
 from app.errors import InvalidRequest, ProcessingError, Unprocessable
 from app.operations import get
 from app.operations._sql import SqlTask, run
 from app.operations.sql import MAX_QUERY_CHARS, OPERATION as SQL, locate
+from tests import test_api_inprocess as inprocess  # the module, so its tests are not collected here too
 
 SCHEMA = {"gene": "object", "level": "float64", "n": "int64", "when": "datetime64[ns]", 'odd "name"': "object",
           "with space": "float64"}
@@ -261,3 +264,74 @@ def test_data_errors_at_run_time_fail_plainly(parquet_dir, tmp_path):
 def test_the_result_is_json_safe(parquet_dir, tmp_path):
     value = run(task(parquet_dir, "SELECT min(\"when\") AS first, sum(n) AS total FROM data", tmp_path / "r"))
     json.dumps(SQL.outcome(value, str(tmp_path / "r"))["result"])
+
+
+# -- the API in-process (no cluster): a 400 in the one error shape, nothing written -----
+
+class SqlSubmitAPI(AsyncHTTPTestCase):
+    """The in-process tier's service and helpers (borrowed, so its own tests do not run twice)."""
+
+    get_app = inprocess.InProcessAPI.get_app
+    call = inprocess.InProcessAPI.call
+    error = inprocess.InProcessAPI.error
+    jobs_total = inprocess.InProcessAPI.jobs_total
+    register_levels = inprocess.InProcessAPI.register_levels
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        self.service.executor.shutdown(wait=True)
+        self.service.store.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def test_escapes_and_errors_are_400_and_nothing_is_written(self) -> None:
+        self.register_levels()
+        before = self.jobs_total()
+        for query in ["COPY data TO '/tmp/stolen.csv'", "SELECT * FROM read_csv('/etc/passwd')",
+                      "SELECT * FROM glob('/*')", "SELECT nope FROM data", "SELECT " + "1+" * 50_000 + "1"]:
+            r = self.call("POST", "/api/processing/jobs/submit",
+                          {"operation": "sql", "dataset_id": "levels", "parameters": {"query": query}})
+            err = self.error(r, 400)
+            assert err["code"] in ("sql_not_allowed", "invalid_sql", "invalid_request")
+            assert err["details"]["field"] == "query"
+        err = self.error(self.call("POST", "/api/processing/jobs/submit", {
+            "operation": "sql", "dataset_id": "levels", "parameters": {"query": "SELECT gene, lvl FROM data"}}), 400)
+        assert err["details"]["position"] == 13 and "line 1, column 14" in err["message"]
+        assert self.jobs_total() == before
+
+    def test_a_valid_query_is_accepted_and_listed_in_the_catalogue(self) -> None:
+        self.register_levels()
+        r = self.call("POST", "/api/processing/jobs/submit", {
+            "operation": "sql", "dataset_id": "levels",
+            "parameters": {"query": "SELECT gene, level * 2 AS twice FROM data ORDER BY level DESC"}})
+        assert r.code == 201, r.body
+        names = [op["name"] for op in json.loads(self.call("GET", "/api/processing/operations").body)["operations"]]
+        assert "sql" in names
+
+
+# -- end to end on the shared server (slow) ------------------------------------------------
+
+@pytest.mark.slow
+def test_sql_jobs_on_the_cluster_equal_pandas_and_large_results_are_datasets(server):
+    from tests.helpers import register_generated, submit, wait_job
+
+    ds = register_generated(server, 40_000, 4, "parquet")
+    frame = pd.concat([pd.read_parquet(f) for f in sorted(Path(ds["source"]).glob("*.parquet"))])
+    query = ("SELECT gene_id, avg(expression_level) AS mean, count(*) AS n FROM data "
+             "GROUP BY gene_id ORDER BY mean DESC LIMIT 5")
+    job = wait_job(server, submit(server, "sql", ds["dataset_id"], {"query": query}))
+    assert job["status"] == "completed" and job["result_kind"] == "table", job
+    want = frame.groupby("gene_id")["expression_level"].agg(["mean", "size"]).nlargest(5, "mean")
+    got = job["result"]
+    assert [r["gene_id"] for r in got["rows"]] == list(want.index)
+    assert [r["n"] for r in got["rows"]] == list(want["size"])
+    assert np.allclose([r["mean"] for r in got["rows"]], want["mean"])
+
+    empty = wait_job(server, submit(server, "sql", ds["dataset_id"], {"query": "SELECT * FROM data WHERE false"}))
+    assert empty["status"] == "completed" and empty["result"]["rows"] == [], empty
+
+    big = wait_job(server, submit(server, "sql", ds["dataset_id"],
+                                  {"query": "SELECT gene_id, sample_id FROM data ORDER BY sample_id, gene_id"}))
+    assert big["status"] == "completed" and big["result_kind"] == "dataset", big
+    assert big["result"]["rows"] == len(frame) and big["result_dataset_id"]
+    page = server.get(f"/api/processing/jobs/{big['job_id']}/result?offset=0&limit=3").json()
+    assert page["total"] == len(frame) and len(page["rows"]) == 3
