@@ -23,7 +23,8 @@ from .runner import Attempt, Stopped, execute, is_transient
 from .job_views import JobViews
 from .journal import Journal
 from .lifecycle import NOT_FAILURES, REQUEUED_BY, TERMINAL, Interrupt, JobStatus, check_transition
-from .store import iso, new_id
+from .ids import new_id
+from .store import iso
 from .times import epoch as _ts
 from .times import eta_seconds
 from .watchdog import Watchdog

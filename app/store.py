@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
 import sqlite3
 import threading
 import time
@@ -28,14 +26,6 @@ from .times import iso, utcnow
 
 log = logging.getLogger(__name__)
 JobEndListener = Callable[[dict[str, Any]], None]
-
-_IDS = random.Random(os.urandom(16))  # seeded once: a new id costs no system call
-
-
-def new_id(hex_chars: int = 12) -> str:
-    """A random hex id (request, job): unique enough for keys, not a secret."""
-    return f"{_IDS.getrandbits(4 * hex_chars):0{hex_chars}x}"
-
 
 def _check_columns(table: str, names: Iterable[str]) -> None:
     """Refuse column names the schema does not have (they are put into SQL text)."""

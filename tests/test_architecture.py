@@ -50,10 +50,8 @@ def test_layers():
     check("layers")
 
 
-# The request id comes from the store's id helper. Drop the mark once app/api/ imports no app.store.
-@pytest.mark.xfail(raises=ContractBroken, strict=True, reason="app.api.base -> app.store (new_id for request ids)")
 def test_handlers_and_pages_use_the_services_views():
-    check("views", {("app.api.base", "app.store")})
+    check("views")
 
 
 def test_the_client_imports_nothing_from_the_server():

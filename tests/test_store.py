@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from app.store import Store, new_id, utcnow
+from app.ids import new_id
+from app.store import Store, utcnow
 
 
 def job(job_id: str, **extra) -> dict:

@@ -24,7 +24,7 @@ from ..errors import (InvalidRequest, NotFound, PayloadTooLarge, ProcessingError
                       UnsupportedMediaType)
 from ..jsonsafe import json_safe
 from ..models import build, public_params
-from ..store import new_id
+from ..ids import new_id
 
 if TYPE_CHECKING:
     from ..service import ProcessingService
