@@ -14,6 +14,7 @@ from app.operations import catalogue, get as get_operation
 from app.service import ProcessingService
 
 from .forms import FieldError, ParamField, error_field
+from .sql_editor import editor_fields
 from .theme import CSS, TextAlert, esc
 
 FORM_SKIPS = {"partition"}  # partitioning has its own form on the Data page
@@ -116,6 +117,7 @@ class SubmitForm(pn.viewable.Viewer):
         required = set(required_fields(op.Params))
         self._fields = {key: ParamField(key, p, key in required, self._columns, op.item_models.get(key))
                         for key, p in public_params(op.Params).items()}
+        self._fields.update(editor_fields(op, self._columns))  # SQL: the query editor with the columns
         self._fields_box.objects = [f.layout for f in self._fields.values()]
         self._about.object = (f"<div class='pc-help'>{esc(entry['description'])} "
                               f"<span class='pc-muted'>Result: {esc(entry['result_kind'])}. * required.</span></div>")
