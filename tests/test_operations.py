@@ -101,7 +101,7 @@ def test_catalogue_lists_every_operation_with_a_schema():
     entries = {e["name"]: e for e in catalogue()}
     assert set(entries) == {
         "aggregate", "correlation", "describe", "differential_expression", "filter",
-        "histogram", "partition", "sort_top", "transform", "validate", "value_counts",
+        "histogram", "partition", "sort_top", "sql", "transform", "validate", "value_counts",
     }  # fmt: skip
     for name, entry in entries.items():
         assert entry["title"] and entry["description"]
