@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
+import socket
 import time
 from typing import Any, Callable
+
+import psutil
 
 from .cluster import ClusterManager
 from .progress import read_snapshot
@@ -87,6 +91,70 @@ def worker_rows(identity: dict[str, Any], now: float) -> list[dict[str, Any]]:
     return rows
 
 
+def process_identity() -> dict[str, Any]:
+    """Run on a worker: its host, pid and start time, so the server can read its CPU from the OS."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def local_process(found: Any) -> psutil.Process | None:
+    """The worker's process when it runs on this host (checked by pid and start time), else None."""
+    if not isinstance(found, dict) or found.get("host") != socket.gethostname():
+        return None
+    try:
+        proc = psutil.Process(int(found["pid"]))
+        return proc if abs(proc.create_time() - float(found["started"])) < 0.01 else None
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return None
+
+
+class WorkerCpu:
+    """Each worker process's CPU % over the interval between two samples, from the OS's counters.
+
+    Dask's ``metrics.cpu`` is the last 0.5 s reading of the worker's monitor as of its last
+    heartbeat: a sample between heartbeats repeats an old figure, and bursts shorter than a
+    heartbeat are missed or over-weighted. Workers on this host (the embedded cluster) are read
+    here with psutil: cumulative user+system seconds of the process, all its threads (DuckDB's
+    included), so nothing between two samples is lost. Their nice level changes how much CPU
+    they get, not how it is counted. Workers elsewhere keep Dask's figure.
+    """
+
+    def __init__(self) -> None:
+        self._procs: dict[str, psutil.Process | None] = {}  # address -> local process, None: not here
+        self._prev: dict[str, tuple[float, float]] = {}  # address -> (monotonic s, cpu s)
+
+    async def update(self, client: Any, workers: list[dict[str, Any]]) -> int:
+        """Set ``cpu_percent`` of the local workers' rows; returns the queries sent (new workers only)."""
+        current = {w["address"] for w in workers}
+        for address in set(self._procs) - current:
+            self._procs.pop(address, None)
+            self._prev.pop(address, None)
+        new = [a for a in current if a not in self._procs]
+        if new:
+            try:
+                found = await asyncio.wait_for(client.run(process_identity, workers=new, on_error="return"), 2)
+            except Exception:
+                found = {}
+            for address in new:
+                self._procs[address] = local_process(found.get(address))
+        for w in workers:
+            self._read(w)
+        return 1 if new else 0
+
+    def _read(self, row: dict[str, Any]) -> None:
+        proc = self._procs.get(row["address"])
+        if proc is None:
+            return
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # gone: the next reading of the scheduler drops it
+            return
+        now, used = time.monotonic(), times.user + times.system
+        prev = self._prev.get(row["address"])
+        self._prev[row["address"]] = (now, used)
+        if prev is not None and now > prev[0]:
+            row["cpu_percent"] = round(100.0 * max(0.0, used - prev[1]) / (now - prev[0]), 1)
+
+
 def summarize(workers: list[dict[str, Any]]) -> dict[str, Any]:
     """Cluster totals from the worker rows."""
     total_mem = sum(w["memory_limit_bytes"] for w in workers)
@@ -137,6 +205,7 @@ class Sampler:
         self._last_persist = 0.0
         self._last_prune = 0.0
         self._prev_done: tuple[float, int] | None = None
+        self._cpu = WorkerCpu()
         self._wake = asyncio.Event()
 
     def start(self) -> None:
@@ -176,9 +245,11 @@ class Sampler:
         identity = await self.cluster.identity()
         if identity is None:
             self._prev_done = None
+            self._cpu = WorkerCpu()
             self._forget_members()
             return stopped_snapshot(now, self.cluster.state)
         workers = worker_rows(identity, now)
+        self.queries += await self._cpu.update(self.cluster.client, workers)
         await self._follow_members(workers, now)
         progress = None
         try:
