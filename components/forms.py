@@ -127,6 +127,19 @@ class ParamField:
         except ValueError as exc:
             raise FieldError(self.key, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
 
+    def fill(self, value: Any) -> None:
+        """Set the widget to ``value`` as :meth:`read` would return it (a clone of a job)."""
+        if self.kind == "columns":
+            self.widget.value = [c for c in (value or []) if c in self.widget.options.values()]
+        elif self.kind in ("custom", "column", "choice", "bool", "int", "number"):
+            self.widget.value = value
+        elif self.kind == "text":
+            self.widget.value = "" if value is None else str(value)
+        elif self.kind == "scalar":
+            self.widget.value = "" if value is None else (value if isinstance(value, str) else json.dumps(value))
+        else:
+            self.widget.value = "" if value is None else json.dumps(value)
+
     def show(self, message: str) -> None:
         self.error.object = self._error_html(message)
 

@@ -23,6 +23,7 @@ from app.service import ProcessingService
 from app.times import epoch as _epoch
 
 from .charts import time_format
+from .job_extras import JobExtras
 from .live import TERMINAL, LiveFeed, job_status_counts, memory_status, running_job, running_jobs
 from .results import result_view
 from .theme import (CSS, PRIORITY_COLORS, STATUS_COLORS, TextAlert, badge, esc, fmt_bytes, fmt_duration,
@@ -198,6 +199,7 @@ class JobDetail(pn.viewable.Viewer):
         self._chart = pn.Column(pn.pane.Bokeh(self._progress_figure(), sizing_mode="stretch_width"),
                                 sizing_mode="stretch_width", visible=False, css_classes=["job-progress-chart"])
         self._result = pn.Column(sizing_mode="stretch_width")
+        self._extras = JobExtras(service=self.service)  # downloads, re-run, clone, the live log
         self._status: str | None = None
         self._job: dict[str, Any] = {}
         self._shown_id: str | None = None
@@ -254,12 +256,14 @@ class JobDetail(pn.viewable.Viewer):
             elif job["status"] in TERMINAL and previous not in TERMINAL:
                 self._source.stream(progress_points(job, last_only=True))  # the end of what was watched live
         self._result.objects = self._result_objects(job)
+        self._extras.show(job)
 
     def _clear(self, text: str) -> None:
         self._job, self._status, self._shown_id = {}, None, None
         self._header.object, self._progress.object, self._info.object = text, "", ""
         self._cancel.visible = self._chart.visible = False
         self._result.objects = []
+        self._extras.show(None)
 
     def _result_objects(self, job: dict[str, Any]) -> list[Any]:
         if job["status"] == "completed":
@@ -321,7 +325,7 @@ class JobDetail(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         # the result (or the error) first: it is what the analyst came for
         return pn.Column(self._header, self._progress, pn.Row(self._cancel), self._message, self._result, self._chart,
-                         self._info, sizing_mode="stretch_width")
+                         self._extras, self._info, sizing_mode="stretch_width")
 
 
 CHART_AFTER_S = 2.0  # a job shorter than this has no progress worth a chart (its axis would read "000ms")

@@ -9,6 +9,7 @@ from typing import Any
 
 import panel as pn
 
+from app.errors import ProcessingError
 from app.runtime import get_service
 
 from .activity import QueueSummary, RunningJobs
@@ -16,6 +17,7 @@ from .banner import HealthBanner
 from .charts import TimeSeriesChart
 from .cluster import ClusterCards, ClusterControls, ClusterEvents, WorkerTable
 from .data import DatasetDetail, DatasetTable, RegisterForm, UploadForm
+from .job_extras import clone_values
 from .jobs import JobDetail, JobTable
 from .live import LiveFeed, LiveSource
 from .monitoring import MonitoringCharts
@@ -110,6 +112,12 @@ def jobs_page() -> pn.template.FastListTemplate:
     service = get_service()
     feed = LiveFeed(service=service)
     form = SubmitForm(service=service, dataset_id=query_arg("dataset"))
+    clone = query_arg("clone")
+    if clone:
+        try:
+            form.prefill({**clone_values(service.jobs.get(clone)), "job_id": clone})
+        except ProcessingError:
+            pass  # an unknown job: the form keeps its defaults
     table = JobTable(service=service, feed=feed)
     detail = JobDetail(service=service, feed=feed, job_id=query_arg("job"))
 

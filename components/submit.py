@@ -123,6 +123,21 @@ class SubmitForm(pn.viewable.Viewer):
                               f"<span class='pc-muted'>Result: {esc(entry['result_kind'])}. * required.</span></div>")
         self._message.visible = False
 
+    def prefill(self, values: dict[str, Any]) -> None:
+        """Fill the form with a job's operation, dataset, parameters, priority and reservation
+        (Clone on the job page); a value the form cannot show is left at its default."""
+        if values.get("operation") in self._entries:
+            self._operation.widget.value = values["operation"]
+        if values.get("dataset_id") in self._dataset.widget.options.values():
+            self._dataset.widget.value = values["dataset_id"]
+        for key, value in (values.get("parameters") or {}).items():
+            if key in self._fields:
+                self._fields[key].fill(value)
+        for key in ("priority", "max_cores", "max_memory_gb"):
+            if key in self._job_fields and values.get(key) is not None:
+                self._job_fields[key].fill(values[key])
+        self._say(f"Cloned from {values.get('job_id', 'a job')}: change what you need, then submit.", "info")
+
     def _all_fields(self) -> dict[str, ParamField]:
         return {"job_operation": self._operation, "dataset_id": self._dataset, **self._job_fields, **self._fields}
 

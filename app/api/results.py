@@ -47,6 +47,20 @@ class RerunHandler(BaseHandler):
 class DownloadHandler(BaseHandler):
     fmt = "csv"
 
+    def _check_access(self) -> None:
+        """A bearer token, or the dashboard's signed sign-in cookie: the job page's download
+        links are plain links, which carry the cookie and no header."""
+        if (self.request.method in ("GET", "HEAD") and self.service.settings.api_token
+                and self.request.headers.get("Authorization") is None and self._signed_in()):
+            return
+        super()._check_access()
+
+    def _signed_in(self) -> bool:
+        try:
+            return bool(self.get_signed_cookie("user"))
+        except Exception:  # noqa: BLE001 - no cookie secret (no sign-in): not signed in
+            return False
+
     async def get(self, job_id: str) -> None:
         fmt = self.fmt
         loop = asyncio.get_running_loop()

@@ -1,0 +1,58 @@
+"""The job page's log (followed live), downloads, re-run and clone, in the browser."""
+from __future__ import annotations
+
+import io
+from typing import Iterator
+
+import pandas as pd
+import pytest
+from playwright.sync_api import expect
+
+from tests.helpers import submit, wait_job
+from tests.server import ServerProcess
+from tests.ui.conftest import module_server, shot
+
+pytestmark = pytest.mark.ui
+
+GROUPED = {"column": "expression_level", "operation": "mean", "group_by": "condition"}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, "job_extras", {"DEMO_ROWS": "2000"})
+
+
+def test_log_downloads_and_rerun(srv: ServerProcess, page) -> None:
+    job = submit(srv, parameters=GROUPED, priority="HIGH", max_cores=1, max_memory_gb=0.25)
+    done = wait_job(srv, job)
+    page.goto(f"{srv.url}/jobs?job={job}")
+    lines = page.get_by_test_id("job-log-line")
+    expect(lines).to_have_count(3, timeout=30_000)
+    expect(lines.nth(0)).to_contain_text("queued at priority HIGH")
+    expect(lines.nth(2)).to_contain_text("completed")
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_test_id("download-csv").click()
+    table = pd.read_csv(io.BytesIO(download.value.path().read_bytes()))
+    assert sorted(table["condition"]) == sorted(r["condition"] for r in done["result"]["rows"])
+    shot(page, "job-log-and-actions")
+    page.locator(".rerun-job button").click()
+    link = page.get_by_test_id("rerun-link")
+    expect(link).to_be_visible(timeout=30_000)
+    again = link.inner_text().strip()
+    rerun = wait_job(srv, again)
+    assert rerun["rerun_of"] == job and rerun["parameters"] == done["parameters"]
+
+
+def test_clone_fills_the_form_with_the_job(srv: ServerProcess, page) -> None:
+    job = submit(srv, parameters={"column": "gene_id", "top": 7}, operation="value_counts", priority="LOW",
+                 max_cores=1, max_memory_gb=0.25)
+    wait_job(srv, job)
+    page.goto(f"{srv.url}/jobs?job={job}")
+    page.get_by_test_id("clone-job").click()
+    expect(page.get_by_text(f"Cloned from {job}")).to_be_visible(timeout=30_000)
+    page.locator(".submit-job button").click()
+    expect(page.get_by_text("Submitted job_")).to_be_visible(timeout=30_000)
+    listed = srv.get("/api/processing/jobs/list?operation=value_counts&limit=5").json()["jobs"]
+    newest = srv.get(f"/api/processing/jobs/{listed[0]['job_id']}/status").json()
+    assert newest["job_id"] != job and newest["parameters"]["top"] == 7 and newest["parameters"]["column"] == "gene_id"
+    assert newest["priority"] == "LOW"
