@@ -287,6 +287,15 @@ class OneTask:
         return run_all(self.frags, self.plan)
 
 
+def as_delayed(graph_or_task: Any) -> Any:
+    """A Delayed for what :func:`graph` returned (to join a larger graph)."""
+    import dask
+
+    if isinstance(graph_or_task, OneTask):
+        return dask.delayed(run_all, pure=False)(graph_or_task.frags, graph_or_task.plan)
+    return graph_or_task
+
+
 def graph(frags: list[Fragment], plan: KernelPlan, small: bool) -> Any:
     """What computes the plan's finished value: a :class:`OneTask` for a small input (or one
     fragment), else a Delayed of kernels combined in a tree."""

@@ -290,7 +290,7 @@ def _write_kernels(client: Any, attempt: Attempt, plan: Any, frags: list[Any], w
     import dask
 
     if plan.before:  # statistics first (one graph), then every fragment's rows with them
-        first = [kernels.graph(frags, step, False) for step in plan.before]
+        first = [kernels.as_delayed(kernels.graph(frags, step, False)) for step in plan.before]
         plan = replace(plan, args={**plan.args, "before": list(_compute(client, attempt, first, weight))})
     out = results_dir(attempt.data_dir, attempt.job_id)
     out.mkdir(parents=True, exist_ok=True)

@@ -111,10 +111,6 @@ class Watchdog:
         idle = now - max(self._busy_at, seen.since)
         if attempt.stage != "compute" or idle < self.idle_after_s or not self._has_workers():
             return None
-
-    def _has_workers(self) -> bool:
-        """Idle without workers is waiting for them, not lost."""
-        return bool(self.engine.sampler.latest.get("n_workers", 0))
         if futures:
             return f"no progress for {idle:.0f} s while the scheduler had no task to run"
         if idle >= STUCK_BEFORE_SUBMIT_S:
