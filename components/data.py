@@ -19,8 +19,6 @@ from .results import record_view
 from .theme import CSS, TextAlert, badge, esc, esc_titles, fmt_bytes, fmt_number, number_formatters, progress_bar
 
 UPLOAD_ACCEPT = ".csv,.tsv,.parquet,.pq,.json,.jsonl,.ndjson"
-TABLE_TITLES = {"dataset_id": "Dataset", "name": "Name", "format": "Format", "rows": "Rows (est.)",
-                "size": "Size", "files": "Files", "partitions": "Partitions", "created": "Registered (UTC)"}
 
 
 def _fields(model: type[param.Parameterized], keys: tuple[str, ...]) -> dict[str, ParamField]:
@@ -163,45 +161,6 @@ class UploadForm(_Form):
                          f["file"].layout,
                          pn.FlexBox(f["dataset_id"].layout, f["name"].layout, f["delimiter"].layout),
                          f["description"].layout, self._button, self._message, sizing_mode="stretch_width")
-
-
-def dataset_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    out = [{
-        "dataset_id": d["dataset_id"], "name": d["name"], "format": d["format"],
-        "rows": fmt_number(d.get("estimated_rows")), "size": fmt_bytes(d.get("size_bytes")),
-        "files": d.get("file_count") or 0, "partitions": (d.get("partitioned") or {}).get("n_partitions") or "",
-        "created": (d.get("created_at") or "")[:19].replace("T", " "),
-    } for d in rows]
-    return pd.DataFrame(out, columns=list(TABLE_TITLES))
-
-
-class DatasetTable(pn.viewable.Viewer):
-    """Registered datasets, newest first; a click selects one."""
-
-    service = param.ClassSelector(class_=ProcessingService, doc="The process's service.")
-    selected = param.String(default=None, allow_None=True, doc="The dataset whose row was clicked last.")
-    limit = param.Integer(default=200, bounds=(1, 1000), doc="Most datasets listed.")
-
-    def __init__(self, **params: Any):
-        super().__init__(**params)
-        self._table = pn.widgets.Tabulator(dataset_frame([]), show_index=False, disabled=True, selectable=1,
-                                           titles=TABLE_TITLES, layout="fit_data_stretch", sizing_mode="stretch_width",
-                                           pagination="local", page_size=10, css_classes=["dataset-table"],
-                                           # long ids and names are cut (whole on hover), never the later columns
-                                           widths={"dataset_id": 180, "name": 200, "created": 165},
-                                           configuration={"columnDefaults": {"tooltip": True}})
-        self._info = pn.pane.HTML("", stylesheets=[CSS])
-        self._table.on_click(lambda e: setattr(self, "selected", self._table.value.iloc[e.row]["dataset_id"]))
-        self.refresh()
-
-    def refresh(self) -> None:
-        total, rows = self.service.datasets.list(self.limit, 0)
-        self._table.value = dataset_frame(rows)
-        more = f" (the newest {self.limit} shown)" if total > self.limit else ""
-        self._info.object = f"<div class='pc-pager'>{total} datasets{more}</div>"
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._table, self._info, sizing_mode="stretch_width")
 
 
 class PartitionForm(_Form):

@@ -16,7 +16,8 @@ from .activity import QueueSummary, RunningJobs
 from .banner import HealthBanner
 from .charts import TimeSeriesChart
 from .cluster import ClusterCards, ClusterControls, ClusterEvents, WorkerTable
-from .data import DatasetDetail, DatasetTable, RegisterForm, UploadForm
+from .data import DatasetDetail, RegisterForm, UploadForm
+from .dataset_list import DatasetTable
 from .job_extras import clone_values
 from .jobs import JobDetail, JobTable
 from .live import LiveFeed, LiveSource
@@ -150,9 +151,9 @@ def data_page() -> pn.template.FastListTemplate:
             pn.state.location.update_query(dataset=dataset_id)
 
     for form in (register, upload):
-        form.param.watch(lambda e: (table.refresh(), open_dataset(e.new)), "registered")
+        form.param.watch(lambda e: (pn.state.execute(table.refresh), open_dataset(e.new)), "registered")
     table.param.watch(lambda e: open_dataset(e.new), "selected")
-    detail.partition.param.watch(lambda _e: table.refresh(), "finished")
+    detail.partition.param.watch(lambda _e: pn.state.execute(table.refresh), "finished")
     return analyst_page(
         "Data",
         # the list and the open dataset (with its partition form) first: they must be in view at 1080 px

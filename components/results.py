@@ -26,10 +26,16 @@ def result_view(kind: str | None, result: Any, job: dict[str, Any]) -> pn.viewab
                 "histogram": histogram_view, "volcano": volcano_view, "dataset": dataset_view}
     builder = builders.get(kind or "", raw_view)
     try:
-        return builder(result, job)
+        view = builder(result, job)
     except (KeyError, TypeError, ValueError) as exc:  # a result of an unexpected shape: show it as it is
         return pn.Column(_html(f"<div class='pc-muted'>Cannot draw this {esc(kind)} result ({esc(exc)}); raw value:</div>"),
                          raw_view(result, job), sizing_mode="stretch_width")
+    ds = job.get("result_dataset_id") or (result.get("result_dataset_id") if isinstance(result, dict) else None)
+    if not ds or kind == "dataset":  # a dataset result is the link itself
+        return view
+    link = _html(f"<div class='pc-muted'>The full result is the dataset <a href='./data?dataset={esc(ds)}' "
+                 f"data-testid='result-dataset'>{esc(ds)}</a> (listed on the Data page under “Show job results”).</div>")
+    return pn.Column(link, view, sizing_mode="stretch_width")
 
 
 def _html(text: str, **kw: Any) -> pn.pane.HTML:
@@ -61,9 +67,6 @@ def table_view(result: Any, job: dict[str, Any]) -> pn.viewable.Viewable:
     notes = []
     if result.get("truncated"):
         notes.append(f"Showing the first {len(frame):,} of {result.get('total_rows', 0):,} rows.")
-    if result.get("result_dataset_id") or job.get("result_dataset_id"):
-        ds = result.get("result_dataset_id") or job.get("result_dataset_id")
-        notes.append(f"The full result is the dataset <a href='./data?dataset={esc(ds)}'>{esc(ds)}</a>.")
     extra = {k: v for k, v in result.items() if k not in ("rows", "columns", "truncated", "total_rows", "result_dataset_id")}
     if extra:
         notes.append(" · ".join(f"{esc(k)}: {esc(_short(v))}" for k, v in extra.items()))

@@ -14,6 +14,7 @@ from app.operations import catalogue, get as get_operation
 from app.service import ProcessingService
 
 from .forms import FieldError, ParamField, error_field
+from .rows import RowsField
 from .sql_editor import editor_fields
 from .theme import CSS, TextAlert, esc
 
@@ -115,7 +116,9 @@ class SubmitForm(pn.viewable.Viewer):
         op = get_operation(self._operation.widget.value)
         entry = self._entries[op.name]
         required = set(required_fields(op.Params))
-        self._fields = {key: ParamField(key, p, key in required, self._columns, op.item_models.get(key))
+        self._fields = {key: (RowsField(key, p, op.item_models[key], key in required, self._columns)
+                              if key in op.item_models and isinstance(p, param.List)  # conditions, steps: rows
+                              else ParamField(key, p, key in required, self._columns, op.item_models.get(key)))
                         for key, p in public_params(op.Params).items()}
         self._fields.update(editor_fields(op, self._columns))  # SQL: the query editor with the columns
         self._fields_box.objects = [f.layout for f in self._fields.values()]
@@ -163,7 +166,7 @@ class SubmitForm(pn.viewable.Viewer):
             job = await self.service.jobs.submit(self._body())  # answered once the job is committed
         except FieldError as exc:
             fields[exc.key].show(exc.message)
-            self._say("The job was not submitted: see the message under the field.", "danger")
+            self._say(f"The job was not submitted: {exc.message}", "danger")
             return
         except ProcessingError as exc:
             self._show_error(exc, fields)
