@@ -166,7 +166,10 @@ class JobEngine(AttemptOutcomes, JobViews):
         together (see :mod:`app.batching`).
         """
         self._refuse_when_full()
-        req = await self._turns.run(self._validate, body)
+        if self._blocking_check(body):
+            req = await asyncio.get_running_loop().run_in_executor(self.executor, self._validate, body)
+        else:
+            req = await self._turns.run(self._validate, body)
         self._refuse_when_full()
         return await self._inserts.write({
             "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
@@ -187,6 +190,15 @@ class JobEngine(AttemptOutcomes, JobViews):
         self.pending[job["job_id"]] = self._queued(job)
         self.journal.queued(job)
         self.kick()
+
+    @staticmethod
+    def _blocking_check(body: Any) -> bool:
+        """Whether the submission names an operation whose check must not run on the loop."""
+        name = body.get("operation") if isinstance(body, dict) else None
+        try:
+            return isinstance(name, str) and get_operation(name).blocking_check
+        except Exception:  # noqa: BLE001 - an unknown operation is refused by the check itself
+            return False
 
     def _validate(self, body: Any) -> JobRequest:
         from .models import build

@@ -126,6 +126,27 @@ class InProcessAPI(AsyncHTTPTestCase):
         spec = json.loads(self.call("GET", "/api/processing/openapi.json").body)
         assert "/api/processing/jobs/submit" in spec["paths"]
 
+    @gen_test(timeout=60)
+    async def test_health_answers_while_a_costly_sql_query_is_checked(self) -> None:
+        """The SQL check plans in a child process (up to its time limit): off the loop."""
+        csv = self.data_dir / "levels.csv"
+        csv.write_text("gene,level\nG1,1.5\nG2,2.5\n")
+        r = await self.http_client.fetch(self.get_url("/api/processing/datasets"), method="POST", headers={
+            "Content-Type": "application/json"}, body=json.dumps({"source": str(csv), "dataset_id": "levels"}))
+        assert r.code == 201
+        body = {"operation": "sql", "dataset_id": "levels",
+                "parameters": {"query": "SELECT * FROM range(length(repeat('x', 1500000000)))"}}
+        events: list[str] = []
+        submit = asyncio.ensure_future(self.http_client.fetch(
+            self.get_url("/api/processing/jobs/submit"), method="POST", body=json.dumps(body),
+            headers={"Content-Type": "application/json"}, raise_error=False))
+        submit.add_done_callback(lambda _: events.append("submit"))
+        while not submit.done():
+            await self.http_client.fetch(self.get_url("/api/processing/health"))
+            events.append("health")
+        assert (await submit).code == 400
+        assert events.index("submit") >= 2, events
+
     @gen_test(timeout=120)
     async def test_health_answers_while_a_heavy_list_query_runs(self) -> None:
         seed_finished_jobs(self.service.store, 50_000)

@@ -39,6 +39,7 @@ class Operation:
     Params: ClassVar[type[param.Parameterized]]
     result_kind: ClassVar[str]
     writes_dataset: ClassVar[bool] = False
+    blocking_check: ClassVar[bool] = False  # its submit check waits on something (a planner): run it off the loop
     # List parameters whose items are objects: field -> the model of one item.
     item_models: ClassVar[dict[str, type[param.Parameterized]]] = {}
 

@@ -53,6 +53,7 @@ class Sql(Operation):
                    "a table; large ones are written as a new dataset.")
     Params = SqlParams
     result_kind = "table"
+    blocking_check = True  # planned in a child process: up to its time limit, never on the loop
 
     def check(self, p: Any, schema: Schema) -> None:
         """Bounded length, one SELECT, planned against an empty ``data`` of ``schema``."""
