@@ -151,6 +151,7 @@ class JobViews(LiveViews):
             "error": job["error"], "result_kind": job["result_kind"],
             "result": job["result"], "result_dataset_id": job["result_dataset_id"],
             "cached_from": job.get("cached_from"), "rerun_of": job.get("rerun_of"),
+            "depends_on": job.get("depends_on") or [],
             "attempts": [{k: a[k] for k in ("number", "started_at", "ended_at", "outcome", "cause")}
                          for a in self.store.attempts(job_id)],
         })

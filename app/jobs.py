@@ -19,6 +19,7 @@ from .batching import BatchWriter, Turns
 from .errors import InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
 from .operations import get as get_operation
+from .dependencies import Dependencies
 from .outcomes import AttemptOutcomes, job_error
 from .runner import Attempt, execute, is_transient
 from .job_views import JobViews
@@ -45,7 +46,7 @@ DISPATCH_WINDOW = 64  # jobs considered per pass; the rest keep their place (bou
 DISPATCH_SHARE = 0.25  # at most this share of the loop's time goes to dispatch passes under a burst
 
 
-class JobEngine(AttemptOutcomes, JobViews):
+class JobEngine(AttemptOutcomes, Dependencies, JobViews):
     """Owns the queue and the running attempts of this process; reads are in ``JobViews``."""
 
     def __init__(self, *, settings: "Settings", store: "Store", cluster: "ClusterManager",
@@ -61,6 +62,7 @@ class JobEngine(AttemptOutcomes, JobViews):
         self.executor = executor
         self.clock = clock
         self.journal = Journal(store.log_job)
+        self._init_dependencies()
         self.policy = q.QueuePolicy(aging_s=self.settings.queue_aging_s, preemption=self.settings.preemption,
                                     backfill_window_s=self.settings.queue_backfill_s)
         self.pending: dict[str, q.QueuedJob] = {}
@@ -175,7 +177,7 @@ class JobEngine(AttemptOutcomes, JobViews):
             "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
             "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": iso(self.clock()),
-            "no_cache": 0 if req.cache else 1, "rerun_of": rerun_of,
+            "no_cache": 0 if req.cache else 1, "rerun_of": rerun_of, "depends_on": req.depends_on or None,
             "attempt_count": 0, "eta_history": {},
         })
 
@@ -204,9 +206,9 @@ class JobEngine(AttemptOutcomes, JobViews):
         from .models import build
 
         req = build(JobRequest, body)
-        op = get_operation(req.operation)
-        ds = self.datasets.get(req.dataset_id)
-        op.parse(req.parameters, self.datasets.schema(ds))
+        get_operation(req.operation)  # an unknown one is a 400 before the dataset is looked at
+        self.check_parameters(req.operation, req.parameters, self.input_schema(req.dataset_id))
+        req.depends_on = self.dependencies_of(req.dataset_id, list(req.depends_on or []))
         req.max_memory_gb = req.max_memory_gb or self.settings.default_max_memory_gb
         req.max_cores = req.max_cores or self.settings.default_max_cores
         ceiling = self._ceiling()
@@ -218,6 +220,7 @@ class JobEngine(AttemptOutcomes, JobViews):
         return req
 
     def _queued(self, job: dict[str, Any]) -> q.QueuedJob:
+        self.track(job)
         return q.QueuedJob(job["job_id"], job["priority"], float(job["max_cores"]), float(job["max_memory_gb"]),
                            _ts(job["created_at"]) or self.clock(), int(job["seq"]))
 
@@ -244,13 +247,17 @@ class JobEngine(AttemptOutcomes, JobViews):
             return
         started = time.monotonic()
         running = [r for r, _, _ in self.running.values()]
-        plan = q.plan(list(self.pending.values()), running, self.capacity(), self.clock(), self.policy,
-                      window=DISPATCH_WINDOW)
+        free, blocked, doomed = self.split_blocked(list(self.pending.values()))
+        for job_id in doomed:
+            self._dependency_failed(job_id)
+        plan = q.plan(free, running, self.capacity(), self.clock(), self.policy, window=DISPATCH_WINDOW)
         for job_id in plan.preempt:
             self._interrupt(job_id, Interrupt.PREEMPTED)
         for job_id in plan.start:
             self._start(job_id)
-        self.waiting = plan.waiting
+        self.waiting = {**plan.waiting, **{
+            job_id: q.WaitInfo(len(free) + i + 1, f"waiting for {dep}", self.pending[job_id].priority, None)
+            for i, (job_id, dep) in enumerate(blocked.items()) if job_id in self.pending}}
         took = time.monotonic() - started
         self._dispatch_ready_at = started + took / DISPATCH_SHARE
 
@@ -265,6 +272,14 @@ class JobEngine(AttemptOutcomes, JobViews):
 
     def _start_attempt(self, job_id: str, queued: q.QueuedJob) -> None:
         job = self.store.get_job(job_id)
+        try:
+            source = self.resolve_source(job)
+        except NotFound as exc:
+            self._finish(job_id, "failed", error={"type": "NotFound", "message": exc.message, "stage": "start"})
+            return
+        if source != job["dataset_id"]:  # "@job_x": that job's result dataset, named from now on
+            self.store.update_job(job_id, dataset_id=source)
+            job["dataset_id"] = source
         ds = self.store.get_dataset(job["dataset_id"])
         if ds is None:
             self._finish(job_id, "failed", error={"type": "NotFound", "message": f"dataset '{job['dataset_id']}' no longer exists"})
@@ -347,6 +362,18 @@ class JobEngine(AttemptOutcomes, JobViews):
         event = self.done_events.pop(job_id, None)
         if event:
             event.set()
+        self.forget_dependencies(job_id)
+        for waiting in self.dependency_ended(job_id, status):
+            self._dependency_failed(waiting, job_id, status)
+
+    def _dependency_failed(self, job_id: str, dep: str | None = None, status: str | None = None) -> None:
+        """Cancel a waiting job whose dependency did not complete (and, through ``_finish``, its own waiters)."""
+        if dep is None:
+            _, dep = self.blocked_by(job_id)
+            status = (self.store.get_job(dep) or {}).get("status", "gone") if dep else "gone"
+        self.pending.pop(job_id, None)
+        self._finish(job_id, "cancelled", error={"type": "DependencyFailed", "stage": "queue",
+                                                 "message": f"cancelled because job {dep}, which it depends on, {status}"})
 
     def _set_status(self, job_id: str, new: JobStatus, **values: Any) -> None:
         """The one place a job's status changes: checked against the lifecycle, then written."""

@@ -216,6 +216,10 @@ class JobRequest(param.Parameterized):
                                      "default DEFAULT_MAX_MEMORY_GB.")
     max_cores = param.Number(default=None, allow_None=True, bounds=(MIN_CORES, None),
                              doc=f"Cores the job reserves (at least {MIN_CORES:g}); default DEFAULT_MAX_CORES.")
+    depends_on = param.List(default=[], item_type=str, bounds=(0, 50),
+                            doc="Job ids this job waits for (it runs once they completed, and is cancelled if one "
+                                "fails or is cancelled). A dataset_id of '@<job_id>' reads that job's result dataset "
+                                "and waits for it too.")
     cache = param.Boolean(default=True, doc="Answer from an earlier completed job with the same operation, "
                                             "parameters and unchanged dataset files (status: cached_from); "
                                             "false computes afresh.")

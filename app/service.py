@@ -21,6 +21,7 @@ from .lifecycle import Interrupt
 from .errors import InvalidRequest
 from .metrics import Sampler, fmt_gb
 from .partition import plan_partitions
+from .pipelines import Pipelines
 from .settings import Settings
 from .store import Store, iso, utcnow
 
@@ -55,6 +56,7 @@ class ProcessingService:
         self.datasets = DatasetRegistry(settings, self.store, self.executor)
         self.jobs = JobEngine(settings=settings, store=self.store, cluster=self.cluster, datasets=self.datasets,
                               sampler=self.sampler, executor=self.executor)
+        self.pipelines = Pipelines(self.jobs, self.store)
         self.sampler.extra = self._queue_figures
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []

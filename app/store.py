@@ -194,6 +194,14 @@ class Store(StoreReads, JobLogStore):
             self.db["datasets"].delete(dataset_id)
 
     # -- metrics ---------------------------------------------------------
+    def insert_pipeline(self, record: dict[str, Any]) -> None:
+        with self._lock, self.db.conn:
+            self.db["pipelines"].insert(self._encode("pipelines", record))
+
+    def get_pipeline(self, pipeline_id: str) -> dict[str, Any] | None:
+        rows = self._rows("pipelines", "SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
+        return rows[0] if rows else None
+
     def insert_metric(self, row: dict[str, Any]) -> None:
         with self._lock, self.db.conn:
             self.db["metrics"].insert(self._encode("metrics", row))

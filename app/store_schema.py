@@ -11,12 +11,13 @@ from typing import Any
 import sqlite_utils
 
 JSON_COLUMNS = {
-    "jobs": ("parameters", "result", "error", "resources", "eta_history"),
+    "jobs": ("parameters", "result", "error", "resources", "eta_history", "depends_on"),
     "attempts": (),
     "datasets": ("options", "schema", "files", "partitions"),
     "cluster_events": ("details",),
     "metrics": ("queue",),
     "job_log": ("details",),
+    "pipelines": ("steps",),
 }
 
 SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
@@ -29,9 +30,13 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
             "result_dataset_id": str, "eta_seconds": float, "estimated_completion_at": str,
             "tasks_total": int, "tasks_done": int, "resources": str, "eta_history": str,
             "cancel_requested": int, "result_kind": str, "no_cache": int, "cache_key": str,
-            "cached_from": str, "rerun_of": str,
+            "cached_from": str, "rerun_of": str, "depends_on": str,
         },
         "job_id",
+    ),
+    "pipelines": (
+        {"pipeline_id": str, "name": str, "priority": str, "created_at": str, "steps": str},
+        "pipeline_id",
     ),
     "job_log": (
         {"id": int, "job_id": str, "ts": float, "timestamp": str, "level": str, "event": str, "message": str,

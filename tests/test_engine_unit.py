@@ -8,6 +8,7 @@ the test acts on it, and killed with SIGKILL for a retry: no mocks.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from typing import Any, AsyncIterator, Iterator
 import dask
 import psutil
 import pytest
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
 
 from app.cluster import ClusterManager
 from app.datasets import DatasetRegistry
@@ -51,10 +52,12 @@ def dask_cluster() -> Iterator[LocalCluster]:
         yield cluster
 
 
-def workers() -> list[psutil.Process]:
-    """The LocalCluster's worker processes (children of this test process)."""
-    return [p for p in psutil.Process().children(recursive=True)
-            if "resource_tracker" not in " ".join(p.cmdline())]
+def workers(cluster: LocalCluster) -> list[psutil.Process]:
+    """The LocalCluster's worker processes, by the pids they report (this test process may
+    have other children: the shared server and its workers are not to be touched)."""
+    with Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)  # a nanny restarts a killed worker
+        return [psutil.Process(pid) for pid in client.run(os.getpid).values()]
 
 
 class Parts:
@@ -135,7 +138,7 @@ def test_dispatch_runs_jobs_in_priority_order(tmp_path: Path, dask_cluster: Loca
     async def scenario() -> None:
         async with running_engine(parts) as engine:
             await register_levels(parts)
-            with paused(workers()):  # the first job holds the one slot while the others queue
+            with paused(workers(dask_cluster)):  # the first job holds the one slot while the others queue
                 first = (await engine.submit(submission("NORMAL")))["job_id"]
                 await until(lambda: engine.get(first)["status"] == "running", what="first running")
                 low = (await engine.submit(submission("LOW")))["job_id"]
@@ -159,7 +162,7 @@ def test_clock_ages_a_waiting_job(tmp_path: Path, dask_cluster: LocalCluster) ->
     async def scenario() -> None:
         async with running_engine(parts) as engine:
             await register_levels(parts)
-            with paused(workers()):
+            with paused(workers(dask_cluster)):
                 first = (await engine.submit(submission("NORMAL")))["job_id"]
                 await until(lambda: engine.get(first)["status"] == "running", what="first running")
                 low = (await engine.submit(submission("LOW")))["job_id"]
@@ -181,7 +184,7 @@ def test_critical_preempts_and_the_victim_runs_again(tmp_path: Path, dask_cluste
     async def scenario() -> None:
         async with running_engine(parts) as engine:
             await register_levels(parts)
-            with paused(workers()):
+            with paused(workers(dask_cluster)):
                 victim = (await engine.submit(submission("LOW")))["job_id"]
                 await until(lambda: engine.get(victim)["status"] == "running", what="victim running")
                 urgent = (await engine.submit(submission("CRITICAL")))["job_id"]
@@ -200,7 +203,7 @@ def test_cancel_pending_and_running(tmp_path: Path, dask_cluster: LocalCluster) 
     async def scenario() -> None:
         async with running_engine(parts) as engine:
             await register_levels(parts)
-            with paused(workers()):
+            with paused(workers(dask_cluster)):
                 running = (await engine.submit(submission()))["job_id"]
                 await until(lambda: engine.get(running)["status"] == "running", what="running")
                 queued = (await engine.submit(submission()))["job_id"]
@@ -221,7 +224,7 @@ def test_a_killed_worker_is_retried(tmp_path: Path, dask_cluster: LocalCluster) 
     async def scenario() -> None:
         async with running_engine(parts) as engine:
             await register_levels(parts)
-            procs = workers()
+            procs = workers(dask_cluster)
             with paused(procs):
                 job = (await engine.submit(submission()))["job_id"]
                 await until(lambda: engine.get(job)["status"] == "running", what="running")
@@ -245,7 +248,7 @@ def test_recovery_requeues_what_a_crash_interrupted(tmp_path: Path, dask_cluster
         crashed = parts.engine()
         crashed.start()
         await register_levels(parts)
-        with paused(workers()):
+        with paused(workers(dask_cluster)):
             job = (await crashed.submit(submission()))["job_id"]
             await until(lambda: crashed.get(job)["status"] == "running", what="running")
             # the engine goes away recording nothing, as in a crash: the attempt stays open

@@ -7,6 +7,7 @@ import param
 from tornado.iostream import StreamClosedError
 
 from ..downloads import FORMATS
+from ..pipelines import PipelineRequest
 from .base import BaseHandler, Endpoint
 
 ID = r"(?P<job_id>[^/]+)"
@@ -105,3 +106,47 @@ ROUTES = [
     (rf"/api/processing/jobs/{ID}/result\.csv", CsvDownloadHandler),
     (rf"/api/processing/jobs/{ID}/result\.parquet", ParquetDownloadHandler),
 ]
+
+
+PIPELINE_ID = r"(?P<pipeline_id>[^/]+)"
+
+
+class PipelineSubmitHandler(BaseHandler):
+    openapi = {"post": Endpoint(
+        "Submit a pipeline: named steps (jobs) that refer to each other ('@step:<name>' reads a step's result "
+        "dataset; depends_on waits for steps). The whole graph is checked first; on any error nothing is written",
+        body=PipelineRequest, responses={201: "Submitted", 400: "Unknown step, cycle, bad step", 404: "Unknown dataset",
+                                         429: "Queue full"}, tags=("pipelines",))}
+
+    async def post(self) -> None:
+        body = self.json_body()
+        pipelines = self.service.pipelines
+        req, ordered = await asyncio.get_running_loop().run_in_executor(self.service.executor, pipelines.check, body)
+        status = await pipelines.submit(req, ordered)
+        self.set_header("Location", f"/api/processing/pipelines/{status['pipeline_id']}")
+        self.write_json(status, 201)
+
+
+class PipelineStatusHandler(BaseHandler):
+    openapi = {"get": Endpoint("A pipeline's status and its steps' jobs, statuses and progress",
+                               responses={200: "Status", 404: "Unknown pipeline"}, tags=("pipelines",))}
+
+    async def get(self, pipeline_id: str) -> None:
+        self.write_json(await self.service.reading(self.service.pipelines.status, pipeline_id))
+
+
+class PipelineCancelHandler(BaseHandler):
+    openapi = {"post": Endpoint("Cancel every step of the pipeline that has not finished",
+                                responses={200: "Cancelled", 404: "Unknown pipeline"}, tags=("pipelines",))}
+
+    async def post(self, pipeline_id: str) -> None:
+        self.json_body()
+        self.write_json(await self.service.pipelines.cancel(pipeline_id))
+
+
+PIPELINE_ROUTES = [
+    (r"/api/processing/pipelines", PipelineSubmitHandler),
+    (rf"/api/processing/pipelines/{PIPELINE_ID}", PipelineStatusHandler),
+    (rf"/api/processing/pipelines/{PIPELINE_ID}/cancel", PipelineCancelHandler),
+]
+ROUTES += PIPELINE_ROUTES

@@ -52,6 +52,12 @@ class Operation:
     def check(self, p: Any, schema: Schema) -> None:
         """Check ``p`` against the schema; may normalise nested items in place."""
 
+    def output_schema(self, p: Any, schema: Schema) -> Schema | None:
+        """The columns of the dataset this job writes (``p`` as ``parse`` returned it), when
+        that is known before it runs; None otherwise (a later pipeline step is then checked
+        against its parameter model only)."""
+        return None
+
     def kind(self, p: Any) -> str:
         """The result kind of this request; ``result_kind`` unless the parameters change it."""
         return self.result_kind

@@ -88,6 +88,9 @@ class Filter(Operation):
     writes_dataset = True
     item_models = {"conditions": Condition}
 
+    def output_schema(self, p: Any, schema: Schema) -> Schema | None:
+        return dict(schema)  # the rows that match, every column kept
+
     def check(self, p: Any, schema: Schema) -> None:
         """Each condition's column exists, its op suits the dtype and its value the op."""
         p.conditions = parse_items(Condition, p.conditions, "conditions")

@@ -78,6 +78,9 @@ class TransformOperation(Operation):
     writes_dataset = True
     item_models = {"transforms": Transform}
 
+    def output_schema(self, p: Any, schema: Schema) -> Schema | None:
+        return {**schema, **{t["output"]: "float64" for t in p.transforms}}  # outputs filled by check
+
     def check(self, p: Any, schema: Schema) -> None:
         """Inputs are numeric, group keys exist, outputs are new names; fills default outputs."""
         p.transforms = parse_items(Transform, p.transforms, "transforms")
