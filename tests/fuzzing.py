@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
           "response_headers_conformance,negative_data_rejection,ignored_auth,unsupported_method,"
           "use_after_free,ensure_resource_availability")
-FUZZ_ENV = {"MAX_WORKERS": "2", "MAX_REQUEST_KB": "64", "PARTITION_WAIT_S": "1"}
+# schemathesis sends wrong tokens on purpose (its auth checks): the lockout would answer 429
+# to everything for AUTH_LOCKOUT_S after ten of them (tests/test_http_hardening.py tests it)
+FUZZ_ENV = {"MAX_WORKERS": "2", "MAX_REQUEST_KB": "64", "PARTITION_WAIT_S": "1", "AUTH_MAX_FAILURES": "1000000"}
 WAIT_CAP_S = 2
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 
