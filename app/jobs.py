@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import queue as q
+from . import webhooks
 from .batching import BatchWriter, Turns
 from .errors import InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
@@ -175,7 +176,7 @@ class JobEngine(AttemptOutcomes, JobViews):
             "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
             "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": iso(self.clock()),
-            "no_cache": 0 if req.cache else 1, "rerun_of": rerun_of,
+            "no_cache": 0 if req.cache else 1, "rerun_of": rerun_of, "notify_url": req.notify_url,
             "attempt_count": 0, "eta_history": {},
         })
 
@@ -195,6 +196,8 @@ class JobEngine(AttemptOutcomes, JobViews):
     def _blocking_check(body: Any) -> bool:
         """Whether the submission names an operation whose check must not run on the loop."""
         name = body.get("operation") if isinstance(body, dict) else None
+        if isinstance(body, dict) and body.get("notify_url"):
+            return True  # its host is resolved (app.webhooks.check_url)
         try:
             return isinstance(name, str) and get_operation(name).blocking_check
         except Exception:  # noqa: BLE001 - an unknown operation is refused by the check itself
@@ -207,6 +210,8 @@ class JobEngine(AttemptOutcomes, JobViews):
         op = get_operation(req.operation)
         ds = self.datasets.get(req.dataset_id)
         op.parse(req.parameters, self.datasets.schema(ds))
+        if req.notify_url:
+            webhooks.check_url(req.notify_url, webhooks.policy_of(self.settings))
         req.max_memory_gb = req.max_memory_gb or self.settings.default_max_memory_gb
         req.max_cores = req.max_cores or self.settings.default_max_cores
         ceiling = self._ceiling()

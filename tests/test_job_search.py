@@ -13,7 +13,7 @@ from tornado.testing import AsyncHTTPTestCase
 
 from app.store import Store
 from app.store_reads import match_expression
-from tests.test_api_inprocess import InProcessAPI
+from tests import test_api_inprocess as inprocess  # its helpers (the module: its tests stay there)
 from tests.test_upgrade import write_old_data_dir
 
 LIST = "/api/processing/jobs/list"
@@ -37,7 +37,8 @@ JOBS = [
 
 class SearchAPI(AsyncHTTPTestCase):
     # the in-process API's set-up and helpers, without its own tests
-    get_app, call, error = InProcessAPI.get_app, InProcessAPI.call, InProcessAPI.error
+    _api = inprocess.InProcessAPI
+    get_app, call, error = _api.get_app, _api.call, _api.error
 
     def tearDown(self) -> None:
         super().tearDown()
