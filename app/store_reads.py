@@ -179,11 +179,18 @@ class StoreReads:
             if bound is not None:
                 where.append(f"created_at {op} ?")
                 values.append(bound)
+        order = "DESC" if newest_first else "ASC"
+        if len(where) == 1 and q is not None:  # the search alone: counted and paged in the FTS index
+            total = int(self._all("SELECT COUNT(*) FROM jobs_fts WHERE jobs_fts MATCH ?", values)[0][0])
+            if offset >= total:
+                return total, []
+            return total, self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs WHERE seq IN (SELECT rowid FROM "
+                                              f"jobs_fts WHERE jobs_fts MATCH ? ORDER BY rowid {order} LIMIT ? OFFSET ?) "
+                                              f"ORDER BY seq {order}", [*values, limit, offset])
         clause = f"WHERE {' AND '.join(where)}"
         total = int(self._all(f"SELECT COUNT(*) FROM jobs {clause}", values)[0][0])
         if offset >= total:
             return total, []
-        order = "DESC" if newest_first else "ASC"
         rows = self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs {clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
                            [*values, limit, offset])
         return total, rows
