@@ -128,5 +128,11 @@ KNOWN_BAD_DATA: list[tuple[str, str, dict[str, str], bytes, int, str]] = [
      b'{"operation": "describe", "dataset_id": "demo_expression", "max_memory_gb": 1e-300}', 400, "at least 0.05"),
     # the service's own managed folder as a source
     ("POST", "/api/processing/datasets", _JSON, b'{"source": "managed"}', 403, "managed data"),
+    # issue 18: job search (q=) is bounded; FTS syntax is searched as text (tests/test_job_search.py: 200)
+    ("GET", "/api/processing/jobs/list?q=" + "a" * 10_000, {}, b"", 400, "at most 200"),
+    ("GET", "/api/processing/jobs/list?q=" + "%22*%3A(NEAR-%5E%20" * 600, {}, b"", 400, "at most 200"),
+    # a webhook URL on a loopback host, refused by the remote-URL policy
+    ("POST", "/api/processing/jobs/submit", _JSON, b'{"operation": "describe", "dataset_id": "demo_expression", '
+     b'"notify_url": "https://127.0.0.1/hook"}', 400, "not a public address"),
 ]
 KNOWN_BAD += [case[:4] for case in KNOWN_BAD_DATA]  # type: ignore[misc]
