@@ -14,7 +14,8 @@ from .lifecycle import ALL, TERMINAL
 from .downloads import ResultStream, result_files, table_of
 from .runner import read_rows, results_dir
 from .store import iso
-from .store_reads import SUMMARY_COLUMNS
+from .store_reads import MAX_SEARCH_CHARS, SUMMARY_COLUMNS
+from .times import parse_iso
 
 
 SORTS = {  # the job list's server-side orders: (column, its values in rank order, lowest first)
@@ -176,8 +177,10 @@ class JobViews(LiveViews):
         }
 
     def list(self, status: list[str], priority: list[str], limit: int, offset: int, dataset_id: str | None = None,
-             operation: str | None = None, newest_first: bool = True) -> dict[str, Any]:
-        """A page of the job list; blocking reads (handlers call it on the store's read pool)."""
+             operation: str | None = None, newest_first: bool = True, q: str | None = None,
+             created_after: str | None = None, created_before: str | None = None) -> dict[str, Any]:
+        """A page of the job list, optionally searched (``q``) and bounded by creation time;
+        blocking reads (handlers call it on the store's read pool)."""
         from .models import PRIORITIES
 
         statuses = ALL
@@ -185,8 +188,13 @@ class JobViews(LiveViews):
             bad = [v for v in values if v not in allowed]
             if bad:
                 raise InvalidRequest(f"unknown {name} {', '.join(bad)}; allowed: {', '.join(allowed)}", {"field": name})
+        if q is not None and len(q) > MAX_SEARCH_CHARS:
+            raise InvalidRequest(f"'q' is {len(q)} characters long; at most {MAX_SEARCH_CHARS} are accepted",
+                                 {"field": "q", "limit": MAX_SEARCH_CHARS})
         total, rows = self.store.list_jobs(status or None, priority or None, limit, offset, newest_first,
-                                           dataset_id=dataset_id, operation=operation, columns=SUMMARY_COLUMNS)
+                                           dataset_id=dataset_id, operation=operation, columns=SUMMARY_COLUMNS,
+                                           q=q or None, created_after=_iso_arg("created_after", created_after),
+                                           created_before=_iso_arg("created_before", created_before))
         jobs = []
         for row in rows:
             item = self.summary(row)
@@ -277,6 +285,17 @@ class JobViews(LiveViews):
     def uses_dataset(self, dataset_id: str) -> bool:
         total, _ = self.store.list_jobs(["pending", "running"], None, 1, 0, dataset_id=dataset_id)
         return total > 0
+
+
+def _iso_arg(name: str, value: str | None) -> str | None:
+    """An ISO-8601 time as the store writes it (UTC, milliseconds, Z); 400 naming ``name`` if not ISO."""
+    if not value:
+        return None
+    try:
+        return iso(parse_iso(value).timestamp())
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be an ISO-8601 time such as 2026-01-31T12:00:00Z, got "
+                             f"{value[:40]!r}", {"field": name}) from None
 
 
 def _count(values: Any) -> dict[str, int]:

@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import queue as q
+from . import webhooks
 from .batching import BatchWriter, Turns
 from .errors import InvalidRequest, NotFound, TooManyRequests
 from .models import JobRequest
@@ -178,6 +179,7 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
             "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": iso(self.clock()),
             "no_cache": 0 if req.cache else 1, "rerun_of": rerun_of, "depends_on": req.depends_on or None,
+            "notify_url": req.notify_url,
             "attempt_count": 0, "eta_history": {},
         })
 
@@ -197,6 +199,8 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
     def _blocking_check(body: Any) -> bool:
         """Whether the submission names an operation whose check must not run on the loop."""
         name = body.get("operation") if isinstance(body, dict) else None
+        if isinstance(body, dict) and body.get("notify_url"):
+            return True  # its host is resolved (app.webhooks.check_url)
         try:
             return isinstance(name, str) and get_operation(name).blocking_check
         except Exception:  # noqa: BLE001 - an unknown operation is refused by the check itself
@@ -209,6 +213,8 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         get_operation(req.operation)  # an unknown one is a 400 before the dataset is looked at
         self.check_parameters(req.operation, req.parameters, self.input_schema(req.dataset_id))
         req.depends_on = self.dependencies_of(req.dataset_id, list(req.depends_on or []))
+        if req.notify_url:
+            webhooks.check_url(req.notify_url, webhooks.policy_of(self.settings))
         req.max_memory_gb = req.max_memory_gb or self.settings.default_max_memory_gb
         req.max_cores = req.max_cores or self.settings.default_max_cores
         ceiling = self._ceiling()

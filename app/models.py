@@ -223,6 +223,10 @@ class JobRequest(param.Parameterized):
     cache = param.Boolean(default=True, doc="Answer from an earlier completed job with the same operation, "
                                             "parameters and unchanged dataset files (status: cached_from); "
                                             "false computes afresh.")
+    notify_url = param.String(default=None, allow_None=True,
+                              doc="http(s) URL that receives a signed POST of the job's status when it ends "
+                                  "(completed, failed or cancelled); it passes the remote-URL policy "
+                                  "(REMOTE_PROTOCOLS, REMOTE_ALLOW_PRIVATE).")
 
 
 class JobListQuery(param.Parameterized):
@@ -232,6 +236,10 @@ class JobListQuery(param.Parameterized):
     priority = param.List(default=[], item_type=str, doc="Comma-separated priorities.")
     dataset_id = param.String(default=None, allow_None=True, doc="Only jobs on this dataset.")
     operation = param.String(default=None, allow_None=True, doc="Only jobs of this operation.")
+    q = param.String(default=None, allow_None=True, doc="Search job id, dataset, operation, parameters and error "
+                                                        "text: words (at most 200 characters), each a prefix, all required.")
+    created_after = param.String(default=None, allow_None=True, doc="Only jobs created at or after this ISO-8601 time.")
+    created_before = param.String(default=None, allow_None=True, doc="Only jobs created before this ISO-8601 time.")
     sort = param.Selector(default="newest", objects=["newest", "oldest"], doc="Submission order: newest or oldest first.")
     limit = param.Integer(default=50, bounds=(1, 1000), doc="Items per page (1–1000).")
     offset = param.Integer(default=0, bounds=(0, None), doc="Items to skip.")

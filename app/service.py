@@ -24,6 +24,7 @@ from .partition import plan_partitions
 from .pipelines import Pipelines
 from .settings import Settings
 from .store import Store, iso, utcnow
+from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class ProcessingService:
                               sampler=self.sampler, executor=self.executor)
         self.pipelines = Pipelines(self.jobs, self.store)
         self.sampler.extra = self._queue_figures
+        self.webhooks = WebhookSender(settings, self.store, self.jobs.status)
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -69,6 +71,7 @@ class ProcessingService:
         """Start the sampler and, with CLUSTER_AUTOSTART, the cluster (in the background)."""
         loop = asyncio.get_running_loop()
         self.sampler.start()
+        self.webhooks.start()
         self.jobs.start()
         self._tasks.append(loop.create_task(self._demo()))
         if self.settings.autostart:
@@ -102,6 +105,7 @@ class ProcessingService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.jobs.stop()
+        await self.webhooks.stop()
         await self.sampler.stop()
         await self.cluster.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)

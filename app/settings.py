@@ -132,6 +132,16 @@ class Settings:
         help="Wrong tokens from one client address (API, sign-in, wall) before it is locked out.")
     auth_lockout_s: float = setting("AUTH_LOCKOUT_S", 60.0, valid=lambda x: x >= 0,
         help="How long a client address stays locked out (429 with Retry-After) after AUTH_MAX_FAILURES.")
+    webhook_url: str = setting("WEBHOOK_URL", "",
+        help="URL that receives a POST of every job's status when it ends, for jobs submitted without a notify_url; it passes the remote-URL policy (REMOTE_PROTOCOLS, REMOTE_ALLOW_PRIVATE).")
+    webhook_secret: str = setting("WEBHOOK_SECRET", "", secret=True,
+        help="Key of the HMAC-SHA256 signature of each webhook body (header X-Processing-Signature: sha256=<hex>); unset sends no signature.")
+    webhook_tries: int = setting("WEBHOOK_TRIES", 5, valid=lambda n: n >= 1,
+        help="Attempts to deliver one webhook before giving up (each failure is written to the job's log).")
+    webhook_backoff_s: float = setting("WEBHOOK_BACKOFF_S", 2.0, valid=lambda x: x >= 0,
+        help="Wait before the second delivery attempt; it doubles after each failure.")
+    webhook_timeout_s: float = setting("WEBHOOK_TIMEOUT_S", 10.0, valid=lambda x: x > 0,
+        help="Time allowed to connect to a webhook receiver and get its answer.")
     demo_dataset: bool = setting("DEMO_DATASET", True,
         help="Register the demo_expression dataset on first start.")
     demo_rows: int = setting("DEMO_ROWS", 500_000,

@@ -157,15 +157,7 @@ def check_url(url: str, policy: RemotePolicy | None = None) -> str:
         raise Forbidden(f"{protocol}:// URLs are not allowed; give a local path inside the "
                         "data roots or a remote URL such as s3://", {"protocol": protocol})
     if policy is not None:
-        if not policy.protocols:
-            raise Forbidden("remote sources are disabled on this server (REMOTE_PROTOCOLS is empty); "
-                            "give a local path inside the data roots", {"protocol": protocol})
-        if protocol not in policy.protocols:
-            raise Forbidden(f"{protocol}:// is not an allowed remote protocol; allowed: "
-                            f"{', '.join(policy.protocols)} (REMOTE_PROTOCOLS)",
-                            {"protocol": protocol, "allowed": list(policy.protocols)})
-    if policy is not None and protocol in _HOST_PROTOCOLS and not policy.allow_private:
-        _require_public_host(url, protocol)
+        check_remote(url, protocol, policy)
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as exc:
@@ -174,6 +166,21 @@ def check_url(url: str, policy: RemotePolicy | None = None) -> str:
     except ValueError:
         raise InvalidRequest(f"unknown URL protocol {protocol!r}", {"protocol": protocol}) from None
     return url
+
+
+def check_remote(url: str, protocol: str, policy: RemotePolicy) -> None:
+    """Forbidden unless ``policy`` allows ``protocol`` and, for a protocol naming a host, the host
+    resolves to public addresses only (or the policy allows private hosts). Resolves the host:
+    blocking."""
+    if not policy.protocols:
+        raise Forbidden("remote sources are disabled on this server (REMOTE_PROTOCOLS is empty); "
+                        "give a local path inside the data roots", {"protocol": protocol})
+    if protocol not in policy.protocols:
+        raise Forbidden(f"{protocol}:// is not an allowed remote protocol; allowed: "
+                        f"{', '.join(policy.protocols)} (REMOTE_PROTOCOLS)",
+                        {"protocol": protocol, "allowed": list(policy.protocols)})
+    if protocol in _HOST_PROTOCOLS and not policy.allow_private:
+        _require_public_host(url, protocol)
 
 
 def _require_public_host(url: str, protocol: str) -> None:

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import queue
+import re
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -90,6 +91,20 @@ def _where(filters: dict[str, Iterable[str] | str | None]) -> tuple[str, list[An
     return (f"WHERE {' AND '.join(where)}" if where else ""), params
 
 
+MAX_SEARCH_CHARS = 200  # a job list search (q=); longer ones are refused by the views
+
+
+def match_expression(text: str) -> str | None:
+    """FTS5 MATCH text for the words of ``text``: each word a quoted string (quotes doubled) and a
+    prefix, all required, so FTS syntax (``"`` ``*`` ``:`` ``(`` ``NEAR`` ``-`` ``^``) is only
+    searched as text, never parsed. None when no word has a letter or digit to search for."""
+    words = [w for w in text.split() if _WORD.search(w)]
+    return " ".join('"' + w.replace('"', '""') + '"*' for w in words) or None
+
+
+_WORD = re.compile(r"[^\W_]")  # the tokenizer splits on everything else, "_" included
+
+
 class StoreReads:
     """Mixed into :class:`app.store.Store`: every read that may touch many rows."""
 
@@ -115,12 +130,15 @@ class StoreReads:
     def list_jobs(
         self, status: Iterable[str] | None = None, priority: Iterable[str] | None = None,
         limit: int = 50, offset: int = 0, newest_first: bool = True, dataset_id: str | None = None,
-        operation: str | None = None, columns: Iterable[str] | None = None,
+        operation: str | None = None, columns: Iterable[str] | None = None, q: str | None = None,
+        created_after: str | None = None, created_before: str | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
         """Jobs filtered by status/priority/dataset/operation in submission order, paginated: (total, page).
 
         ``columns`` (default all) names the fields the page needs: a list view that skips
-        the JSON fields reads a 1000-job page several times faster.
+        the JSON fields reads a 1000-job page several times faster. ``q`` searches job id,
+        dataset, operation, parameters and error text (words, each a prefix, all required);
+        ``created_after`` / ``created_before`` bound ``created_at`` (ISO text as the store writes it).
         """
         given = {"status": status, "priority": priority, "dataset_id": dataset_id, "operation": operation}
         filters = {c: [v] if isinstance(v, str) else list(v) for c, v in given.items() if v is not None}
@@ -130,6 +148,9 @@ class StoreReads:
         if unknown:
             raise ValueError(f"unknown job column(s): {sorted(unknown)}")
         clause, params = _where(filters)
+        if q is not None or created_after is not None or created_before is not None:
+            return self._search_jobs(clause, params, names, limit, offset, newest_first, q, created_after,
+                                     created_before)
         total = int(self._all(f"SELECT TOTAL(n) FROM job_counts {clause}", params)[0][0])
         if offset >= total:
             return total, []
@@ -140,6 +161,38 @@ class StoreReads:
         rows = self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs WHERE rowid IN (SELECT rowid FROM jobs {clause} "
                                    f"ORDER BY seq {order} LIMIT ? OFFSET ?) ORDER BY seq {order}",
                            [*params, limit, offset])
+        return total, rows
+
+    def _search_jobs(self, clause: str, params: list[Any], names: list[str], limit: int, offset: int,
+                     newest_first: bool, q: str | None, created_after: str | None,
+                     created_before: str | None) -> tuple[int, list[dict[str, Any]]]:
+        """The list filters with a text search and a creation-time range: counted, not from the counters."""
+        where, values = [clause[len("WHERE "):]] if clause else [], list(params)
+        if q is not None:
+            match = match_expression(q)
+            if match is None:  # nothing searchable (only punctuation): no job matches
+                return 0, []
+            # the matches' seqs come from the FTS index, newest or oldest first as the page wants
+            where.append("seq IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
+            values.append(match)
+        for bound, op in ((created_after, ">="), (created_before, "<")):
+            if bound is not None:
+                where.append(f"created_at {op} ?")
+                values.append(bound)
+        order = "DESC" if newest_first else "ASC"
+        if len(where) == 1 and q is not None:  # the search alone: counted and paged in the FTS index
+            total = int(self._all("SELECT COUNT(*) FROM jobs_fts WHERE jobs_fts MATCH ?", values)[0][0])
+            if offset >= total:
+                return total, []
+            return total, self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs WHERE seq IN (SELECT rowid FROM "
+                                              f"jobs_fts WHERE jobs_fts MATCH ? ORDER BY rowid {order} LIMIT ? OFFSET ?) "
+                                              f"ORDER BY seq {order}", [*values, limit, offset])
+        clause = f"WHERE {' AND '.join(where)}"
+        total = int(self._all(f"SELECT COUNT(*) FROM jobs {clause}", values)[0][0])
+        if offset >= total:
+            return total, []
+        rows = self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs {clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
+                           [*values, limit, offset])
         return total, rows
 
     def _skip_blocks(self, filters: dict[str, list[str]], clause: str, params: list[Any], offset: int,

@@ -30,7 +30,7 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
             "result_dataset_id": str, "eta_seconds": float, "estimated_completion_at": str,
             "tasks_total": int, "tasks_done": int, "resources": str, "eta_history": str,
             "cancel_requested": int, "result_kind": str, "no_cache": int, "cache_key": str,
-            "cached_from": str, "rerun_of": str, "depends_on": str,
+            "cached_from": str, "rerun_of": str, "depends_on": str, "notify_url": str,
         },
         "job_id",
     ),
@@ -74,7 +74,7 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
 # is an index range read in order, never a sort. The single-column ones came first.
 INDEXES = {
     "jobs": [["status"], ["priority"], ["seq"], ["cache_key"], ["status", "seq"], ["priority", "seq"],
-             ["dataset_id", "seq"], ["operation", "seq"], ["status", "completed_at"]],
+             ["dataset_id", "seq"], ["operation", "seq"], ["status", "completed_at"], ["created_at"]],
     "attempts": [["job_id"]],
     "job_log": [["job_id", "id"]],
     "metrics": [["ts"]],
@@ -122,6 +122,26 @@ COUNTERS = {
 }
 
 
+# Full-text search over the job history: an external-content FTS5 table over jobs (the text
+# lives once, in jobs), keyed by seq so a match list comes out in the list's order. Its
+# triggers fire only when a searched column changes (progress writes are frequent).
+SEARCHED = ("job_id", "dataset_id", "operation", "parameters", "error")
+_SEARCHED = ", ".join(SEARCHED)
+SEARCH = {
+    "jobs_fts": (
+        f"CREATE VIRTUAL TABLE jobs_fts USING fts5({_SEARCHED}, content='jobs', content_rowid='seq')",
+        "INSERT INTO jobs_fts(jobs_fts) VALUES ('rebuild')",  # an older data dir: indexed from its rows
+    ),
+}
+
+
+def _fts_row(row: str, delete: bool = False) -> str:
+    values = ", ".join(f"{row}.{c}" for c in SEARCHED)
+    command = ("jobs_fts, ", "'delete', ") if delete else ("", "")
+    return (f"INSERT INTO jobs_fts({command[0]}rowid, {_SEARCHED}) SELECT {command[1]}{row}.seq, {values} "
+            f"WHERE {row}.seq IS NOT NULL;")
+
+
 def _job_delta(row: str, sign: str) -> str:
     key = f"IFNULL({row}.status, ''), IFNULL({row}.priority, ''), IFNULL({row}.dataset_id, ''), IFNULL({row}.operation, '')"
     return (f"INSERT INTO job_counts VALUES ({key}, {sign}1) "
@@ -133,6 +153,11 @@ def _attempt_delta(outcome: str, amount: str) -> str:
 
 
 TRIGGERS = {
+    "jobs_fts_insert": f"AFTER INSERT ON jobs BEGIN {_fts_row('NEW')} END",
+    "jobs_fts_delete": f"AFTER DELETE ON jobs BEGIN {_fts_row('OLD', True)} END",
+    "jobs_fts_update": (
+        f"AFTER UPDATE OF seq, {_SEARCHED} ON jobs WHEN " + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in ("seq", *SEARCHED))
+        + f" BEGIN {_fts_row('OLD', True)} {_fts_row('NEW')} END"),
     "job_counts_insert": f"AFTER INSERT ON jobs BEGIN {_job_delta('NEW', '+')} {_block_rows('NEW', '+')} END",
     "job_counts_delete": f"AFTER DELETE ON jobs BEGIN {_job_delta('OLD', '-')} {_block_rows('OLD', '-')} END",
     **{f"job_blocks_{c}": (f"AFTER UPDATE OF {c} ON jobs WHEN OLD.{c} IS NOT NEW.{c} BEGIN "
@@ -159,7 +184,8 @@ TRIGGERS = {
 
 
 def migrate(db: sqlite_utils.Database) -> None:
-    """Create what is missing: tables, columns, indexes, counters (filled from existing rows) and triggers."""
+    """Create what is missing: tables, columns, indexes, counters and the search index (filled from
+    existing rows) and triggers."""
     for name, (columns, pk) in SCHEMA.items():
         table = db[name]
         if not table.exists():
@@ -174,7 +200,7 @@ def migrate(db: sqlite_utils.Database) -> None:
     # not open a transaction by itself in sqlite3's legacy mode: BEGIN explicitly)
     db.conn.execute("BEGIN IMMEDIATE")
     try:
-        for name, (create, fill) in COUNTERS.items():
+        for name, (create, fill) in {**COUNTERS, **SEARCH}.items():
             if not db[name].exists():
                 db.conn.execute(create)
                 db.conn.execute(fill)

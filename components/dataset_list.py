@@ -65,6 +65,7 @@ class DatasetTable(pn.viewable.Viewer):
                                            hidden_columns=HIDDEN,
                                            # long ids and names are cut (whole on hover), never the later columns
                                            widths={"dataset_id": 180, "name": 200, "created": 165},
+                                           formatters={"dataset_id": {"type": "html"}, "name": {"type": "html"}},
                                            configuration={"columnDefaults": {"tooltip": True}})
         self._search = pn.widgets.TextInput(placeholder="Search by id or name", width=260,
                                             css_classes=["dataset-search"])
@@ -104,7 +105,11 @@ class DatasetTable(pn.viewable.Viewer):
     @param.depends("search", "sort", "show_results", watch=True)
     def _draw(self) -> None:
         view = shown(self._all, self.search, self.sort, self.show_results)
-        self._table.value = view.reset_index(drop=True)
+        # shown escaped, through the html formatter: Tabulator's hover tooltip (the whole text of
+        # a cut cell) puts the value into the page as HTML, where a name's markup ran; ids are
+        # [A-Za-z0-9_.-], which escaping leaves as they are (a click still reads the real id)
+        self._table.value = view.reset_index(drop=True).assign(dataset_id=lambda f: f["dataset_id"].map(esc),
+                                                               name=lambda f: f["name"].fillna("").map(esc))
         results = int((self._all["origin_job_id"] != "").sum())
         hidden = f", {results} job result{'s' * (results != 1)} hidden" if results and not self.show_results else ""
         matching = f"{len(view)} of " if self.search.strip() else ""

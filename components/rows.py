@@ -60,11 +60,11 @@ class Row:
                 continue
             label = f"{key} *" if key in self.required else key
             if is_column_param(key):
-                self.widgets[key] = pn.widgets.Select(name=label, options=column_options(columns), value=None, width=135)
+                self.widgets[key] = pn.widgets.Select(name=label, options=column_options(columns), value=None, width=125)
             elif isinstance(p, param.Selector):
-                self.widgets[key] = pn.widgets.Select(name=label, options=[None, *p.objects], value=None, width=85)
+                self.widgets[key] = pn.widgets.Select(name=label, options=[None, *p.objects], value=None, width=80)
             else:
-                self.widgets[key] = pn.widgets.TextInput(name=label, placeholder="optional", width=135)
+                self.widgets[key] = pn.widgets.TextInput(name=label, placeholder="optional", width=125)
         self.value_box = pn.Column(margin=0, css_classes=["pc-row-value"])
         self.value_widgets: list[Any] = []
         self._shape: tuple[str, str | None] | None = None
@@ -75,8 +75,9 @@ class Row:
             if key in self.widgets:
                 self.widgets[key].param.watch(lambda _e: self._value_inputs(), "value")
         boxes = [pn.Column(w, margin=0, css_classes=[f"pc-row-{k}"]) for k, w in self.widgets.items()]
+        self.label = pn.pane.HTML("", width=22, margin=(0, 0, 14, 0), align="end", stylesheets=[CSS])
         # a row wraps where the form is narrow (transform's four fields)
-        self.layout = pn.FlexBox(*boxes, *([self.value_box] if "value" in self.params else []), self.remove,
+        self.layout = pn.FlexBox(self.label, *boxes, *([self.value_box] if "value" in self.params else []), self.remove,
                                  css_classes=["pc-row"], margin=(0, 0, 4, 0), align_items="flex-end",
                                  sizing_mode="stretch_width")
         self._value_inputs()
@@ -94,11 +95,11 @@ class Row:
         if op in NO_VALUE:
             widgets: list[Any] = []
         elif op in LIST_VALUE:
-            widgets = [pn.widgets.TextInput(name="values, comma-separated", placeholder="a, b, c", width=140)]
+            widgets = [pn.widgets.TextInput(name="values, comma-separated", placeholder="a, b, c", width=120)]
         else:
             count = 2 if op == "between" else 1
             names = ["low", "high"] if count == 2 else ["value"]
-            width = 65 if count == 2 else 140
+            width = 50 if count == 2 else 120  # the same room: the row keeps one line
             if kind == "int":
                 widgets = [pn.widgets.IntInput(name=n, value=None, width=width) for n in names]
             elif kind == "float":
@@ -187,11 +188,16 @@ class RowsField:
         if item:
             row.fill(item)
         self.rows.append(row)
-        self._box.objects = [r.layout for r in self.rows]
+        self._show_rows()
         return row
 
     def _remove(self, row: Row) -> None:
         self.rows.remove(row)
+        self._show_rows()
+
+    def _show_rows(self) -> None:
+        for number, row in enumerate(self.rows, 1):  # the number the messages use ("Row 2: …")
+            row.label.object = f"<span class='pc-muted'>{number}</span>"
         self._box.objects = [r.layout for r in self.rows]
 
     def read(self) -> tuple[bool, Any]:
@@ -206,7 +212,7 @@ class RowsField:
         self.rows = []
         for item in value if isinstance(value, list) else []:
             self.add(item if isinstance(item, dict) else None)
-        self._box.objects = [r.layout for r in self.rows]
+        self._show_rows()
 
     def set_columns(self, columns: dict[str, str]) -> None:
         self.columns = columns

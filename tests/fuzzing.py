@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
           "response_headers_conformance,negative_data_rejection,ignored_auth,unsupported_method,"
           "use_after_free,ensure_resource_availability")
-FUZZ_ENV = {"MAX_WORKERS": "2", "MAX_REQUEST_KB": "64", "PARTITION_WAIT_S": "1"}
+# schemathesis sends wrong tokens on purpose (its auth checks): the lockout would answer 429
+# to everything for AUTH_LOCKOUT_S after ten of them (tests/test_http_hardening.py tests it)
+FUZZ_ENV = {"MAX_WORKERS": "2", "MAX_REQUEST_KB": "64", "PARTITION_WAIT_S": "1", "AUTH_MAX_FAILURES": "1000000"}
 WAIT_CAP_S = 2
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 
@@ -126,5 +128,11 @@ KNOWN_BAD_DATA: list[tuple[str, str, dict[str, str], bytes, int, str]] = [
      b'{"operation": "describe", "dataset_id": "demo_expression", "max_memory_gb": 1e-300}', 400, "at least 0.05"),
     # the service's own managed folder as a source
     ("POST", "/api/processing/datasets", _JSON, b'{"source": "managed"}', 403, "managed data"),
+    # issue 18: job search (q=) is bounded; FTS syntax is searched as text (tests/test_job_search.py: 200)
+    ("GET", "/api/processing/jobs/list?q=" + "a" * 10_000, {}, b"", 400, "at most 200"),
+    ("GET", "/api/processing/jobs/list?q=" + "%22*%3A(NEAR-%5E%20" * 600, {}, b"", 400, "at most 200"),
+    # a webhook URL on a loopback host, refused by the remote-URL policy
+    ("POST", "/api/processing/jobs/submit", _JSON, b'{"operation": "describe", "dataset_id": "demo_expression", '
+     b'"notify_url": "https://127.0.0.1/hook"}', 400, "not a public address"),
 ]
 KNOWN_BAD += [case[:4] for case in KNOWN_BAD_DATA]  # type: ignore[misc]

@@ -113,6 +113,9 @@ def test_a_data_dir_from_the_first_release_opens_with_every_job_and_dataset(make
                          ("operation=aggregate&priority=NORMAL", 4), ("sort=oldest&limit=1", 4)):
         assert srv.get(f"/api/processing/jobs/list?{query}").json()["total"] == total, query
     assert srv.get("/api/processing/jobs/list?sort=oldest&limit=1").json()["jobs"][0]["job_id"] == "job_old_done"
+    # the search index was built from the old rows (an error's text, a dataset id)
+    assert [j["job_id"] for j in srv.get("/api/processing/jobs/list?q=convert").json()["jobs"]] == ["job_old_failed"]
+    assert srv.get("/api/processing/jobs/list?q=old_levels").json()["total"] == 4
     attempts = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in srv.get("/metrics").text.splitlines()
                 if line.startswith("processing_job_attempts_total{")}
     # (the pending job may already have run: one completed attempt more)
@@ -146,6 +149,6 @@ def test_a_data_dir_from_the_first_release_opens_with_every_job_and_dataset(make
     indexes = {row[1] for row in db.execute("PRAGMA index_list(jobs)")}
     counted = db.execute("SELECT SUM(n) FROM job_counts").fetchone()[0]
     db.close()
-    assert "result_kind" in columns, "the schema gained its new column"
+    assert {"result_kind", "notify_url"} <= columns, "the schema gained its new columns"
     assert {"idx_jobs_status_seq", "idx_jobs_dataset_id_seq", "idx_jobs_operation_seq"} <= indexes, indexes
     assert counted == 5, "the counters followed every write after the upgrade"

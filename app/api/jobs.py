@@ -50,7 +50,8 @@ class CancelHandler(BaseHandler):
 
 
 class ListHandler(BaseHandler):
-    openapi = {"get": Endpoint("Jobs, newest first, filtered by status, priority, dataset and operation, paginated",
+    openapi = {"get": Endpoint("Jobs, newest first, filtered by status, priority, dataset, operation, creation "
+                               "time and a text search (q), paginated",
                                query=JobListQuery, tags=("jobs",))}
 
     async def get(self) -> None:
@@ -58,7 +59,8 @@ class ListHandler(BaseHandler):
         jobs = self.service.jobs
         # read and encoded on the read pool: a 1000-job page is milliseconds of JSON work
         self.finish(await self.service.reading(lambda: dumps(jobs.list(
-            q.status, q.priority, q.limit, q.offset, q.dataset_id, q.operation, q.sort == "newest"))))
+            q.status, q.priority, q.limit, q.offset, q.dataset_id, q.operation, q.sort == "newest", q=q.q,
+            created_after=q.created_after, created_before=q.created_before))))
 
 
 class ResultHandler(BaseHandler):

@@ -191,7 +191,8 @@ def jobs_wait(api: Client, args: argparse.Namespace) -> int:
 
 def jobs_list(api: Client, args: argparse.Namespace) -> int:
     cols = ("job_id", "operation", "dataset_id", "status", "priority", "progress", "created_at")
-    answer = api.jobs_list(args.status, args.priority, args.limit, args.offset)
+    answer = api.jobs_list(args.status, args.priority, args.limit, args.offset, q=args.q,
+                           created_after=args.after, created_before=args.before)
     show(args, answer, lambda a: f"{table(a['jobs'], cols, 40)}\n({len(a['jobs'])} of {a['total']})")
     return OK
 
@@ -360,6 +361,9 @@ def _jobs(top: _Commands) -> None:
     lst = cmds.add("list", jobs_list, "jobs, newest first")
     lst.add_argument("--status", help="comma-separated: pending, running, completed, failed, cancelled")
     lst.add_argument("--priority", help="comma-separated priorities")
+    lst.add_argument("--q", help="search job id, dataset, operation, parameters and error text")
+    lst.add_argument("--after", metavar="ISO", help="only jobs created at or after this time")
+    lst.add_argument("--before", metavar="ISO", help="only jobs created before this time")
     lst.add_argument("--limit", type=int, default=50)
     lst.add_argument("--offset", type=int, default=0)
     cmds.add("status", jobs_status, "a job's status, progress and result").add_argument("id", metavar="ID")

@@ -202,9 +202,12 @@ class Client:
                             timeout=timeout + self.timeout)
 
     def jobs_list(self, status: str | list[str] | None = None, priority: str | list[str] | None = None,
-                  limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """A page of jobs, newest first, filtered by status and priority."""
-        return self._get("/jobs/list", status=_csv(status), priority=_csv(priority), limit=limit, offset=offset)
+                  limit: int = 50, offset: int = 0, q: str | None = None, dataset_id: str | None = None,
+                  created_after: str | None = None, created_before: str | None = None) -> dict[str, Any]:
+        """A page of jobs, newest first, filtered by status, priority, dataset and creation time
+        (ISO-8601), and searched by ``q`` (words of job id, dataset, operation, parameters, error)."""
+        return self._get("/jobs/list", status=_csv(status), priority=_csv(priority), limit=limit, offset=offset,
+                         q=q, dataset_id=dataset_id, created_after=created_after, created_before=created_before)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a pending or running job."""

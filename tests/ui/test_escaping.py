@@ -120,3 +120,85 @@ def test_form_messages_are_text(srv: ServerProcess, planted: dict[str, Any], pag
     expect(page.get_by_text(f"({payload('form')}, val)").first).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1000)
     assert not guard.dialogs and not injected_images(page), (guard.dialogs, injected_images(page))
+
+
+# -- chart tooltips: Bokeh's hover shows fields (@x) escaped, unless a {safe} formatter asks not to --
+
+CORR_A, CORR_B, BIN_COLUMN, FEATURE = payload("corr_a"), payload("corr_b"), payload("bins"), payload("feature")
+TABLE_NAME = payload("table_name") + " and a long tail so the cell is cut and its whole text shown on hover"
+
+
+@pytest.fixture(scope="module")
+def charted(srv: ServerProcess) -> dict[str, str]:
+    """A correlation matrix, a histogram and a volcano whose labels and hovered values are markup."""
+    # 600 features, each named with markup, two samples per condition, fold changes and
+    # spreads varied: the volcano's points cover its plot, so a grid of hovers lands on some
+    rows = []
+    for k in range(600):
+        base = 10 + k % 13
+        for cond, r in (("a", 0), ("a", 1), ("b", 0), ("b", 1)):
+            value = base + r * (k % 5) if cond == "a" else base * (1 + (k % 17) / 8) + r * ((k * 7) % 11)
+            rows.append(f"{k % 7},{(k * 3 + r) % 11},{k % 5 + 1},{FEATURE}{k},{cond},{value}")
+    upload(srv, "xsschart", "\n".join([f"{CORR_A},{CORR_B},{BIN_COLUMN},feature,cond,value", *rows]).encode() + b"\n",
+           name=TABLE_NAME)
+    jobs = {
+        "result-matrix": run(srv, "correlation", "xsschart", {"columns": [CORR_A, CORR_B]}),
+        "result-histogram": run(srv, "histogram", "xsschart", {"column": BIN_COLUMN, "bins": 5}),
+        "result-volcano": run(srv, "differential_expression", "xsschart", {
+            "feature_column": "feature", "group_column": "cond", "a": "a", "b": "b", "value_column": "value"}),
+    }
+    for job in jobs.values():
+        assert job["status"] == "completed", job
+    return {chart: job["job_id"] for chart, job in jobs.items()}
+
+
+def hover_everywhere(page, chart: str, wanted: str, steps: int = 9) -> list[str]:
+    """Move the mouse over a grid of points on ``chart``'s plot until a tooltip shows ``wanted``;
+    the tooltip texts seen."""
+    canvas = page.locator(f".{chart} canvas").first
+    canvas.wait_for(timeout=30_000)
+    box = canvas.bounding_box()
+    assert box, chart
+    seen: list[str] = []
+    for i in range(1, steps):
+        for j in range(1, steps):
+            page.mouse.move(box["x"] + box["width"] * i / steps, box["y"] + box["height"] * j / steps)
+            page.wait_for_timeout(60)
+            seen += page.locator(".bk-tooltip-row-label, .bk-tooltip-row-value").all_inner_texts()
+            if any(wanted in text for text in seen):
+                return seen
+    return seen
+
+
+@pytest.mark.parametrize("chart, shown", [("result-matrix", CORR_A), ("result-histogram", BIN_COLUMN),
+                                          ("result-volcano", FEATURE)])
+def test_chart_tooltips_show_markup_as_text(srv: ServerProcess, charted: dict[str, str], page, chart, shown) -> None:
+    guard = PageGuard(page, srv.url)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.goto(f"{srv.url}/jobs?job={charted[chart]}")
+    page.get_by_test_id("job-status").first.wait_for(timeout=30_000)
+    tooltips = hover_everywhere(page, chart, shown)
+    page.wait_for_timeout(500)
+    assert any(shown in text for text in tooltips), (chart, tooltips[-6:])  # the hover reached the markup: as text
+    assert not guard.dialogs and not injected_images(page) and not guard.foreign, (
+        guard.dialogs, injected_images(page), guard.foreign)
+
+
+def test_table_tooltips_show_markup_as_text(srv: ServerProcess, charted: dict[str, str], page) -> None:
+    """The dataset table shows a cut cell's whole text on hover (Tabulator's tooltip): as text."""
+    guard = PageGuard(page, srv.url)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.goto(f"{srv.url}/data")
+    cell = page.locator(".dataset-table .tabulator-cell", has_text="table_name").first
+    cell.wait_for(timeout=30_000)
+    cell.hover()
+    shown = page.locator(".tabulator-tooltip, .tabulator-popup")
+    try:
+        shown.first.wait_for(timeout=5_000)
+        texts = shown.all_inner_texts()
+    except Exception:  # noqa: BLE001 - no popup: the browser's own title tooltip, text by nature
+        texts = [cell.get_attribute("title") or ""]
+    page.wait_for_timeout(1000)
+    assert not guard.dialogs and not injected_images(page) and not guard.foreign, (
+        guard.dialogs, injected_images(page), guard.foreign)
+    assert any(TABLE_NAME in text for text in texts), texts
