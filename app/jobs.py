@@ -158,7 +158,8 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         return await self.submit({
             "operation": job["operation"], "dataset_id": job["dataset_id"], "parameters": job["parameters"] or {},
             "priority": job["priority"], "max_cores": job["max_cores"], "max_memory_gb": job["max_memory_gb"],
-            "cache": not job.get("no_cache"),
+            "cache": not job.get("no_cache"), "depends_on": [],
+            **({"notify_url": job["notify_url"]} if job.get("notify_url") else {}),
         }, rerun_of=job_id)
 
     async def submit(self, body: Any, rerun_of: str | None = None) -> dict[str, Any]:
