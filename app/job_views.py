@@ -29,18 +29,19 @@ class LiveViews:
     """Plain-data views of the engine's memory for the pages: nothing returned is engine state."""
 
     def list_sorted(self, status: list[str], priority: list[str], limit: int, offset: int,
-                    sort: str = "created", descending: bool = True) -> dict[str, Any]:
+                    sort: str = "created", descending: bool = True, **filters: Any) -> dict[str, Any]:
         """A page of the job list in a server-side order across all pages.
 
         ``priority`` sorts by rank (LOW < NORMAL < HIGH < CRITICAL) and ``status`` by the
         lifecycle, each group newest first: the page is cut from one filtered, indexed
-        read per group, so no column needs an index of its own.
+        read per group, so no column needs an index of its own. ``filters``: what ``list``
+        also takes (``q``, ``dataset_id``, ``created_after``, ``created_before``…).
         """
         if sort not in SORTS:
             raise InvalidRequest(f"unknown sort {sort}; allowed: {', '.join(SORTS)}", {"field": "sort"})
         column, ranks = SORTS[sort]
         if not ranks:
-            return self.list(status, priority, limit, offset, newest_first=descending)
+            return self.list(status, priority, limit, offset, newest_first=descending, **filters)
         chosen = {"status": status, "priority": priority}
         groups = [v for v in (reversed(ranks) if descending else ranks) if not chosen[column] or v in chosen[column]]
         jobs: list[dict[str, Any]] = []
@@ -48,7 +49,8 @@ class LiveViews:
         for value in groups:
             local = {**chosen, column: [value]}
             want = limit - len(jobs)
-            page = self.list(local["status"], local["priority"], max(1, want), max(0, offset + len(jobs) - total))
+            page = self.list(local["status"], local["priority"], max(1, want), max(0, offset + len(jobs) - total),
+                             **filters)
             if want > 0:
                 jobs.extend(page["jobs"][:want])
             total += page["total"]

@@ -19,7 +19,8 @@ from .cluster import ClusterCards, ClusterControls, ClusterEvents, WorkerTable
 from .data import DatasetDetail, RegisterForm, UploadForm
 from .dataset_list import DatasetTable
 from .job_extras import clone_values
-from .jobs import JobDetail, JobTable
+from .job_detail import JobDetail
+from .jobs import JobTable
 from .live import LiveFeed, LiveSource
 from .monitoring import MonitoringCharts
 from .submit import SubmitForm

@@ -56,3 +56,24 @@ def test_clone_fills_the_form_with_the_job(srv: ServerProcess, page) -> None:
     newest = srv.get(f"/api/processing/jobs/{listed[0]['job_id']}/status").json()
     assert newest["job_id"] != job and newest["parameters"]["top"] == 7 and newest["parameters"]["column"] == "gene_id"
     assert newest["priority"] == "LOW"
+
+
+def test_the_search_box_finds_jobs_by_id_operation_or_parameters(srv: ServerProcess, page) -> None:
+    wanted = submit(srv, parameters={"column": "gene_id", "top": 3}, operation="value_counts", cache=False)
+    other = submit(srv, cache=False)
+    wait_job(srv, wanted), wait_job(srv, other)
+    page.goto(f"{srv.url}/jobs")
+    rows = page.locator(".job-table .tabulator-row")
+    expect(rows.first).to_be_visible(timeout=30_000)
+    box = page.locator(".jobs-search input")
+    box.fill(wanted)
+    box.press("Enter")
+    expect(rows).to_have_count(1, timeout=15_000)
+    expect(rows.first.locator(".tabulator-cell[tabulator-field=job_id]")).to_have_text(wanted)
+    box.fill("value_counts")
+    box.press("Enter")
+    expect(rows.first.locator(".tabulator-cell[tabulator-field=operation]")).to_have_text("value_counts",
+                                                                                            timeout=15_000)
+    box.fill('"gene_id" OR *(')  # search syntax is searched as text: no error, no match
+    box.press("Enter")
+    expect(page.get_by_text("No jobs match.")).to_be_visible(timeout=15_000)
