@@ -190,6 +190,10 @@ class Pipelines:
         return {**{k: record[k] for k in ("pipeline_id", "name", "priority", "created_at")}, "status": overall,
                 "steps": steps}
 
+    def recent(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest pipelines (id, name, created_at), newest first."""
+        return self.store.recent_pipelines(limit)
+
     async def cancel(self, pipeline_id: str) -> dict[str, Any]:
         """Cancel every step that has not finished."""
         for step in self.status(pipeline_id)["steps"]:

@@ -202,6 +202,10 @@ class Store(StoreReads, JobLogStore):
         rows = self._rows("pipelines", "SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
         return rows[0] if rows else None
 
+    def recent_pipelines(self, limit: int) -> list[dict[str, Any]]:
+        return self._rows("pipelines", "SELECT pipeline_id, name, created_at FROM pipelines "
+                          "ORDER BY created_at DESC LIMIT ?", [limit])
+
     def insert_metric(self, row: dict[str, Any]) -> None:
         with self._lock, self.db.conn:
             self.db["metrics"].insert(self._encode("metrics", row))

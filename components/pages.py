@@ -23,6 +23,7 @@ from .job_detail import JobDetail
 from .jobs import JobTable
 from .live import LiveFeed, LiveSource
 from .monitoring import MonitoringCharts
+from .pipelines import PipelineView
 from .submit import SubmitForm
 from .theme import ACCENT, CSS, SERIES_COLORS, SYSTEM_FONT, drop_font_cdn, esc
 from .wall import Wall
@@ -33,7 +34,7 @@ pn.extension("tabulator", notifications=True, design="fast",
 
 TITLE = "Distributed Processing Cluster"
 NAV = (("./", "Overview"), ("./cluster", "Cluster"), ("./jobs", "Jobs"), ("./data", "Data"),
-       ("./monitoring", "Monitoring"))
+       ("./monitoring", "Monitoring"), ("./pipelines", "Pipelines"))
 
 
 def navigation(active: str) -> pn.pane.HTML:
@@ -171,6 +172,14 @@ def monitoring_page() -> pn.template.FastListTemplate:
     return analyst_page("Monitoring", MonitoringCharts(service=service, feed=feed), feed=feed)
 
 
+def pipelines_page() -> pn.template.FastListTemplate:
+    """/pipelines — a pipeline's steps as a graph with live states (``?id=pipe_…``)."""
+    service = get_service()
+    feed = LiveFeed(service=service)
+    view = PipelineView(service=service, feed=feed, pipeline_id=query_arg("id"))
+    return analyst_page("Pipelines", card(view, "Pipeline"), feed=feed)
+
+
 def wall_page() -> pn.viewable.Viewable:
     """/wall — the kiosk view (``?panels=…``, ``?rotate=N``)."""
     rotate = query_arg("rotate")
@@ -182,4 +191,4 @@ def wall_page() -> pn.viewable.Viewable:
 
 
 PAGES = {"/": overview_page, "/cluster": cluster_page, "/jobs": jobs_page, "/data": data_page,
-         "/monitoring": monitoring_page, "/wall": wall_page}
+         "/monitoring": monitoring_page, "/pipelines": pipelines_page, "/wall": wall_page}

@@ -77,3 +77,25 @@ def test_the_search_box_finds_jobs_by_id_operation_or_parameters(srv: ServerProc
     box.fill('"gene_id" OR *(')  # search syntax is searched as text: no error, no match
     box.press("Enter")
     expect(page.get_by_text("No jobs match.")).to_be_visible(timeout=15_000)
+
+
+def test_a_pipeline_page_draws_its_steps_with_live_states(srv: ServerProcess, page) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    steps = [
+        {"name": "high", "operation": "filter", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.25,
+         "parameters": {"conditions": [{"column": "expression_level", "op": ">", "value": 40.0}]}},
+        {"name": "<b>count</b>", "operation": "aggregate", "dataset_id": "@step:high", "max_cores": 1,
+         "max_memory_gb": 0.25, "parameters": {"column": "expression_level", "operation": "count"}},
+    ]
+    bad = srv.post("/api/processing/pipelines", {"name": "x", "steps": steps})
+    assert bad.status_code == 400  # step names are plain words
+    steps[1]["name"] = "count"
+    created = srv.post("/api/processing/pipelines", {"name": "<img src=x onerror=alert(1)>", "steps": steps}).json()
+    page.goto(f"{srv.url}/pipelines?id={created['pipeline_id']}")
+    expect(page.get_by_test_id("pipeline-status")).to_have_text("completed", timeout=60_000)
+    expect(page.get_by_test_id("pipeline-step")).to_have_count(2)
+    expect(page.get_by_test_id("pipeline-name")).to_have_text("<img src=x onerror=alert(1)>")
+    expect(page.locator(".bk-Canvas, canvas").first).to_be_visible()
+    shot(page, "pipeline-page")
+    assert dialogs == []
