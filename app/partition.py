@@ -62,7 +62,7 @@ Compute = Callable[[list[Any]], Sequence[Any]]
 
 
 def write_partitions(ddf: dd.DataFrame, out_dir: Path, n_partitions: int,
-                     compute: Compute | None = None) -> dict[str, Any]:
+                     compute: Compute | None = None, count: Compute | None = None) -> dict[str, Any]:
     """Rewrite ``ddf`` as ``n_partitions`` Parquet files of equal row counts (±1 row).
 
     Two passes: one counts the rows of every input partition, then one task per output
@@ -82,13 +82,14 @@ def write_partitions(ddf: dd.DataFrame, out_dir: Path, n_partitions: int,
     if isinstance(n_partitions, bool) or not isinstance(n_partitions, int) or n_partitions < 1:
         raise InvalidRequest("n_partitions must be a positive integer")
     run = compute or (lambda objs: dask.compute(*objs))
+    run_count = count or run  # the row count first (apart, so a job's progress counts the files written)
     with GRAPH_LOCK:  # building expressions is not thread-safe (app.expr_lock)
         if ddf.index.name is not None:
             ddf = ddf.reset_index()
         counts = ddf.map_partitions(len)
         schema = arrow_schema(ddf._meta)
         columns = [str(c) for c in ddf.columns]
-    lengths = [int(n) for n in run([counts])[0].tolist()]
+    lengths = [int(n) for n in run_count([counts])[0].tolist()]
     total = sum(lengths)
     if total == 0:
         raise Unprocessable("the data has no rows to partition")

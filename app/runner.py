@@ -237,8 +237,13 @@ def _partition(client: Any, attempt: Attempt, p: Any) -> dict[str, Any]:
     attempt.stage = "compute"
     with client.as_current():
         _check_stopped(attempt)
-        info = write_partitions(ddf, out, n, lambda objs: _compute(client, attempt, objs,
-                                                                     PRIORITY_WEIGHT[attempt.priority]))
+        weight = PRIORITY_WEIGHT[attempt.priority]
+
+        def count(objs: Any) -> Any:  # annotated apart: the job's progress is its output files written
+            with dask.annotate(job=f"{attempt.annotation}/count"):
+                return _compute(client, attempt, objs, weight)
+
+        info = write_partitions(ddf, out, n, lambda objs: _compute(client, attempt, objs, weight), count)
     partitions = {
         "path": str(out), "n_partitions": info["n_partitions"], "rows": info["rows"],
         "size_bytes": info["size_bytes"], "columns": info["columns"],

@@ -97,7 +97,8 @@ class LiveFeed(param.Parameterized):
         self._subscribers.clear()
         with _feeds_lock:
             _feeds["active"] -= 1
-        log.info("session closed: live feed stopped (%d still active)", _feeds["active"])
+        # formatted here: the log's repeat filter groups lines by their text, and each count is news
+        log.info(f"session closed: live feed stopped ({_feeds['active']} still active)")
 
 
 # -- time series -------------------------------------------------------------------

@@ -16,7 +16,7 @@ from tests import fuzzing
 from tests.server import ServerProcess
 
 TOKEN = "fuzz-token-0b7e"
-EXAMPLES = 10
+EXAMPLES = 5  # per operation and phase; bench/bench_fuzz.py runs 50
 SEED = 20261128
 
 

@@ -249,3 +249,24 @@ def test_a_replaced_copy_stays_while_a_running_job_reads_it(tmp_path: Path) -> N
         pool.submit(lambda: None).result()
         assert not second.exists() and third.exists()
     store.close()
+
+
+def test_the_row_count_runs_apart_and_the_writes_are_one_task_per_file(tmp_path: Path) -> None:
+    """A partition job's progress counts its output files: the count phase goes to ``count``
+    (annotated apart by the runner), and the write phase is exactly one task per file."""
+    import dask
+
+    ddf = dd.from_pandas(pd.DataFrame({"x": range(1000)}), npartitions=5)
+    phases: list[int] = []
+
+    def count(objs: list) -> list:
+        phases.append(-len(objs))
+        return dask.compute(*objs, scheduler="sync")
+
+    def compute(objs: list) -> list:
+        phases.append(len(dask.base.collections_to_expr(objs).__dask_graph__()))
+        return dask.compute(*objs, scheduler="sync")
+
+    info = write_partitions(ddf, tmp_path / "out", 4, compute, count)
+    assert info["n_partitions"] == 4 and info["rows"] == 1000
+    assert phases == [-1, 4], phases  # one count (of every input partition), then 4 writes
