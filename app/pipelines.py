@@ -31,7 +31,7 @@ MAX_STEPS = 50
 class StepSpec(param.Parameterized):
     """One step: a job, named so later steps can refer to it."""
 
-    name = param.String(default="", doc="The step's name (letters, digits, _ . -; at most 64).")
+    name = param.String(default=None, allow_None=True, doc="The step's name (letters, digits, _ . -; at most 64).")
     operation = param.String(default="", doc="Operation name.")
     dataset_id = param.String(default="", doc="A dataset id, or '@step:<name>' for an earlier step's result dataset.")
     parameters = param.Dict(default={}, doc="The operation's parameters.")
@@ -46,7 +46,7 @@ class StepSpec(param.Parameterized):
 class PipelineRequest(param.Parameterized):
     """A pipeline: named steps, each a job, that refer to each other."""
 
-    name = param.String(default="", doc="A name for people (at most 200 characters).")
+    name = param.String(default=None, allow_None=True, doc="A name for people (at most 200 characters).")
     priority = param.Selector(default="NORMAL", objects=list(PRIORITIES), doc="Every step's priority.")
     steps = param.List(default=None, allow_None=True, item_type=dict, bounds=(1, MAX_STEPS), doc="The steps, 1–50.")
 
@@ -93,7 +93,7 @@ class Pipelines:
         req = build(PipelineRequest, body)
         if not req.steps:
             raise InvalidRequest("'steps' must list 1–50 steps", {"field": "steps"})
-        if len(req.name) > 200:
+        if len(req.name or "") > 200:
             raise InvalidRequest("'name' is at most 200 characters", {"field": "name"})
         steps = []
         for i, raw in enumerate(req.steps):
@@ -101,7 +101,7 @@ class Pipelines:
                 step = build(StepSpec, raw)
             except ProcessingError as exc:
                 raise InvalidRequest(f"steps[{i}]: {exc.message}", {"field": f"steps[{i}]", **(exc.details or {})})
-            if not NAME.fullmatch(step.name):
+            if not step.name or not NAME.fullmatch(step.name):
                 raise InvalidRequest(f"steps[{i}]: 'name' must be 1–64 letters, digits, '_', '.' or '-'",
                                      {"field": f"steps[{i}].name"})
             steps.append(step)
@@ -159,7 +159,7 @@ class Pipelines:
             raise
         steps = [{"name": s.name, "job_id": jobs[s.name], "depends_on": list(s.depends_on),
                   "dataset_id": s.dataset_id, "operation": s.operation} for s in ordered]
-        record = {"pipeline_id": pipeline_id, "name": req.name, "priority": req.priority, "created_at": utcnow(),
+        record = {"pipeline_id": pipeline_id, "name": req.name or "", "priority": req.priority, "created_at": utcnow(),
                   "steps": steps}
         self.store.insert_pipeline(record)
         return self.status(pipeline_id)
