@@ -297,7 +297,8 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
                           self.settings.result_inline_rows, started_at=self.clock(),
                           use_cache=not job.get("no_cache"), cached=self.store.cached_result,
                           kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6),
-                          max_memory_gb=float(job["max_memory_gb"] or 0), max_cores=float(job["max_cores"] or 0))
+                          max_memory_gb=float(job["max_memory_gb"] or 0), max_cores=float(job["max_cores"] or 0),
+                          threads=int(self.capacity().total_cores))
         now = iso(self.clock())
         wait = self.waiting.get(job_id)
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)

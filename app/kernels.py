@@ -37,6 +37,12 @@ import pyarrow.parquet as pq
 
 SPLIT_EVERY = 8  # partials merged per combine task
 FRAGMENT_ROWS = 1_000_000  # Parquet row groups are grouped into fragments of about this many rows
+# Whole Parquet files are bundled into one task (one DuckDB scan over several files) until
+# a bundle holds about total rows / (TASKS_PER_THREAD × the cluster's threads) rows, at
+# least MIN_BUNDLE_ROWS: fewer statements and fewer tasks, with still a few tasks per
+# thread for balance and for progress (see bench_operations).
+TASKS_PER_THREAD = 2
+MIN_BUNDLE_ROWS = 250_000
 CSV_BLOCK = 64_000_000  # bytes of CSV per fragment
 NULL_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # pandas' defaults
@@ -64,6 +70,7 @@ class Fragment:
 
     path: str
     fmt: str
+    more: tuple[str, ...] = ()  # further whole Parquet files read in the same scan (a bundle)
     row_groups: tuple[int, ...] | None = None
     offset: int = 0
     length: int | None = None  # CSV byte range; None for the whole file
@@ -77,25 +84,63 @@ def ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def where(frag: "Fragment") -> str:
+    """The fragment's file(s) for a message: a bundle names its first and how many more."""
+    return frag.path + (f" (and {len(frag.more)} more file(s))" if frag.more else "")
+
+
 # -- fragments ----------------------------------------------------------------------
 
-def fragments(files: Sequence[str], fmt: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:
-    """The fragments of a local dataset, about ``FRAGMENT_ROWS`` rows or ``CSV_BLOCK`` bytes each."""
+def fragments(files: Sequence[str], fmt: str, options: dict[str, Any], types: dict[str, str],
+              threads: int = 0) -> list[Fragment]:
+    """The fragments of a local dataset, about ``FRAGMENT_ROWS`` rows or ``CSV_BLOCK`` bytes each;
+    with ``threads`` (the cluster's), small whole Parquet files are bundled (``TASKS_PER_THREAD``)."""
     out: list[Fragment] = []
+    sized: list[tuple[Fragment, int]] = []
     for path in files:
         if fmt == "parquet":
-            out += _parquet_fragments(path, options, types)
+            sized += _parquet_fragments(path, options, types)
         elif fmt == "csv" and not _compressed(path) and os.path.getsize(path) > CSV_BLOCK:
             out += _csv_fragments(path, options, types)
         else:
             out.append(Fragment(path, fmt, options=options, types=types))
+    if sized:
+        out += _bundled(sized, threads)
     return out
 
 
-def _parquet_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:
+def _bundled(sized: list[tuple[Fragment, int]], threads: int) -> list[Fragment]:
+    """Consecutive whole-file fragments joined into bundles of about an equal share of the rows."""
+    if threads <= 0:
+        return [f for f, _ in sized]
+    total = sum(rows for _, rows in sized)
+    target = max(MIN_BUNDLE_ROWS, -(-total // (TASKS_PER_THREAD * threads)))
+    out: list[Fragment] = []
+    group: list[Fragment] = []
+    rows = 0
+    for frag, n in sized:
+        if frag.row_groups is not None or n >= target:
+            out.append(frag)
+            continue
+        if group and rows + n > target:
+            out.append(_bundle(group))
+            group, rows = [], 0
+        group.append(frag)
+        rows += n
+    if group:
+        out.append(_bundle(group))
+    return out
+
+
+def _bundle(group: list[Fragment]) -> Fragment:
+    first = group[0]
+    return Fragment(first.path, "parquet", tuple(f.path for f in group[1:]), options=first.options, types=first.types)
+
+
+def _parquet_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[tuple[Fragment, int]]:
     meta = pq.ParquetFile(path).metadata
     if meta.num_rows <= FRAGMENT_ROWS or meta.num_row_groups <= 1:
-        return [Fragment(path, "parquet", options=options, types=types)]
+        return [(Fragment(path, "parquet", options=options, types=types), meta.num_rows)]
     groups: list[list[int]] = [[]]
     rows = 0
     for i in range(meta.num_row_groups):
@@ -104,7 +149,8 @@ def _parquet_fragments(path: str, options: dict[str, Any], types: dict[str, str]
             rows = 0
         groups[-1].append(i)
         rows += meta.row_group(i).num_rows
-    return [Fragment(path, "parquet", tuple(g), options=options, types=types) for g in groups]
+    return [(Fragment(path, "parquet", row_groups=tuple(g), options=options, types=types),
+             sum(meta.row_group(i).num_rows for i in g)) for g in groups]
 
 
 def _csv_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:
@@ -166,7 +212,8 @@ def open_fragment(cur: duckdb.DuckDBPyConnection, frag: Fragment, columns: list[
     """
     cols = ", ".join(ident(c) for c in columns) if columns else "*"
     if frag.fmt == "parquet" and frag.row_groups is None:
-        source = f"read_parquet({literal(frag.path)})"
+        listed = ", ".join(literal(p) for p in (frag.path, *frag.more))
+        source = f"read_parquet([{listed}], union_by_name=true)" if frag.more else f"read_parquet({literal(frag.path)})"
     else:
         cur.register("fragment_data", _arrow(frag, columns))
         source = "fragment_data"
@@ -226,7 +273,8 @@ class Source:
         return self.cur.execute(sql, list(params)).fetchone()
 
     def arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        return self.cur.execute(sql, list(params)).to_arrow_table()
+        # a relation's Arrow output, not a DB-API result's (that one copies every row once more)
+        return self.cur.sql(sql, params=list(params) or None).to_arrow_table()
 
 
 def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
@@ -242,8 +290,8 @@ def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
         open_fragment(cur, frag, plan.columns)
         return plan.kernel(Source(cur), plan.args)
     except (pa.ArrowInvalid, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
-        where = f" (bytes from {frag.offset})" if frag.length is not None else ""
-        raise Unprocessable(f"cannot read {frag.path}{where}: {exc}", {"file": frag.path}) from None
+        span = f" (bytes from {frag.offset})" if frag.length is not None else ""
+        raise Unprocessable(f"cannot read {where(frag)}{span}: {exc}", {"file": frag.path}) from None
     finally:
         cur.close()
 
@@ -269,6 +317,11 @@ def combine(partials: list[Any], plan: KernelPlan) -> Any:
 def finish(partial: Any, plan: KernelPlan) -> Any:
     """The last task: what ``Operation.finalize`` takes."""
     return plan.finish(partial)
+
+
+def combine_finish(partials: list[Any], plan: KernelPlan) -> Any:
+    """The root of the tree: the last combine and the finish in one task."""
+    return plan.finish(plan.combine(list(partials)))
 
 
 def run_all(frags: list[Fragment], plan: KernelPlan) -> Any:
@@ -304,7 +357,7 @@ def graph(frags: list[Fragment], plan: KernelPlan, small: bool) -> Any:
     if small or len(frags) == 1:
         return OneTask(frags, plan)
     level = [dask.delayed(run_fragment, pure=False)(f, plan) for f in frags]
-    while len(level) > 1:
+    while len(level) > SPLIT_EVERY:
         level = [dask.delayed(combine, pure=False)(level[i:i + SPLIT_EVERY], plan)
                  for i in range(0, len(level), SPLIT_EVERY)]
-    return dask.delayed(finish, pure=False)(level[0], plan)
+    return dask.delayed(combine_finish, pure=False)(level, plan)  # the last combine and finish: one task

@@ -64,6 +64,7 @@ class Attempt:
     cached: Any = None  # cache key -> the newest completed job with it (the store's reader)
     max_memory_gb: float = 0.0  # the job's reservation (a SQL job's DuckDB limits)
     max_cores: float = 0.0
+    threads: int = 0  # the cluster's worker threads when the attempt started (kernel tasks per thread)
     error: BaseException | None = None  # what ended it, for the job's log (its traceback)
     stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
@@ -173,7 +174,7 @@ def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -
     files = readers.list_files(source, fmt)
     if fmt == "json" and any(readers._json_kind(f) != "lines" or kernels._compressed(f) for f in files):
         return None  # JSON arrays and compressed JSON keep the Dask reader
-    frags = kernels.fragments(files, fmt, dict(options or {}), schema)
+    frags = kernels.fragments(files, fmt, dict(options or {}), schema, attempt.threads)
     size = sum(os.path.getsize(f) for f in files)
     return plan, frags, size <= attempt.one_task_bytes
 

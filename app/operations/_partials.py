@@ -21,23 +21,30 @@ def _not_null(names: Sequence[str]) -> str:
     return " AND ".join(f"{ident(k)} IS NOT NULL" for k in names) or "TRUE"
 
 
+# the moments each statistic needs (the rest are NULL in the partial: not computed)
+NEEDS = {"count": ("n",), "sum": ("n", "s"), "mean": ("n", "s"), "var": ("n", "s", "m", "m2"),
+         "std": ("n", "s", "m", "m2"), "min": ("n", "mn", "mx"), "max": ("n", "mn", "mx")}
+
+
 def moments_sql(column: str, keys: Sequence[str], integer: bool, ordered_only: bool = False,
-                extremes: bool = True) -> str:
+                extremes: bool = True, needs: Sequence[str] = tuple(MOMENTS)) -> str:
     """Per-group moments of ``column`` over the fragment; rows with a null key are left out.
 
+    Only the moments in ``needs`` are computed (a mean needs no variance, min or max).
     ``ordered_only``: a column with no arithmetic (text, dates): counts, and min/max when
     ``extremes``.
     """
     x = ident(column)
-    select = [ident(k) for k in keys]
     if ordered_only:
         low, high = (f"min({x})", f"max({x})") if extremes else ("NULL::DOUBLE", "NULL::DOUBLE")
-        select += [f"count({x}) AS n", "NULL::DOUBLE AS s", "NULL::DOUBLE AS m", "NULL::DOUBLE AS m2",
-                   f"{low} AS mn", f"{high} AS mx"]
+        exprs = {"n": f"count({x})", "s": "NULL::DOUBLE", "m": "NULL::DOUBLE", "m2": "NULL::DOUBLE",
+                 "mn": low, "mx": high}
     else:
-        total = f"sum({x})::BIGINT" if integer else f"sum({x})::DOUBLE"
-        select += [f"count({x}) AS n", f"{total} AS s", f"avg({x})::DOUBLE AS m",
-                   f"(var_pop({x}) * count({x}))::DOUBLE AS m2", f"min({x}) AS mn", f"max({x}) AS mx"]
+        exprs = {"n": f"count({x})", "s": f"sum({x})::BIGINT" if integer else f"sum({x})::DOUBLE",
+                 "m": f"avg({x})::DOUBLE", "m2": f"(var_pop({x}) * count({x}))::DOUBLE",
+                 "mn": f"min({x})", "mx": f"max({x})"}
+    select = [ident(k) for k in keys]
+    select += [f"{exprs[name] if name in needs or name == 'n' else 'NULL::DOUBLE'} AS {name}" for name in MOMENTS]
     group = " GROUP BY ALL" if keys else ""
     return f"SELECT {', '.join(select)} FROM frag WHERE {_not_null(keys)}{group}"
 
@@ -45,7 +52,7 @@ def moments_sql(column: str, keys: Sequence[str], integer: bool, ordered_only: b
 def moments(src: Source, args: dict[str, Any]) -> pd.DataFrame:
     """The kernel: one row per group (one row in all without keys)."""
     return src.df(moments_sql(args["column"], args["keys"], args["integer"], args.get("ordered_only", False),
-                              args.get("extremes", True)))
+                              args.get("extremes", True), args.get("needs", tuple(MOMENTS))))
 
 
 def merge_moments(parts: list[pd.DataFrame], keys: Sequence[str]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import param
 from ..errors import InvalidRequest
 from ..models import required
 from ..kernels import KernelPlan
-from ._partials import median_of_counts, merge_counts, merge_moments, moments, statistic, value_counts
+from ._partials import NEEDS, median_of_counts, merge_counts, merge_moments, moments, statistic, value_counts
 from ._stats import exact_quantiles
 from .base import (Operation, Schema, as_list, jsonable, kind_of, require_column, require_kind, require_names,
                    table, unique)
@@ -97,7 +97,7 @@ class Aggregate(Operation):
         dtype = schema[p.column]
         numeric = kind_of(dtype) == "numeric"
         args = {"column": p.column, "keys": keys, "integer": numeric and "int" in dtype.lower(),
-                "ordered_only": not numeric, "extremes": p.operation in ("min", "max")}
+                "ordered_only": not numeric, "extremes": p.operation in ("min", "max"), "needs": NEEDS[p.operation]}
         return KernelPlan(columns, moments, partial(merge_moments, keys=keys),
                           partial(_from_moments, operation=p.operation, column=p.column, keys=keys), args)
 

@@ -1,0 +1,60 @@
+"""Small whole Parquet files are bundled into one task (one DuckDB scan over several
+files), and a bundle gives what the files one by one give."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask
+import pytest
+
+from app import kernels, readers
+from app.operations import get
+from tests.test_kernels import HOSTILE, close, make_frame, write
+
+CASES = [
+    ("aggregate", {"column": "expression_level", "operation": "std", "group_by": "gene_id"}),
+    ("aggregate", {"column": "count", "operation": "mean"}),
+    ("aggregate", {"column": "expression_level", "operation": "min"}),
+    ("aggregate", {"column": HOSTILE, "operation": "var"}),
+    ("aggregate", {"column": "expression_level", "operation": "median", "group_by": ["gene_id", "condition"]}),
+    ("value_counts", {"column": "gene_id", "top": 3}),
+    ("validate", {}),
+]
+
+
+def test_files_are_bundled_by_an_equal_share_of_rows(tmp_path: Path) -> None:
+    files = write(make_frame(rows=1200), tmp_path, "parquet", parts=12)
+    schema = {c["name"]: c["dtype"] for c in readers.inspect(str(tmp_path / "*"), "parquet", {})["schema"]}
+    alone = kernels.fragments(files, "parquet", {}, schema)
+    assert len(alone) == len(files) and not any(f.more for f in alone)
+    kernels_min = kernels.MIN_BUNDLE_ROWS
+    try:
+        kernels.MIN_BUNDLE_ROWS = 1  # bundle these small files by share alone
+        bundled = kernels.fragments(files, "parquet", {}, schema, threads=2)
+    finally:
+        kernels.MIN_BUNDLE_ROWS = kernels_min
+    covered = [p for f in bundled for p in (f.path, *f.more)]
+    assert covered == files  # every file once, in order
+    assert kernels.TASKS_PER_THREAD * 2 <= len(bundled) < len(files)
+    # the default floor keeps tiny datasets in one bundle
+    assert len(kernels.fragments(files, "parquet", {}, schema, threads=2)) == 1
+
+
+@pytest.mark.parametrize("op_name,params", CASES, ids=[f"{o}-{i}" for i, (o, _) in enumerate(CASES)])
+def test_a_bundle_gives_what_its_files_give(tmp_path: Path, op_name: str, params: dict) -> None:
+    files = write(make_frame(rows=900, seed=3), tmp_path, "parquet", parts=9)
+    schema = {c["name"]: c["dtype"] for c in readers.inspect(str(tmp_path / "*"), "parquet", {})["schema"]}
+    op = get(op_name)
+    p = op.parse(params, schema)
+    plan = op.plan(p, schema)
+    one_by_one = kernels.graph(kernels.fragments(files, "parquet", {}, schema), plan, small=False)
+    kernels_min = kernels.MIN_BUNDLE_ROWS
+    try:
+        kernels.MIN_BUNDLE_ROWS = 1
+        frags = kernels.fragments(files, "parquet", {}, schema, threads=2)
+    finally:
+        kernels.MIN_BUNDLE_ROWS = kernels_min
+    assert any(f.more for f in frags)
+    bundled = kernels.graph(frags, plan, small=False)
+    a, b = dask.compute(one_by_one, bundled, scheduler="sync")
+    assert close(op.finalize(a, p), op.finalize(b, p))
