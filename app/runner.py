@@ -157,8 +157,14 @@ def _sql(client: Any, attempt: Attempt, p: Any, schema: Schema, weight: int) -> 
     """A SQL job: one task over all the dataset's files (see app.operations.sql)."""
     attempt.stage = "build"
     out = str(results_dir(attempt.data_dir, attempt.job_id))
-    task = SQL.task(p, schema, attempt.read, out, attempt.inline_rows, attempt.max_memory_gb, attempt.max_cores)
-    value = _compute(client, attempt, dask.delayed(task, pure=False)(), weight)
+    task = SQL.task(p, schema, attempt.read, out, attempt.inline_rows, attempt.max_memory_gb, attempt.max_cores,
+                    attempt.annotation)
+    try:
+        value = _compute(client, attempt, dask.delayed(task, pure=False)(), weight)
+    except BaseException:
+        if attempt.stop_reason:  # cancelled or preempted: its future is gone, DuckDB runs on until interrupted
+            SQL.interrupt(client, task.key)
+        raise
     attempt.stage = "finalize"
     return SQL.outcome(value, out)
 

@@ -335,3 +335,47 @@ def test_sql_jobs_on_the_cluster_equal_pandas_and_large_results_are_datasets(ser
     assert big["result"]["rows"] == len(frame) and big["result_dataset_id"]
     page = server.get(f"/api/processing/jobs/{big['job_id']}/result?offset=0&limit=3").json()
     assert page["total"] == len(frame) and len(page["rows"]) == 3
+
+
+def test_interrupt_stops_a_running_query_and_one_that_starts_after_it(parquet_dir, tmp_path):
+    import threading
+
+    from app.operations._sql import interrupt
+
+    endless = "SELECT count(*) FROM range(10000000000000) a(x) WHERE x % 7 = 3"
+    slow = SqlTask(endless, str(parquet_dir), "parquet", {}, SCHEMA, str(tmp_path / "r"), 100, 0, 1, 3600, "job_t/1")
+    raised: list[BaseException] = []
+    thread = threading.Thread(target=lambda: raised.append(pytest.raises(Unprocessable, run, slow).value))
+    thread.start()
+    from tests.helpers import wait_until
+    from app.operations import _sql
+    wait_until(lambda: "job_t/1" in _sql._running, 30, 0.01, "the query registered")
+    assert interrupt("job_t/1") is True
+    thread.join(60)
+    assert not thread.is_alive() and "its job was stopped" in str(raised[0])
+    with pytest.raises(Unprocessable, match="its job was stopped"):  # cancelled before it started here
+        run(slow)
+    assert "job_t/1" not in _sql._running and interrupt("job_other/1") is False
+
+
+@pytest.mark.slow
+def test_cancelling_sql_jobs_interrupts_their_queries_and_frees_the_workers(server):
+    from tests.helpers import submit, wait_job, wait_status, wait_until
+
+    endless = {"query": "SELECT count(*) FROM range(10000000000000) a(x) WHERE x % 7 = 3", "timeout_s": 900}
+    jobs = [submit(server, "sql", "demo_expression", endless, max_cores=1, max_memory_gb=0.4) for _ in range(2)]
+    for job_id in jobs:
+        wait_status(server, job_id, {"running"})
+
+    def executing() -> int:
+        return sum(w["executing"] for w in server.get("/api/processing/metrics/workers").json()["workers"])
+
+    wait_until(lambda: executing() == 2, 60, 0.2, "both queries executing, one on each worker")
+    for job_id in jobs:
+        assert server.post(f"/api/processing/jobs/{job_id}/cancel").status_code == 200
+        assert wait_job(server, job_id)["status"] == "cancelled"
+    # without the interrupt both worker threads stay in DuckDB for the query's 900 s (the
+    # scheduler counts the cancelled tasks out at once): this job would wait for one
+    after = wait_job(server, submit(server, "sql", "demo_expression", {"query": "SELECT count(*) AS n FROM data"}),
+                     timeout=60)
+    assert after["status"] == "completed" and after["result"]["rows"] == [{"n": 20000}], after

@@ -12,11 +12,15 @@ kernels' shared per-thread connection, whose settings must stay open):
   off: no other file, URL, ``ATTACH``, ``COPY``, ``INSTALL``, glob or secret;
 - ``lock_configuration`` on: the query cannot ``SET`` any of it back;
 - the statement is checked again (exactly one SELECT) before it runs;
-- a timer thread calls DuckDB's ``interrupt()`` after ``timeout_s``.
+- a watcher thread calls DuckDB's ``interrupt()`` after ``timeout_s``;
+- while it runs, the connection is known by the job attempt's annotation, so cancelling the
+  job interrupts the query on its worker (:func:`interrupt`, run there by ``client.run``):
+  a cancelled Dask task's thread runs on to its end otherwise, holding the worker's thread.
 """
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import os
 import selectors
@@ -42,6 +46,11 @@ START_TIMEOUT_S = 30.0  # the planner process's start (once)
 BATCH_ROWS = 65_536
 PART_ROWS = 1_000_000  # rows per Parquet file of a result dataset
 WORKER_SHARE = 0.6  # of the worker's memory limit, at most, for DuckDB
+STOPPED_KEPT = 256  # interrupted keys remembered per worker, for a task that starts after its cancel
+
+_running: dict[str, threading.Event] = {}  # annotation -> what stops its query
+_stopped: collections.deque[str] = collections.deque(maxlen=STOPPED_KEPT)
+_registry = threading.Lock()
 
 
 class Planner:
@@ -134,6 +143,7 @@ class SqlTask:
     memory_bytes: int  # the reservation; 0 when unknown
     threads: int
     timeout_s: float
+    key: str = ""  # the job attempt's annotation: what a cancel names (see :func:`interrupt`)
 
     def __call__(self) -> dict[str, Any]:
         return run(self)
@@ -147,16 +157,21 @@ def run(task: SqlTask) -> dict[str, Any]:
         raise InvalidRequest(f"refused by the SQL sandbox: {refused[1].split(chr(10))[0]}", {"field": "query"})
     memory, threads, scratch = _limits(task)
     con = connect(f"{memory}B" if memory else "80%", threads, scratch)
+    stop, done = _register(task.key), threading.Event()
     try:
         allowed = _load(con, task)
         lock_down(con, allowed)
-        timer = threading.Timer(task.timeout_s, con.interrupt)
-        timer.daemon = True
-        timer.start()
+        watch = threading.Thread(target=_watch, args=(con, stop, done, task.timeout_s), daemon=True)
+        watch.start()
         try:
+            if stop.is_set():
+                raise duckdb.InterruptException("stopped before it ran")
             reader = con.sql(task.query).to_arrow_reader(BATCH_ROWS)
             return _collect(reader, task)
         except duckdb.InterruptException:
+            if stop.is_set():
+                raise Unprocessable("the query was interrupted: its job was stopped (cancelled or preempted)") \
+                    from None
             raise Unprocessable(f"the query ran longer than timeout_s={task.timeout_s:g} and was stopped",
                                 {"field": "timeout_s"}) from None
         except duckdb.PermissionException as exc:
@@ -164,9 +179,43 @@ def run(task: SqlTask) -> dict[str, Any]:
         except duckdb.Error as exc:
             raise Unprocessable(f"the query failed: {_first(exc)}", {"field": "query"}) from None
         finally:
-            timer.cancel()
+            done.set()
     finally:
+        with _registry:
+            _running.pop(task.key, None)
         con.close()
+
+
+def _watch(con: duckdb.DuckDBPyConnection, stop: threading.Event, done: threading.Event, timeout_s: float) -> None:
+    """Interrupt the query when its job is stopped or its time is up; again and again until the
+    run ends, since an interrupt landing between two statements is lost."""
+    if done.is_set() or (not stop.wait(timeout_s) and done.is_set()):
+        return
+    while not done.is_set():
+        con.interrupt()
+        done.wait(0.05)
+
+
+def interrupt(key: str) -> bool:
+    """Run on every worker when the job attempt ``key`` is stopped: interrupt its query if it
+    runs here (True), and stop it at once if it starts here later."""
+    with _registry:
+        _stopped.append(key)
+        stop = _running.get(key)
+    if stop is not None:
+        stop.set()
+    return stop is not None
+
+
+def _register(key: str) -> threading.Event:
+    """The event that stops the query of ``key`` (already set when ``key`` was stopped)."""
+    stop = threading.Event()
+    with _registry:
+        if key:
+            _running[key] = stop
+        if key and key in _stopped:
+            stop.set()
+    return stop
 
 
 def _first(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ import param
 
 from ..errors import InvalidRequest
 from ..models import required
-from ._sql import PLANNER, SqlTask
+from ._sql import PLANNER, SqlTask, interrupt
 from .base import Operation, Schema, table
 
 MAX_QUERY_CHARS = 20_000
@@ -68,11 +68,18 @@ class Sql(Operation):
             raise query_error(answer, query)
 
     def task(self, p: Any, schema: Schema, read: tuple[str, str, dict[str, Any]], out: str,
-             inline_rows: int, memory_gb: float, cores: float) -> SqlTask:
-        """The one task that runs the query on a worker (see :mod:`._sql`)."""
+             inline_rows: int, memory_gb: float, cores: float, key: str = "") -> SqlTask:
+        """The one task that runs the query on a worker (see :mod:`._sql`); ``key`` names the
+        job attempt, for :meth:`interrupt`."""
         source, fmt, options = read
         return SqlTask(p.query, source, fmt, dict(options or {}), dict(schema), out, inline_rows,
-                       int(memory_gb * 1e9), max(1, int(cores)), float(p.timeout_s))
+                       int(memory_gb * 1e9), max(1, int(cores)), float(p.timeout_s), key)
+
+    def interrupt(self, client: Any, key: str) -> None:
+        """Interrupt the query of job attempt ``key`` on whichever worker runs it (blocking: a
+        job thread calls it once the attempt was stopped). Cancelling the task's future alone
+        leaves DuckDB running in the worker's thread until the query ends."""
+        client.run(interrupt, key, on_error="ignore")
 
     def outcome(self, value: dict[str, Any], out: str) -> dict[str, Any]:
         """The runner's outcome: an inline table, or the result dataset ``out`` the task wrote."""
