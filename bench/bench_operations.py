@@ -4,7 +4,7 @@ can express it — alternating in one run, medians and ratios.
 
 DuckDB alone gets the same two threads as the cluster's two single-thread workers.
 
-    .venv/bin/python -m bench.bench_operations [--rows 10000000] [--runs 3]
+    .venv/bin/python -m bench.bench_operations [--rows 10000000] [--runs 3] [--only validate histogram]
 """
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ from distributed import Client
 
 from app.demo import generate_expression, write_dataset
 from bench.common import ServerProcess, median, table
+
+
+COLUMNS = ("gene_id", "sample_id", "condition", "expression_level", "p_value")
+NUMERIC = ("expression_level", "p_value")
 
 
 def cases(files: list[str], out: str) -> list[tuple[str, dict, Callable[[], Any], str | None]]:
@@ -46,14 +50,22 @@ def cases(files: list[str], out: str) -> list[tuple[str, dict, Callable[[], Any]
         return [f.isna().sum(), f.select_dtypes("number").min(), f.select_dtypes("number").max(),
                 *(f[c].nunique_approx() for c in f.columns)]
 
+    def describe() -> Any:
+        f = frame(*NUMERIC)
+        return [f.count(), f.mean(), f.std(), f.min(), f.max(), f.quantile([0.25, 0.5, 0.75])]
+
+    described = [f"count({c}), avg({c}), stddev_samp({c}), min({c}), max({c}), quantile_cont({c}, [0.25, 0.5, 0.75])"
+                 for c in NUMERIC]
     return [
         ("transform", {"transforms": [{"column": "expression_level", "fn": "zscore", "group_by": "gene_id"}]},
          zscore_by_gene,
          f"COPY (SELECT *, (expression_level - avg(expression_level) OVER w) / stddev_samp(expression_level) OVER w "
          f"AS z FROM {t} WINDOW w AS (PARTITION BY gene_id)) TO '{out}/duck_transform.parquet'"),
+        # the same profile as the service's: every column's nulls and distinct count, the numeric
+        # columns' min and max
         ("validate", {}, profile,
-         f"SELECT count(*) - count(expression_level), min(expression_level), max(expression_level), "
-         f"approx_count_distinct(gene_id), approx_count_distinct(sample_id) FROM {t}"),
+         f"SELECT count(*), {', '.join(f'count({c}), approx_count_distinct({c})' for c in COLUMNS)}, "
+         f"{', '.join(f'min({c}), max({c})' for c in NUMERIC)} FROM {t}"),
         ("aggregate", {"column": "expression_level", "operation": "mean"},
          lambda: frame("expression_level").expression_level.mean(), f"SELECT avg(expression_level) FROM {t}"),
         ("aggregate", {"column": "expression_level", "operation": "mean", "group_by": "gene_id"},
@@ -64,7 +76,10 @@ def cases(files: list[str], out: str) -> list[tuple[str, dict, Callable[[], Any]
          f"SELECT sample_id, count(*) c FROM {t} GROUP BY 1 ORDER BY c DESC LIMIT 20"),
         ("histogram", {"column": "expression_level", "bins": 50, "range": [0, 500]},
          lambda: da.histogram(frame("expression_level").expression_level.to_dask_array(), bins=50, range=(0, 500)),
-         None),
+         f"SELECT floor((expression_level - 0) / 10)::INT AS bin, count(*) FROM {t} "
+         f"WHERE expression_level BETWEEN 0 AND 500 GROUP BY 1"),
+        ("describe", {}, describe,
+         f"SELECT {', '.join(described)} FROM {t}"),
         ("correlation", {"columns": ["expression_level", "p_value"], "method": "pearson"},
          lambda: frame("expression_level", "p_value").corr(), f"SELECT corr(expression_level, p_value) FROM {t}"),
         ("differential_expression", {"feature_column": "gene_id", "group_column": "condition", "a": "control",
@@ -96,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, help="run these operations only")
     args = parser.parse_args()
     try:
         import duckdb
@@ -113,6 +129,8 @@ def main() -> None:
         client = Client(srv.get("/api/processing/cluster/status").json()["scheduler_address"], set_as_default=False)
         con = duckdb.connect(config={"threads": 2}) if duckdb else None
         for op, params, direct, sql in cases(files, str(Path(srv.data_dir) / "bench-out")):
+            if args.only and op not in args.only:
+                continue
             service_t, dask_t, duck_t = [], [], []
             for _ in range(args.runs):
                 service_t.append(timed(lambda: via_service(srv, op, params)))

@@ -272,3 +272,36 @@ TRANSFORMS = [
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_transform_adds_what_the_dask_graph_adds(tmp_path: Path, fmt: str) -> None:
     written_rows("transform", TRANSFORMS, tmp_path / "data", fmt)
+
+
+def test_validate_bottom_hashes_equal_a_full_distinct(tmp_path: Path) -> None:
+    """Validate's thresholded distinct hashes are exactly the bottom 4,096 of a full DISTINCT,
+    for columns of every cardinality (the threshold holds, or the rerun without it)."""
+    from app.operations import validate
+
+    rng = np.random.default_rng(3)
+    rows = 40_000
+    floats = rng.normal(size=rows)
+    floats[::7] = np.nan
+    frame = pd.DataFrame({
+        "unique": floats,  # NaN counts as one value, as in a full DISTINCT
+        "twice": np.repeat(np.arange(rows // 2), 2).astype("float64"),  # enough survive the threshold
+        "some": rng.integers(0, 6_000, rows),  # too few survive: rerun without it
+        HOSTILE: rng.choice(np.array(["a", "β", "c c"], dtype=object), rows),
+        "none": pd.Series([None] * rows, dtype="float64"),
+    })
+    frame.loc[frame.index % 5 == 0, "unique"] = None
+    path = tmp_path / "v.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=10_000)
+    cur = kernels.connection().cursor()
+    kernels.open_fragment(cur, kernels.Fragment(str(path), "parquet"), list(frame))
+    src = kernels.Source(cur)
+    present = [int(frame[c].notna().sum()) for c in frame]
+    got = validate._bottom_hashes(src, list(frame), present)
+    for column, hashes in zip(frame, got):
+        x = kernels.ident(column)
+        want = cur.execute(f"SELECT DISTINCT hash({x}) AS h FROM frag WHERE {x} IS NOT NULL ORDER BY h "
+                           f"LIMIT {validate.DISTINCT_K}").fetchnumpy()["h"]
+        assert np.array_equal(hashes, np.asarray(want, dtype="uint64")), column
+    assert [len(h) for h in got] == [validate.DISTINCT_K] * 3 + [3, 0]
+    cur.close()

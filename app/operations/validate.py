@@ -156,10 +156,41 @@ def _profile(src: Source, args: dict[str, Any]) -> dict[str, Any]:
     parts += [f"min({ident(c)})" for c in ordered] + [f"max({ident(c)})" for c in ordered]
     row = src.row(f"SELECT {', '.join(parts)} FROM frag")
     k = len(ordered)
-    hashes = [src.df(f"SELECT DISTINCT hash({ident(c)}) AS h FROM frag WHERE {ident(c)} IS NOT NULL "
-                     f"ORDER BY h LIMIT {DISTINCT_K}")["h"].to_numpy(dtype="uint64") for c in cols]
-    return {"rows": row[0], "present": list(row[1:1 + len(cols)]), "low": list(row[1 + len(cols):1 + len(cols) + k]),
-            "high": list(row[1 + len(cols) + k:]), "hashes": hashes}
+    present = list(row[1:1 + len(cols)])
+    return {"rows": row[0], "present": present, "low": list(row[1 + len(cols):1 + len(cols) + k]),
+            "high": list(row[1 + len(cols) + k:]), "hashes": _bottom_hashes(src, cols, present)}
+
+
+def _bottom_hashes(src: Source, cols: list[str], present: list[int]) -> list[np.ndarray]:
+    """Each column's DISTINCT_K smallest distinct hashes (all of them when fewer), exactly.
+
+    A full DISTINCT over a column of mostly distinct values is a hash table of every row;
+    instead, keep only hashes below a threshold where about 3 × DISTINCT_K of them should
+    fall if the values are distinct (every distinct hash below the threshold is kept, so
+    when DISTINCT_K or more survive, their smallest DISTINCT_K are the exact answer). A
+    column with fewer survivors (many repeated values: its full DISTINCT is small) runs again
+    without the threshold. One statement for all columns, one more for any rerun.
+    """
+    limits = [None if n <= 3 * DISTINCT_K else int(3 * DISTINCT_K / n * 2.0**64) for n in present]
+    out = _distinct_hashes(src, list(enumerate(cols)), limits)
+    again = [(i, c) for i, c in enumerate(cols) if limits[i] is not None and len(out[i]) < DISTINCT_K]
+    if again:
+        out.update(_distinct_hashes(src, again, [None] * len(cols)))
+    return [out[i] for i in range(len(cols))]
+
+
+def _distinct_hashes(src: Source, columns: list[tuple[int, str]], limits: list[int | None]) -> dict[int, np.ndarray]:
+    """{column index: its smallest distinct hashes (below its limit, when it has one), sorted}."""
+    selects, params = [], []
+    for i, column in columns:
+        x = ident(column)
+        below = f" AND hash({x}) < ?" if limits[i] is not None else ""
+        params += [limits[i]] if limits[i] is not None else []
+        selects.append(f"(SELECT {i} AS col, h FROM (SELECT DISTINCT hash({x}) AS h FROM frag "
+                       f"WHERE {x} IS NOT NULL{below} ORDER BY h LIMIT {DISTINCT_K}))")
+    got = src.cur.execute(" UNION ALL ".join(selects), params).fetchnumpy()
+    col, h = np.asarray(got["col"]), np.asarray(got["h"], dtype="uint64")
+    return {i: np.sort(h[col == i]) for i, _ in columns}
 
 
 def _merge_profiles(parts: list[dict[str, Any]], ordered: list[str]) -> dict[str, Any]:
