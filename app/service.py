@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cloudpickle
 
-from . import progress
+from . import progress, task_warnings
 from .cluster import RUNNING, ClusterManager
 from .datasets import DatasetRegistry
 from .jobs import INCIDENT_WINDOW_S, JobEngine
@@ -130,6 +130,10 @@ class ProcessingService:
             await self.cluster.client.register_plugin(progress.JobProgressPlugin())  # type: ignore[union-attr]
         except Exception:
             log.warning("could not install the progress plugin; progress will be coarse", exc_info=True)
+        try:  # warnings raised in jobs' tasks, into their logs
+            await task_warnings.WarningLog(self.store.log_job).attach(self.cluster.client, self.cluster.mode != "local")
+        except Exception:
+            log.warning("could not install the task warnings plugin; task warnings stay on the workers", exc_info=True)
 
     async def stop_cluster(self) -> bool:
         """Stop the cluster; running jobs go back to the queue (outcome ``cluster_stopped``)."""
