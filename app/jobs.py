@@ -394,12 +394,9 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
     def _forget(self, job_id: str) -> None:
         self.pending.pop(job_id, None)
         self.waiting.pop(job_id, None)
-        client = self.cluster.client
-        if client is not None and not self._stopping:
-            from .progress import forget_job
-
-            # every attempt, including ones too short for any sample to have seen them
-            asyncio.get_running_loop().create_task(_quiet(client.run_on_scheduler(forget_job, job=job_id + "/")))
+        if not self._stopping:
+            # every attempt's counts, including ones too short for any sample to have seen them
+            self.sampler.forget_job(job_id)
 
     # -- progress ------------------------------------------------------------------
     def _on_sample(self, snap: dict[str, Any]) -> None:
@@ -453,10 +450,3 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         self._end_attempt(attempt, "failed", message)
         self._finish(job_id, "failed", error={"type": "MemoryLimit", "message": message})
         self.kick()
-
-
-async def _quiet(coro: Any) -> None:
-    try:
-        await coro
-    except Exception:
-        log.debug("scheduler call failed", exc_info=True)

@@ -207,6 +207,7 @@ class Sampler:
         self._prev_done: tuple[float, int] | None = None
         self._cpu = WorkerCpu()
         self._wake = asyncio.Event()
+        self._forget: set[str] = set()  # ended jobs whose counts the plugin drops at the next read
 
     def start(self) -> None:
         if self._task is None:
@@ -239,6 +240,11 @@ class Sampler:
                 pass
             self._wake.clear()
 
+    def forget_job(self, job_id: str) -> None:
+        """An ended job: the progress plugin drops its counts (every attempt's) with the next
+        read, one scheduler call for every job that ended since."""
+        self._forget.add(job_id)
+
     async def _read(self, now: float) -> dict[str, Any]:
         if self.cluster.running:
             self.queries += 1
@@ -254,8 +260,11 @@ class Sampler:
         progress = None
         try:
             self.queries += 1
-            progress = await self.cluster.client.run_on_scheduler(read_snapshot)  # type: ignore[union-attr]
+            forget, self._forget = sorted(self._forget), set()
+            progress = await self.cluster.client.run_on_scheduler(  # type: ignore[union-attr]
+                read_snapshot, forget=[job + "/" for job in forget])
         except Exception:
+            self._forget.update(forget)  # dropped at the next read that works
             log.debug("progress plugin not readable", exc_info=True)
         snap = {"ts": now, "timestamp": iso(now), "status": self.cluster.state, "workers": workers,
                 **summarize(workers)}

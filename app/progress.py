@@ -76,16 +76,27 @@ class JobProgressPlugin(SchedulerPlugin):
             },
         }
 
+    def forget_all(self, prefixes: list[str] | tuple[str, ...]) -> None:
+        """``forget`` for many jobs in one pass over the entries."""
+        ended = {p.split("/", 1)[0] for p in prefixes}
+        for job in [job for job in self.jobs if job.split("/", 1)[0] in ended]:
+            del self.jobs[job]
+
     def forget(self, prefix: str) -> None:
         """Drop the entries of every attempt whose annotation starts with ``prefix``."""
         for job in [job for job in self.jobs if job.startswith(prefix)]:
             del self.jobs[job]
 
 
-def read_snapshot(dask_scheduler: Any) -> dict[str, Any] | None:
-    """Run on the scheduler: the plugin's counts, or None when not installed."""
+def read_snapshot(dask_scheduler: Any, forget: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Run on the scheduler: drop the entries of ended jobs (annotation prefixes ``job_id/``),
+    then the plugin's counts; None when not installed."""
     plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
-    return plugin.snapshot() if plugin is not None else None
+    if plugin is None:
+        return None
+    if forget:
+        plugin.forget_all(forget)
+    return plugin.snapshot()
 
 
 def forget_job(dask_scheduler: Any, job: str) -> None:

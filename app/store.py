@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import sqlite_utils
 
+from .job_records import JobRecords
 from .lifecycle import TERMINAL
 from .store_log import JobLogStore
 from .store_reads import ReadPool, StoreReads, decode
@@ -46,6 +47,7 @@ class Store(StoreReads, JobLogStore):
         self._closed = False
         self._dataset_rows: dict[str, dict[str, Any]] = {}  # raw rows; the store is their only writer
         self._job_end_listeners: list[JobEndListener] = []
+        self._records = JobRecords()  # live and recent jobs, written through (see app.job_records)
         self.db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives a killed process (not a power cut).
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -117,10 +119,20 @@ class Store(StoreReads, JobLogStore):
             self.db.conn.executemany(
                 f"INSERT INTO jobs ({', '.join(f'[{c}]' for c in names)}) VALUES ({', '.join('?' * len(names))})",
                 values)
+        with self._lock:  # committed: now readable from memory
+            for row in rows:
+                self._records.inserted(row)
         return rows
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        rows = self._rows("jobs", "SELECT * FROM jobs WHERE job_id = ?", [job_id])
+        """The job's row: from memory when this process holds it, else from SQLite."""
+        with self._lock:
+            held = self._records.get(job_id)
+            if held is not None:
+                return held
+            rows = self._rows("jobs", "SELECT * FROM jobs WHERE job_id = ?", [job_id])
+            if rows:
+                self._records.loaded(rows[0])
         return rows[0] if rows else None
 
     def update_job(self, job_id: str, **values: Any) -> None:
@@ -128,6 +140,7 @@ class Store(StoreReads, JobLogStore):
         values["updated_at"] = utcnow()
         with self._lock:  # the write and who hears of it, in one hold (see watch_job_ends)
             self._update("jobs", job_id, values)
+            self._records.updated(job_id, values)
             listeners = list(self._job_end_listeners) if values.get("status") in TERMINAL else []
             ended = self._rows("jobs", "SELECT job_id, status, created_at, started_at, completed_at FROM jobs "
                                        "WHERE job_id = ?", [job_id]) if listeners else []

@@ -62,3 +62,16 @@ def test_every_attempt_of_a_job_is_forgotten_including_unsampled_ones(client):
     assert not [j for j in jobs if j.startswith("job_b/")]
     assert "job_bb/1" in jobs
     client.run_on_scheduler(forget_job, job="job_bb/")
+
+
+def test_the_sampler_read_drops_every_ended_job_in_one_call(client):
+    from app.progress import read_snapshot
+
+    for n in (1, 2):
+        run_job(client, f"job_c/{n}", n)
+    run_job(client, "job_cc/1", 5)
+    run_job(client, "job_d/1", 6)
+    snap = client.run_on_scheduler(read_snapshot, forget=["job_c/", "job_d/"])
+    assert not [j for j in snap["jobs"] if j.startswith(("job_c/", "job_d/"))]
+    assert "job_cc/1" in snap["jobs"] and "job_cc/1" in plugin_jobs(client)
+    client.run_on_scheduler(forget_job, job="job_cc/")
