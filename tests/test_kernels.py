@@ -265,6 +265,8 @@ TRANSFORMS = [
     {"transforms": [{"column": "count", "fn": "minmax"}, {"column": HOSTILE, "fn": "log1p", "output": "l"},
                     {"column": "expression_level", "fn": "zscore"}]},
     {"transforms": [{"column": "expression_level", "fn": "minmax", "group_by": "condition", "output": "m m"}]},
+    {"transforms": [{"column": HOSTILE, "fn": "zscore", "group_by": "count"},  # integer keys, some one-row groups
+                    {"column": "count", "fn": "minmax", "group_by": "expression_level"}]},  # float keys, nulls
 ]
 
 

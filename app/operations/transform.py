@@ -4,7 +4,8 @@ Every transform is one partition-wise step, so rows never move. The global (or
 per-group) statistics a transform needs are lazy Dask values handed to that
 step: mean/std or min/max as Dask scalars (per group: a small one-partition
 aggregate), and for ``rank`` the value-count table of ``_stats`` (exact, ties
-get the average rank as in pandas ``rank(method="average")``).
+get the average rank as in pandas ``rank(method="average")``). The kernels keep each
+fragment as Arrow: its other columns are written with the types they were read with.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import param
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import InvalidRequest
 from ..kernels import KernelPlan, Source
@@ -175,12 +177,46 @@ def _pair(merged: pd.DataFrame, fn: str, keys: list[str]) -> tuple:
 
 
 def _transformed(src: Source, args: dict[str, Any]) -> pa.Table:
-    """This fragment's rows with every transform's column, in order."""
-    part = src.arrow("SELECT * FROM frag").to_pandas()
+    """This fragment's rows with every transform's column, in order.
+
+    The rows stay Arrow (no pandas frame of the whole fragment): each new column is
+    numpy over the one input column, a group's statistics found by ``pc.index_in`` on
+    its key. A null (or NaN) result is a null, as ``Table.from_pandas`` writes it.
+    """
+    table = src.cur.sql("SELECT * FROM frag").to_arrow_table()
     stats = iter(args.get("before", []))
     for t in args["transforms"]:
-        part = _apply(part, t, *(next(stats) if t["fn"] in ("zscore", "minmax") else ()))
-    return pa.Table.from_pandas(part, preserve_index=False)
+        out = _column(table, t, *(next(stats) if t["fn"] in ("zscore", "minmax") else ()))
+        table = table.append_column(t["output"], pa.array(out, type=pa.float64(), from_pandas=True))
+    return table
+
+
+def _column(table: pa.Table, t: dict, *stats: Any) -> np.ndarray:
+    """``_apply``'s new column for an Arrow table."""
+    fn, key = t["fn"], t["group_by"]
+    x = pc.cast(table[t["column"]], pa.float64()).to_numpy()  # nulls become NaN
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if fn in _LOGS:
+            return _LOGS[fn](x)
+        if key:
+            a, b = _per_row(table[key], stats[0])
+        else:
+            a, b = float(stats[0]), float(stats[1])
+        return (x - a) / b if fn == "zscore" else (x - a) / (b - a)
+
+
+def _per_row(keys: pa.ChunkedArray, per_group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group statistics (NaN for a null key or a group without statistics)."""
+    try:
+        known = pa.array(per_group.index.to_numpy(), from_pandas=True).cast(keys.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # keys Arrow cannot compare as they are
+        per_row = lookup(pd.DataFrame({per_group.index.name: keys.to_pandas()}), per_group)
+        return per_row["__a"].to_numpy(dtype="float64"), per_row["__b"].to_numpy(dtype="float64")
+    where = pc.index_in(keys, value_set=known)
+    found = pc.is_valid(where).to_numpy(zero_copy_only=False)
+    at = pc.fill_null(where, 0).to_numpy(zero_copy_only=False)
+    return tuple(np.where(found, per_group[c].to_numpy(dtype="float64")[at], np.nan) if len(per_group)
+                 else np.full(len(keys), np.nan) for c in ("__a", "__b"))
 
 
 def _only(value: Any) -> Any:
