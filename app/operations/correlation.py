@@ -111,15 +111,44 @@ _PAIR = ["n", "mx", "my", "sxx", "syy", "sxy"]
 
 
 def _comoments(src: Source, pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    """Per pair (x, y) over the rows where both are present: n, means, centred sums."""
-    parts = []
+    """Per pair (x, y) over the rows where both are present: n, means, centred sums.
+
+    A pair whose columns hold no null in this fragment (and every (x, x) pair) takes its
+    complete rows to be the columns' own present rows: each column's count, mean and
+    variance once, and one covariance per such pair, instead of six regr_* aggregates per pair.
+    """
+    columns = list(dict.fromkeys(c for pair in pairs for c in pair))
+    counts = src.row(f"SELECT count(*), {', '.join(f'count({ident(c)})' for c in columns)} FROM frag")
+    present = dict(zip(columns, counts[1:]))
+    full = {c for c, n in present.items() if n == counts[0]}
+    exprs: list[str] = []
+    at: dict[str, int] = {}
+
+    def slot(expr: str) -> int:
+        if expr not in at:
+            at[expr] = len(exprs)
+            exprs.append(expr)
+        return at[expr]
+
+    plans = []
     for x, y in pairs:
         a, b = ident(x), ident(y)
-        parts.append(f"regr_count({a}, {b}), regr_avgy({a}, {b}), regr_avgx({a}, {b}), "
-                     f"regr_syy({a}, {b}), regr_sxx({a}, {b}), regr_sxy({a}, {b})")
-    row = src.row(f"SELECT {', '.join(parts)} FROM frag")
-    values = np.array([np.nan if v is None else float(v) for v in row], dtype="float64").reshape(len(pairs), 6)
-    frame = pd.DataFrame(values, columns=_PAIR)
+        if x == y or (x in full and y in full):
+            mx, my = slot(f"avg({a})"), slot(f"avg({b})")
+            vx, vy = slot(f"var_pop({a})"), slot(f"var_pop({b})")
+            cov = vx if x == y else slot(f"covar_pop({a}, {b})")
+            plans.append((float(present[x]), mx, my, vx, vy, cov, True))
+        else:
+            plans.append((*(slot(f"{f}({a}, {b})") for f in ("regr_count", "regr_avgy", "regr_avgx", "regr_syy",
+                                                           "regr_sxx", "regr_sxy")), False))
+    row = [np.nan if v is None else float(v) for v in src.row(f"SELECT {', '.join(exprs)} FROM frag")]
+    values = []
+    for n, mx, my, sxx, syy, sxy, scaled in plans:
+        if scaled:  # population (co)variances times n are the centred sums
+            values.append([n, row[mx], row[my], row[sxx] * n, row[syy] * n, row[sxy] * n])
+        else:
+            values.append([row[n], row[mx], row[my], row[sxx], row[syy], row[sxy]])
+    frame = pd.DataFrame(np.array(values, dtype="float64").reshape(len(pairs), 6), columns=_PAIR)
     frame["pair"] = range(len(pairs))
     return frame
 
