@@ -100,8 +100,8 @@ def fragments(files: Sequence[str], fmt: str, options: dict[str, Any], types: di
     for path in files:
         if fmt == "parquet":
             sized += _parquet_fragments(path, options, types)
-        elif fmt == "csv" and not _compressed(path) and os.path.getsize(path) > CSV_BLOCK:
-            out += _csv_fragments(path, options, types)
+        elif fmt in ("csv", "json") and not _compressed(path) and os.path.getsize(path) > CSV_BLOCK:
+            out += _csv_fragments(path, options, types) if fmt == "csv" else _json_fragments(path, options, types)
         else:
             out.append(Fragment(path, fmt, options=options, types=types))
     if sized:
@@ -162,6 +162,12 @@ def _csv_fragments(path: str, options: dict[str, Any], types: dict[str, str]) ->
     starts = range(len(header), size, CSV_BLOCK)
     return [Fragment(path, "csv", offset=o, length=CSV_BLOCK, header=header, options=options, types=types)
             for o in starts]
+
+
+def _json_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:
+    """A big JSON-lines file in byte ranges (a range holds the lines that start inside it)."""
+    return [Fragment(path, "json", offset=o, length=CSV_BLOCK, options=options, types=types)
+            for o in range(0, os.path.getsize(path), CSV_BLOCK)]
 
 
 def _compressed(path: str) -> bool:
@@ -225,11 +231,25 @@ def _arrow(frag: Fragment, columns: list[str]) -> pa.Table:
         return pq.ParquetFile(frag.path).read_row_groups(list(frag.row_groups or ()), columns=columns or None)
     if frag.fmt == "csv":
         return _csv_table(frag, columns)
-    from .readers import _json_part, _json_plan, reader_options
+    return _json_lines(frag, columns)
+
+
+def _json_lines(frag: Fragment, columns: list[str]) -> pa.Table:
+    """A JSON-lines file or byte range straight to Arrow, with the schema the dataset reads with."""
+    from dask.bytes.core import read_block
+
+    from .readers import _json_plan, _json_table, reader_options
 
     _, schema = _json_plan(frag.path, reader_options("json", frag.options, frag.path), 1 << 20)
-    frame = _json_part((frag.path, "lines", 0, None), schema)
-    return pa.Table.from_pandas(frame[columns] if columns else frame, preserve_index=False)
+    with open(frag.path, "rb") as f:
+        data = f.read() if frag.length is None else read_block(f, frag.offset, frag.length, delimiter=b"\n")
+    table = _json_table(data, frag.path, schema) if data.strip() else schema.empty_table()
+    table = table.select(columns) if columns else table
+    for i, name in enumerate(table.column_names):  # a field null on every line reads as text: type it
+        want = _ARROW_TYPES.get(frag.types.get(name, ""))
+        if want is not None and table.column(i).type != want and table.column(i).null_count == table.num_rows:
+            table = table.set_column(i, name, pa.nulls(table.num_rows, want))
+    return table
 
 
 _ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "boolean": pa.bool_(),

@@ -1,5 +1,6 @@
 """Small whole Parquet files are bundled into one task (one DuckDB scan over several
-files), and a bundle gives what the files one by one give."""
+files), and a bundle gives what the files one by one give; a big JSON-lines file is
+read in byte ranges, and the ranges give what the whole file gives."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 
 from app import kernels, readers
 from app.operations import get
-from tests.test_kernels import HOSTILE, close, make_frame, write
+from tests.test_kernels import HOSTILE, both_paths, close, make_frame, write
 
 CASES = [
     ("aggregate", {"column": "expression_level", "operation": "std", "group_by": "gene_id"}),
@@ -58,3 +59,17 @@ def test_a_bundle_gives_what_its_files_give(tmp_path: Path, op_name: str, params
     bundled = kernels.graph(frags, plan, small=False)
     a, b = dask.compute(one_by_one, bundled, scheduler="sync")
     assert close(op.finalize(a, p), op.finalize(b, p))
+
+
+def test_a_big_json_lines_file_splits_into_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "CSV_BLOCK", 3_000)
+    frame = make_frame(2000)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    frame.to_json(folder / "one.jsonl", orient="records", lines=True)
+    frags = kernels.fragments([str(folder / "one.jsonl")], "json", {}, {c: "float64" for c in frame})
+    assert len(frags) > 10 and all(f.length for f in frags)
+    for params in ({"column": "expression_level", "operation": "mean", "group_by": "gene_id"},
+                   {"column": "count", "operation": "median"}, {"column": "empty", "operation": "count"}):
+        one, tree, reference = both_paths("aggregate", params, folder, "json")
+        assert close(one, reference) and close(tree, reference), params
