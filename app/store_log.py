@@ -1,5 +1,6 @@
 """Each job's log: timestamped lines the engine writes as the job moves (queued, started,
-each attempt's outcome, retries, preemption, cancellation, completion), read by ``since``.
+each attempt's outcome, retries, preemption, cancellation, completion), read by ``since``;
+and the completion webhooks still owed (``webhook_deliveries``), so a restart resumes them.
 
 A mixin of :class:`app.store.Store`: writes take the store's one writer lock; reads go
 to its read pool.
@@ -50,3 +51,36 @@ class JobLogStore:
                 "ORDER BY id LIMIT ?", [job_id, since, limit]).fetchall()
         return [{"id": r[0], "timestamp": r[1], "level": r[2], "event": r[3], "message": r[4],
                  "details": json.loads(r[5]) if r[5] else {}} for r in rows]
+
+    # -- completion webhooks owed (app.webhooks) -------------------------------------------
+    def add_delivery(self, job_id: str, url: str) -> None:
+        """Owe ``job_id``'s webhook to ``url`` (once: a job ends once)."""
+        now = time.time()
+        with self._lock, self.db.conn:
+            self.db.execute("INSERT OR IGNORE INTO webhook_deliveries (job_id, url, attempts, next_at, created_at) "
+                            "VALUES (?, ?, 0, ?, ?)", [job_id, url, now, now])
+
+    def delivery_tried(self, job_id: str, attempts: int, next_at: float) -> None:
+        """A failed try: ``attempts`` made so far, the next one due at ``next_at`` (epoch seconds)."""
+        with self._lock, self.db.conn:
+            self.db.execute("UPDATE webhook_deliveries SET attempts = ?, next_at = ? WHERE job_id = ?",
+                            [attempts, next_at, job_id])
+
+    def end_delivery(self, job_id: str) -> None:
+        """Delivered, given up or refused: no longer owed."""
+        with self._lock, self.db.conn:
+            self.db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", [job_id])
+
+    def delivery(self, job_id: str) -> dict[str, Any] | None:
+        """What is owed for ``job_id``: ``url``, ``attempts`` made, ``next_at``; None if nothing."""
+        with self._lock:
+            row = self.db.execute("SELECT url, attempts, next_at FROM webhook_deliveries WHERE job_id = ?",
+                                  [job_id]).fetchone()
+        return {"url": row[0], "attempts": int(row[1] or 0), "next_at": float(row[2] or 0)} if row else None
+
+    def pending_deliveries(self, limit: int = 10_000) -> list[str]:
+        """Jobs whose webhook is still owed, the oldest first."""
+        with self._lock:
+            rows = self.db.execute("SELECT job_id FROM webhook_deliveries ORDER BY created_at LIMIT ?",
+                                   [limit]).fetchall()
+        return [r[0] for r in rows]

@@ -18,6 +18,7 @@ JSON_COLUMNS = {
     "metrics": ("queue",),
     "job_log": ("details",),
     "pipelines": ("steps",),
+    "webhook_deliveries": (),
 }
 
 SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
@@ -42,6 +43,11 @@ SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
         {"id": int, "job_id": str, "ts": float, "timestamp": str, "level": str, "event": str, "message": str,
          "details": str},
         "id",
+    ),
+    # webhooks owed for ended jobs, until delivered or given up: resumed after a restart
+    "webhook_deliveries": (
+        {"job_id": str, "url": str, "attempts": int, "next_at": float, "created_at": float},
+        "job_id",
     ),
     "attempts": (
         {"id": int, "job_id": str, "number": int, "started_at": str, "ended_at": str,

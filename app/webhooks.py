@@ -6,6 +6,10 @@ Job ends are heard through :meth:`app.store.Store.watch_job_ends`, from any thre
 delivery is an asyncio task on the server loop, so nothing waits for a receiver. Failures
 are retried with exponential backoff; each failure and the outcome go to the job's log.
 URLs pass the remote-URL policy of dataset sources (:func:`app.sources.check_remote`).
+
+A delivery owed is a row of the store (``webhook_deliveries``: the URL, the tries made, when
+the next is due), written as the job's end is heard and deleted once delivered or given
+up; ``start`` resumes every row left by a server that stopped or was killed meanwhile.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -78,13 +83,16 @@ class WebhookSender:
         self._stopping = False
 
     def start(self) -> None:
-        """Hear every job end from now on (jobs that ended before are not notified again)."""
+        """Hear every job end from now on, and resume the deliveries a previous run left owed."""
         self._loop = asyncio.get_running_loop()
         self._client = AsyncHTTPClient(force_instance=True)
         self.store.watch_job_ends(self._ended, lambda: None)
+        for job_id in self.store.pending_deliveries():
+            self.store.log_job(job_id, "webhook_resumed", "webhook delivery resumed after a server restart")
+            self._schedule(job_id)
 
     async def stop(self) -> None:
-        """Cancel deliveries in flight (they are not resumed on the next start)."""
+        """Cancel deliveries in flight (still owed in the store: the next start resumes them)."""
         self._stopping = True
         for task in list(self._tasks):
             task.cancel()
@@ -93,9 +101,16 @@ class WebhookSender:
             self._client.close()
 
     def _ended(self, row: dict[str, Any]) -> None:
-        """A job reached a terminal status (called from the writing thread, any thread)."""
-        if self._loop is not None and not self._stopping:
-            self._loop.call_soon_threadsafe(self._schedule, row["job_id"])
+        """A job reached a terminal status (called from the writing thread, any thread): owe its
+        webhook in the store at once, then deliver it from the loop."""
+        if self._loop is None or self._stopping:
+            return
+        job = self.store.get_job(row["job_id"])
+        url = (job or {}).get("notify_url") or self.settings.webhook_url
+        if not url:
+            return
+        self.store.add_delivery(row["job_id"], url)
+        self._loop.call_soon_threadsafe(self._schedule, row["job_id"])
 
     def _schedule(self, job_id: str) -> None:
         if self._stopping:
@@ -105,22 +120,29 @@ class WebhookSender:
         task.add_done_callback(self._tasks.discard)
 
     async def deliver(self, job_id: str) -> bool:
-        """POST the job's status to its URL, retrying with backoff; True once a receiver took it."""
+        """POST the job's status to the URL owed, retrying with backoff from the tries already made
+        (before a restart too); True once a receiver took it. The debt ends either way."""
+        owed = self.store.delivery(job_id)
         job = self.store.get_job(job_id)
-        url = (job or {}).get("notify_url") or self.settings.webhook_url
-        if not job or not url:
+        if owed is None or job is None:
+            self.store.end_delivery(job_id)
             return False
+        url, done = owed["url"], owed["attempts"]
         loop = asyncio.get_running_loop()
         try:  # again at delivery: the host may resolve elsewhere than at submit
             await loop.run_in_executor(None, check_url, url, policy_of(self.settings))
         except InvalidRequest as exc:
             self.store.log_job(job_id, "webhook_failed", f"webhook not sent: {exc.message}", "error", {"url": url})
+            self.store.end_delivery(job_id)
             return False
+        await asyncio.sleep(max(0.0, owed["next_at"] - time.time()))  # a retry's wait left over from before
         body = json.dumps(json_safe(self.status(job_id)), default=str).encode()
-        tries, wait = self.settings.webhook_tries, self.settings.webhook_backoff_s
-        for attempt in range(1, tries + 1):
-            problem = await self._post(url, body, job["status"] if job else "")
+        tries = self.settings.webhook_tries
+        wait = self.settings.webhook_backoff_s * 2 ** done
+        for attempt in range(done + 1, tries + 1):
+            problem = await self._post(url, body, job["status"])
             if problem is None:
+                self.store.end_delivery(job_id)
                 self.store.log_job(job_id, "webhook_delivered", f"webhook delivered to {url} (attempt {attempt})",
                                    details={"url": url, "attempt": attempt})
                 return True
@@ -129,9 +151,12 @@ class WebhookSender:
                                f"webhook to {url} failed (attempt {attempt} of {tries}): {problem}"
                                + ("; giving up" if last else f"; retrying in {wait:g} s"),
                                "error" if last else "warning", {"url": url, "attempt": attempt, "problem": problem})
-            if not last:
-                await asyncio.sleep(wait)
-                wait *= 2
+            if last:
+                break
+            self.store.delivery_tried(job_id, attempt, time.time() + wait)
+            await asyncio.sleep(wait)
+            wait *= 2
+        self.store.end_delivery(job_id)
         return False
 
     async def _post(self, url: str, body: bytes, status: str) -> str | None:

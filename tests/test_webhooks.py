@@ -162,3 +162,82 @@ class TestRefused(WebhookAPI):
             assert self.jobs_total() == 0 and receiver.seen == []
         finally:
             receiver.close()
+
+
+def test_a_delivery_owed_when_the_server_is_killed_is_made_by_the_next_start(make_server, tmp_path):
+    """The receiver refuses at first (its port bound, not listening); the server is killed (-9)
+    between retries, the receiver starts listening on that port, and the server restarted on
+    the same data dir delivers the job's signed status."""
+    import socket
+
+    from tests.helpers import register, wait_until, write_csv
+
+    hold = socket.socket()
+    hold.bind(("127.0.0.1", 0))  # connecting is refused, and no one else takes the port meanwhile
+    port = hold.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook"
+    env = {"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0", "REMOTE_ALLOW_PRIVATE": "1",
+           "REMOTE_PROTOCOLS": "http,https", "WEBHOOK_SECRET": SECRET, "WEBHOOK_TRIES": "50",
+           "WEBHOOK_BACKOFF_S": "0.2"}
+    data = tmp_path / "data"
+    srv = make_server(env, data_dir=data)
+    register(srv, write_csv(data / "inputs" / "levels.csv"), "levels")
+    r = srv.post("/api/processing/jobs/submit", {"operation": "aggregate", "dataset_id": "levels",
+                                                  "parameters": {"column": "expression_level", "operation": "mean"},
+                                                  "notify_url": url})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    assert srv.post(f"/api/processing/jobs/{job_id}/cancel").status_code == 200  # no cluster: it was pending
+
+    def failures() -> list[dict]:
+        lines = srv.get(f"/api/processing/jobs/{job_id}/logs").json()["lines"]
+        return [line for line in lines if line["event"] == "webhook_failed"]
+    wait_until(lambda: len(failures()) >= 2, 60, 0.1, "two refused tries")
+    srv.kill()
+
+    hold.close()
+    receiver = Receiver([])
+    receiver.server.server_close()  # rebound on the port the server kept trying
+    receiver.server = ThreadingHTTPServer(("127.0.0.1", port), receiver.server.RequestHandlerClass)
+    receiver.thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
+    receiver.thread.start()
+    try:
+        again = make_server(env, data_dir=data)
+        wait_until(lambda: receiver.seen, 60, 0.1, "the owed delivery")
+        headers, body = receiver.seen[0]
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["X-Processing-Signature"], expected)
+        sent = json.loads(body)
+        assert sent["job_id"] == job_id and sent["status"] == "cancelled"
+        lines = wait_until(lambda: (ls := again.get(f"/api/processing/jobs/{job_id}/logs").json()["lines"])
+                           and ls[-1]["event"] == "webhook_delivered" and ls, 30, 0.1, "the delivery logged")
+        events = [line["event"] for line in lines]
+        assert "webhook_resumed" in events and events.index("webhook_resumed") < events.index("webhook_delivered")
+        tried = [line["details"]["attempt"] for line in lines if line["event"] == "webhook_failed"]
+        assert lines[-1]["details"]["attempt"] > max(tried), "the tries go on from where they were"
+        assert len(receiver.seen) == 1
+    finally:
+        receiver.close()
+
+
+def test_an_old_data_dir_gains_the_owed_deliveries_table_and_keeps_them_across_opens(tmp_path):
+    from app.store import Store
+    from tests.test_upgrade import write_old_data_dir
+
+    data = tmp_path / "old"
+    write_old_data_dir(data)
+    store = Store(data / "processing.db")
+    try:
+        store.add_delivery("job_old_done", "https://example.org/hook")
+        store.add_delivery("job_old_done", "https://example.org/other")  # a job ends once: still one debt
+        store.delivery_tried("job_old_done", 2, 123.0)
+    finally:
+        store.close()
+    store = Store(data / "processing.db")
+    try:
+        assert store.pending_deliveries() == ["job_old_done"]
+        assert store.delivery("job_old_done") == {"url": "https://example.org/hook", "attempts": 2, "next_at": 123.0}
+        store.end_delivery("job_old_done")
+        assert store.pending_deliveries() == [] and store.delivery("job_old_done") is None
+    finally:
+        store.close()
