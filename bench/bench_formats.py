@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from app.demo import generate_expression
-from bench.common import ServerProcess, median, table
+from bench.common import PeakRss, ServerProcess, median, table
 
 CSV_BYTES_PER_ROW = 61  # generate_expression's rows as CSV text
 
@@ -79,6 +79,7 @@ def main() -> None:
         inputs = Path(srv.data_dir) / "inputs"
         csv = write(inputs / "csv", args.csv_mb * 1_000_000 // CSV_BYTES_PER_ROW, "csv")
         jsonl = write(inputs / "json", args.json_rows, "json")
+        rss = PeakRss(srv.proc.pid).__enter__()
         for name, path, src in (("csv", csv, f"read_csv('{csv}')"),
                                 ("json", jsonl, f"read_json('{jsonl}', format='newline_delimited')")):
             srv.post("/api/processing/datasets", {"source": str(path.parent), "dataset_id": name}).raise_for_status()
@@ -92,6 +93,8 @@ def main() -> None:
                 label = f"{name} ({size:.0f} MB) {op}" + (" (group_by)" if "group_by" in params else "")
                 rows.append((label, f"{s:.2f}", f"{k:.2f}", f"{s / k:.2f}"))
                 print(rows[-1], flush=True)
+        rss.__exit__()
+        print("peak RSS during the jobs:", rss.report())
     finally:
         srv.cleanup()
     print(f"one file per format, medians of {args.runs} runs, seconds; DuckDB with 2 threads")
