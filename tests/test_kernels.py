@@ -330,3 +330,24 @@ def test_histogram_bins_in_sql_equal_numpy(tmp_path: Path, bins: Any) -> None:
         assert counts.tolist() == np.histogram(present, bins=edges)[0].tolist(), column
         assert (low, high) == (present.min(), present.max())
     cur.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(pieces=st.lists(st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(-1e9, 1e9)), max_size=30),
+                       min_size=1, max_size=6), counted=st.lists(st.booleans(), min_size=6, max_size=6))
+def test_describe_quartiles_equal_value_count_quartiles(pieces: list[list[float]], counted: list[bool]) -> None:
+    """Exact quartiles from each fragment's values, sent as they are or as value counts (in any
+    mix), equal the quartiles of the value counts of all of them, whatever the ties."""
+    from app.operations import describe
+    from app.operations._stats import quantiles_from_counts
+
+    arrays = [np.asarray(p, dtype="float64") for p in pieces]
+    raw = [a for a, c in zip(arrays, counted) if not c and len(a)]
+    runs = []
+    for a in (a for a, c in zip(arrays, counted) if c and len(a)):
+        values, counts = np.unique(a, return_counts=True)
+        runs.append((values, np.cumsum(counts)))
+    got = describe._quartiles(raw, runs, "x")
+    every = pd.Series(np.concatenate(arrays))
+    want = quantiles_from_counts(every.value_counts(), describe.PROBS)
+    assert np.array_equal(got.to_numpy(), want.to_numpy(), equal_nan=True)

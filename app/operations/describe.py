@@ -5,13 +5,14 @@ from functools import partial
 from typing import Any
 
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import param
 
 from ..errors import InvalidRequest
-from ..kernels import KernelPlan, Source
-from ._partials import merge_counts, merge_moments, moments, statistic, value_counts
-from ._stats import quantiles_from_counts, exact_quantiles
+from ..kernels import KernelPlan, Source, ident
+from ._partials import merge_moments, moments, statistic
+from ._stats import exact_quantiles
 from .base import Operation, Schema, kind_of, require_names, require_numeric, table
 
 PROBS = [0.25, 0.5, 0.75]
@@ -103,17 +104,80 @@ class Describe(Operation):
         return table(frame, quantiles=p.quantiles)
 
 
-def _column_partials(src: Source, columns: list[str]) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    return {c: (moments(src, {"column": c, "keys": [], "integer": False}),
-                value_counts(src, {"column": c, "keys": []})) for c in columns}
+Run = tuple[np.ndarray, np.ndarray]  # distinct values sorted, and the count of values up to each
+SAMPLE = 2_048  # a fragment whose first values repeat this much is sent as value counts
 
 
-def _merge_columns(parts: list[dict[str, tuple[pd.DataFrame, pd.DataFrame]]]) -> dict[str, tuple]:
-    return {c: (merge_moments([p[c][0] for p in parts], []), merge_counts([p[c][1] for p in parts], [c]))
-            for c in parts[0]}
+def _column_partials(src: Source, columns: list[str]) -> dict[str, tuple[pd.DataFrame, list, list]]:
+    """Per column: moments, and the fragment's values: as they are (unsorted), or as value
+    counts when its first ``SAMPLE`` values hold fewer than half as many distinct ones."""
+    out = {}
+    for c in columns:
+        x = ident(c)
+        values = src.cur.execute(f"SELECT {x}::DOUBLE AS v FROM frag WHERE {x} IS NOT NULL").fetchnumpy()["v"]
+        values = np.asarray(values, dtype="float64")
+        values = values[~np.isnan(values)]
+        raw, runs = [values], []
+        if len(values) > SAMPLE and len(np.unique(values[:SAMPLE])) < SAMPLE // 2:
+            counts = pd.Series(values).value_counts(sort=False).sort_index()
+            raw, runs = [], [(counts.index.to_numpy(dtype="float64"), np.cumsum(counts.to_numpy(dtype="int64")))]
+        out[c] = (moments(src, {"column": c, "keys": [], "integer": False}), raw, runs)
+    return out
 
 
-def _described(merged: dict[str, tuple[pd.DataFrame, pd.DataFrame]], columns: list[str]) -> tuple:
+def _merge_columns(parts: list[dict[str, tuple[pd.DataFrame, list, list]]]) -> dict[str, tuple]:
+    return {c: (merge_moments([p[c][0] for p in parts], []), [a for p in parts for a in p[c][1] if len(a)],
+                [r for p in parts for r in p[c][2]]) for c in parts[0]}
+
+
+def _at_most(runs: list[Run], t: np.ndarray) -> np.ndarray:
+    """How many values of all runs are <= each of ``t``."""
+    total = np.zeros(len(t), dtype="int64")
+    for values, ends in runs:
+        p = np.searchsorted(values, t, side="right")
+        total += np.where(p > 0, ends[np.maximum(p - 1, 0)], 0)
+    return total
+
+
+def _order_statistic(runs: list[Run], r: int) -> float:
+    """The r-th smallest value (from 0) of all runs together: a binary search in every run at
+    once for its smallest value with more than r values at most it; the least of those."""
+    holding = [run for run in runs if _at_most(runs, run[0][-1:])[0] > r]  # runs with a candidate
+    lo = np.zeros(len(holding), dtype="int64")
+    hi = np.array([len(values) - 1 for values, _ in holding], dtype="int64")
+    while np.any(lo < hi):
+        mid = (lo + hi) // 2
+        enough = _at_most(runs, np.array([values[m] for (values, _), m in zip(holding, mid)])) > r
+        hi, lo = np.where(enough, mid, hi), np.where(enough, lo, mid + 1)
+    return float(min(values[i] for (values, _), i in zip(holding, lo)))
+
+
+def _quartiles(raw: list[np.ndarray], runs: list[Run], name: str) -> pd.Series:
+    """``quantiles_from_counts`` of all the values: pandas' linear interpolation between the
+    order statistics, found by ``np.partition`` (values as they are) or by a search of sorted
+    value counts (when a fragment sent counts, the plain values join them sorted, once)."""
+    n = int(sum(len(a) for a in raw) + sum(int(ends[-1]) for _, ends in runs))
+    spots = [(n - 1) * q for q in PROBS]
+    ranks = sorted({int(f(h)) for h in spots for f in (np.floor, np.ceil)}) if n else []
+    if ranks and not runs:
+        every = np.partition(np.concatenate(raw), ranks)
+        at = {r: float(every[r]) for r in ranks}
+    elif ranks:
+        if raw:
+            values = np.sort(np.concatenate(raw))
+            runs = [*runs, (values, np.arange(1, len(values) + 1, dtype="int64"))]
+        at = {r: _order_statistic(runs, r) for r in ranks}
+    out = []
+    for h in spots:
+        if n == 0:
+            out.append(np.nan)
+            continue
+        lo, hi = int(np.floor(h)), int(np.ceil(h))
+        out.append(at[lo] + (h - lo) * (at[hi] - at[lo]))
+    return pd.Series(out, index=PROBS, dtype="float64", name=name)
+
+
+def _described(merged: dict[str, tuple[pd.DataFrame, list[Run]]], columns: list[str]) -> tuple:
     """What the Dask graph computes: count, mean, std, min, max Series and one quartile Series per column."""
     stats = {}
     for c in columns:
@@ -122,14 +186,7 @@ def _described(merged: dict[str, tuple[pd.DataFrame, pd.DataFrame]], columns: li
             m = pd.DataFrame({"n": [0], "s": [None], "m": [None], "m2": [None], "mn": [None], "mx": [None]})
         stats[c] = {name: statistic(m, name).iloc[0] for name in ("count", "mean", "std", "min", "max")}
     series = tuple(pd.Series({c: stats[c][name] for c in columns}) for name in ("count", "mean", "std", "min", "max"))
-    quartiles = []
-    for c in columns:
-        counts = merged[c][1]
-        counts = counts[counts[c].notna()] if not counts.empty else counts
-        table = pd.Series(counts["c"].to_numpy() if not counts.empty else [], dtype="int64",
-                          index=pd.Index(counts[c].to_numpy(dtype="float64") if not counts.empty else [], name=c))
-        quartiles.append(quantiles_from_counts(table, PROBS))
-    return series + tuple(quartiles)
+    return series + tuple(_quartiles(merged[c][1], merged[c][2], c) for c in columns)
 
 
 OPERATION = Describe()
