@@ -6,15 +6,17 @@ and change nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 from .errors import Conflict, InvalidRequest, NotFound
+from .jsonsafe import json_safe
 from .lifecycle import ALL, TERMINAL
 from .downloads import ResultStream, result_files, table_of
 from .runner import read_rows, results_dir
 from .store import iso
-from .store_reads import MAX_SEARCH_CHARS, SUMMARY_COLUMNS
+from .store_reads import MAX_SEARCH_CHARS
 from .times import parse_iso
 
 
@@ -183,6 +185,14 @@ class JobViews(LiveViews):
              created_after: str | None = None, created_before: str | None = None) -> dict[str, Any]:
         """A page of the job list, optionally searched (``q``) and bounded by creation time;
         blocking reads (handlers call it on the store's read pool)."""
+        return json.loads(self.list_json(status, priority, limit, offset, dataset_id, operation, newest_first, q,
+                                         created_after, created_before))
+
+    def list_json(self, status: list[str], priority: list[str], limit: int, offset: int,
+                  dataset_id: str | None = None, operation: str | None = None, newest_first: bool = True,
+                  q: str | None = None, created_after: str | None = None, created_before: str | None = None) -> str:
+        """``list``'s page as the API's JSON text: each entry comes encoded from SQLite, and only a
+        pending job that waits in the queue is decoded, given its place and reason, and encoded again."""
         from .models import PRIORITIES
 
         statuses = ALL
@@ -193,19 +203,22 @@ class JobViews(LiveViews):
         if q is not None and len(q) > MAX_SEARCH_CHARS:
             raise InvalidRequest(f"'q' is {len(q)} characters long; at most {MAX_SEARCH_CHARS} are accepted",
                                  {"field": "q", "limit": MAX_SEARCH_CHARS})
-        total, rows = self.store.list_jobs(status or None, priority or None, limit, offset, newest_first,
-                                           dataset_id=dataset_id, operation=operation, columns=SUMMARY_COLUMNS,
-                                           q=q or None, created_after=_iso_arg("created_after", created_after),
-                                           created_before=_iso_arg("created_before", created_before))
-        jobs = []
-        for row in rows:
-            item = self.summary(row)
-            wait = self.waiting.get(row["job_id"])
-            item.update(eta_seconds=row["eta_seconds"] if row["status"] == "running" else None,
-                        queue_position=wait.position if wait and row["status"] == "pending" else None,
-                        pending_reason=wait.reason if wait and row["status"] == "pending" else None)
-            jobs.append(item)
-        return {"total": total, "limit": limit, "offset": offset, "jobs": jobs}
+        total, rows = self.store.list_job_summaries(
+            status or None, priority or None, limit, offset, newest_first, dataset_id=dataset_id, operation=operation,
+            q=q or None, created_after=_iso_arg("created_after", created_after),
+            created_before=_iso_arg("created_before", created_before))
+        waiting = self.waiting
+        entries = [entry if job_status != "pending" or job_id not in waiting else self._waiting_entry(entry, job_id)
+                   for job_id, job_status, entry in rows]
+        return f'{{"total": {int(total)}, "limit": {int(limit)}, "offset": {int(offset)}, "jobs": [{", ".join(entries)}]}}'
+
+    def _waiting_entry(self, entry: str, job_id: str) -> str:
+        """A pending job's list entry with its queue position and the reason it waits."""
+        wait = self.waiting.get(job_id)
+        item = json.loads(entry)
+        if wait is not None:
+            item.update(queue_position=wait.position, pending_reason=wait.reason)
+        return json.dumps(json_safe(item))
 
     def queue_status(self) -> dict[str, Any]:
         """The contract's queue shape, with the reservations of running jobs."""

@@ -26,9 +26,25 @@ T = TypeVar("T")
 READ_THREADS = 2  # two cores here; reads are short, so a deeper pool only queues in SQLite
 ACTIVE = tuple(s for s in ALL if s not in TERMINAL)
 LIST_FILTERS = ("status", "priority", "dataset_id", "operation")  # each has an index (column, seq)
-# what a job list entry shows (app.job_views.JobViews.list)
+# what a job list entry shows (app.job_views.JobViews.summary)
 SUMMARY_COLUMNS = ("job_id", "operation", "status", "priority", "progress", "created_at", "started_at",
                    "dataset_id", "attempt_count", "eta_seconds")
+
+
+def _number(column: str) -> str:
+    """SQL for a REAL column as a JSON number: 17 significant digits, so it reads back as the same
+    float; null where the API's JSON says null (infinities; SQLite holds NaN as NULL)."""
+    return f"CASE WHEN abs({column}) <= 1.7976931348623157e308 THEN json(printf('%!.17g', {column})) END"
+
+
+# a job list entry (the contract's, as app.job_views.JobViews.summary gives it for one job) built by
+# SQLite; the queue's fields are null here and filled in from memory for the pending jobs that wait
+SUMMARY_JSON = ("json_object('job_id', job_id, 'type', operation, 'operation', operation, 'status', status, "
+                "'priority', priority, 'progress', CASE WHEN progress IS NULL OR progress = 0 THEN json('0.0') "
+                f"ELSE {_number('progress')} END, 'created_at', created_at, 'started_at', started_at, "
+                "'dataset_id', dataset_id, 'attempt_count', COALESCE(attempt_count, 0), "
+                f"'eta_seconds', CASE WHEN status = 'running' THEN {_number('eta_seconds')} END, "
+                "'queue_position', NULL, 'pending_reason', NULL)")
 
 
 def decode(table: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -140,16 +156,34 @@ class StoreReads:
         dataset, operation, parameters and error text (words, each a prefix, all required);
         ``created_after`` / ``created_before`` bound ``created_at`` (ISO text as the store writes it).
         """
-        given = {"status": status, "priority": priority, "dataset_id": dataset_id, "operation": operation}
-        filters = {c: [v] if isinstance(v, str) else list(v) for c, v in given.items() if v is not None}
-        filters = {c: v for c, v in filters.items() if v}
         names = list(columns) if columns is not None else ["*"]
         unknown = set(names) - {"*", *SCHEMA["jobs"][0]}
         if unknown:
             raise ValueError(f"unknown job column(s): {sorted(unknown)}")
+        return self._job_page(", ".join(names), functools.partial(self._dicts, "jobs"), status, priority, limit,
+                              offset, newest_first, dataset_id, operation, q, created_after, created_before)
+
+    def list_job_summaries(
+        self, status: Iterable[str] | None = None, priority: Iterable[str] | None = None,
+        limit: int = 50, offset: int = 0, newest_first: bool = True, dataset_id: str | None = None,
+        operation: str | None = None, q: str | None = None, created_after: str | None = None,
+        created_before: str | None = None,
+    ) -> tuple[int, list[tuple[str, str, str]]]:
+        """``list_jobs``' page as (job_id, status, the job's list entry as JSON text): the entry is
+        built by SQLite (``SUMMARY_JSON``), so a 1000-job page costs no Python object per field."""
+        return self._job_page(f"job_id, status, {SUMMARY_JSON}", self._all, status, priority, limit, offset,
+                              newest_first, dataset_id, operation, q, created_after, created_before)
+
+    def _job_page(self, select: str, fetch: Callable[[str, list[Any]], list[Any]],
+                  status: Iterable[str] | None, priority: Iterable[str] | None, limit: int, offset: int,
+                  newest_first: bool, dataset_id: str | None, operation: str | None, q: str | None,
+                  created_after: str | None, created_before: str | None) -> tuple[int, list[Any]]:
+        given = {"status": status, "priority": priority, "dataset_id": dataset_id, "operation": operation}
+        filters = {c: [v] if isinstance(v, str) else list(v) for c, v in given.items() if v is not None}
+        filters = {c: v for c, v in filters.items() if v}
         clause, params = _where(filters)
         if q is not None or created_after is not None or created_before is not None:
-            return self._search_jobs(clause, params, names, limit, offset, newest_first, q, created_after,
+            return self._search_jobs(select, fetch, clause, params, limit, offset, newest_first, q, created_after,
                                      created_before)
         total = int(self._all(f"SELECT TOTAL(n) FROM job_counts {clause}", params)[0][0])
         if offset >= total:
@@ -158,14 +192,13 @@ class StoreReads:
         clause, params, offset = self._skip_blocks(filters, clause, params, offset, newest_first)
         # the page's rowids come from the (filter, seq) index alone, so an OFFSET steps over
         # index entries, not rows; only the page's rows are read
-        rows = self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs WHERE rowid IN (SELECT rowid FROM jobs {clause} "
-                                   f"ORDER BY seq {order} LIMIT ? OFFSET ?) ORDER BY seq {order}",
-                           [*params, limit, offset])
+        rows = fetch(f"SELECT {select} FROM jobs WHERE rowid IN (SELECT rowid FROM jobs {clause} "
+                     f"ORDER BY seq {order} LIMIT ? OFFSET ?) ORDER BY seq {order}", [*params, limit, offset])
         return total, rows
 
-    def _search_jobs(self, clause: str, params: list[Any], names: list[str], limit: int, offset: int,
-                     newest_first: bool, q: str | None, created_after: str | None,
-                     created_before: str | None) -> tuple[int, list[dict[str, Any]]]:
+    def _search_jobs(self, select: str, fetch: Callable[[str, list[Any]], list[Any]], clause: str,
+                     params: list[Any], limit: int, offset: int, newest_first: bool, q: str | None,
+                     created_after: str | None, created_before: str | None) -> tuple[int, list[Any]]:
         """The list filters with a text search and a creation-time range: counted, not from the counters."""
         where, values = [clause[len("WHERE "):]] if clause else [], list(params)
         if q is not None:
@@ -184,15 +217,15 @@ class StoreReads:
             total = int(self._all("SELECT COUNT(*) FROM jobs_fts WHERE jobs_fts MATCH ?", values)[0][0])
             if offset >= total:
                 return total, []
-            return total, self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs WHERE seq IN (SELECT rowid FROM "
-                                              f"jobs_fts WHERE jobs_fts MATCH ? ORDER BY rowid {order} LIMIT ? OFFSET ?) "
-                                              f"ORDER BY seq {order}", [*values, limit, offset])
+            return total, fetch(f"SELECT {select} FROM jobs WHERE seq IN (SELECT rowid FROM jobs_fts WHERE "
+                                f"jobs_fts MATCH ? ORDER BY rowid {order} LIMIT ? OFFSET ?) ORDER BY seq {order}",
+                                [*values, limit, offset])
         clause = f"WHERE {' AND '.join(where)}"
         total = int(self._all(f"SELECT COUNT(*) FROM jobs {clause}", values)[0][0])
         if offset >= total:
             return total, []
-        rows = self._dicts("jobs", f"SELECT {', '.join(names)} FROM jobs {clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
-                           [*values, limit, offset])
+        rows = fetch(f"SELECT {select} FROM jobs {clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
+                     [*values, limit, offset])
         return total, rows
 
     def _skip_blocks(self, filters: dict[str, list[str]], clause: str, params: list[Any], offset: int,
