@@ -198,7 +198,8 @@ def _passing(src: Source, args: dict[str, Any]) -> Any:
         parts.append(f"coalesce(({sql}), FALSE)")
         params += values
     joiner = " AND " if args["combine"] == "all" else " OR "
-    return src.arrow(f"SELECT * FROM frag WHERE {joiner.join(parts)}", params)
+    # a relation's Arrow output skips the copy a cursor's result makes of every row
+    return src.cur.sql(f"SELECT * FROM frag WHERE {joiner.join(parts)}", params=params).to_arrow_table()
 
 
 def _only(value: Any) -> Any:
