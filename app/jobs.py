@@ -348,8 +348,12 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
                 from distributed import Client
 
                 old = self._client
+                # the embedded cluster's workers are on this host: results come straight from
+                # them, not relayed through the scheduler (whose CPU each relay cost)
+                direct = self.cluster.mode == "local"
                 self._client = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, lambda: Client(address, set_as_default=False, timeout="20s"))
+                    self.executor, lambda: Client(address, set_as_default=False, timeout="20s",
+                                                  direct_to_workers=direct))
                 self._client_address = address
                 if old is not None:
                     asyncio.get_running_loop().run_in_executor(None, old.close)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -217,6 +218,9 @@ def open_fragment(cur: duckdb.DuckDBPyConnection, frag: Fragment, columns: list[
     fragments are read to Arrow and registered.
     """
     cols = ", ".join(ident(c) for c in columns) if columns else "*"
+    if frag.fmt == "json":
+        _json_relation(cur, frag, columns).create_view("frag", replace=True)
+        return
     if frag.fmt == "parquet" and frag.row_groups is None:
         listed = ", ".join(literal(p) for p in (frag.path, *frag.more))
         source = f"read_parquet([{listed}], union_by_name=true)" if frag.more else f"read_parquet({literal(frag.path)})"
@@ -232,6 +236,31 @@ def _arrow(frag: Fragment, columns: list[str]) -> pa.Table:
     if frag.fmt == "csv":
         return _csv_table(frag, columns)
     return _json_lines(frag, columns)
+
+
+_DUCK_TYPES = {"int64": "BIGINT", "Int64": "BIGINT", "float64": "DOUBLE", "Float64": "DOUBLE", "bool": "BOOLEAN",
+               "boolean": "BOOLEAN"}
+
+
+def _json_relation(cur: duckdb.DuckDBPyConnection, frag: Fragment, columns: list[str]) -> Any:
+    """A JSON-lines file or byte range as a DuckDB relation of ``columns``, typed as registered.
+
+    DuckDB's reader (about twice pyarrow's speed here) reads the file itself, or the byte
+    range from memory; fields not asked for are skipped. Text that does not fit a column's
+    type is an error naming the record, which ``run_fragment`` reports with the file.
+    """
+    from dask.bytes.core import read_block
+
+    from .readers import _check_depth
+
+    names = columns or list(frag.types)
+    types = {c: _DUCK_TYPES.get(frag.types.get(c, ""), "VARCHAR") for c in names}
+    with open(frag.path, "rb") as f:
+        data = f.read() if frag.length is None else read_block(f, frag.offset, frag.length, delimiter=b"\n")
+    _check_depth(data, frag.path)
+    if not data.strip():
+        return cur.sql("SELECT " + ", ".join(f"NULL::{t} AS {ident(c)}" for c, t in types.items()) + " LIMIT 0")
+    return cur.read_json(io.BytesIO(data), format="newline_delimited", columns=types)
 
 
 def _json_lines(frag: Fragment, columns: list[str]) -> pa.Table:
@@ -310,8 +339,10 @@ def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
         open_fragment(cur, frag, plan.columns)
         return plan.kernel(Source(cur), plan.args)
     except (pa.ArrowInvalid, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
-        span = f" (bytes from {frag.offset})" if frag.length is not None else ""
-        raise Unprocessable(f"cannot read {where(frag)}{span}: {exc}", {"file": frag.path}) from None
+        span = f" (bytes from {frag.offset}; lines counted from there)" if frag.length is not None else ""
+        reason = re.sub(r'in file "DUCKDB_INTERNAL_OBJECTSTORE://\w+", ', "", str(exc))  # DuckDB's name for the bytes
+        reason = "\n".join(line for line in reason.splitlines() if not line.startswith("Try setting"))  # its options
+        raise Unprocessable(f"cannot read {where(frag)}{span}: {reason}", {"file": frag.path}) from None
     finally:
         cur.close()
 

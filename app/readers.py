@@ -296,13 +296,19 @@ def json_depth(data: bytes) -> int:
 
 def _openers_per_line(data: bytes) -> int:
     """Most ``[`` and ``{`` on one line: a cheap upper bound of a JSON-lines text's depth."""
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if data.startswith(b"{") and data.count(b"\n{") + 1 == lines:
+        # every line opens an object, so no line holds more than the openers beyond one per line
+        bound = data.count(b"{") + data.count(b"[") - lines + 1
+        if bound <= MAX_JSON_DEPTH:
+            return bound
     codes = np.frombuffer(data, dtype=np.uint8)
-    opens = (codes == ord("[")) | (codes == ord("{"))
-    if np.count_nonzero(opens) <= MAX_JSON_DEPTH:
+    opens = np.flatnonzero((codes == ord("[")) | (codes == ord("{")))  # where each opener is
+    if opens.size <= MAX_JSON_DEPTH:
         return 0
-    cuts = np.flatnonzero(codes == ord("\n")) + 1
-    starts = np.concatenate(([0], cuts[cuts < codes.size]))
-    return int(np.add.reduceat(opens, starts, dtype=np.int64).max())
+    # the line of each opener, counted: no per-byte sum (that cost 3x the parse and 8 bytes a byte)
+    line_of = np.searchsorted(np.flatnonzero(codes == ord("\n")), opens)
+    return int(np.bincount(line_of).max())
 
 
 def _check_depth(data: bytes, path: str) -> None:

@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--csv-mb", type=int, default=800)
     parser.add_argument("--json-rows", type=int, default=2_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=("csv", "json"), help="one format only")
     args = parser.parse_args()
     srv = ServerProcess(Path(tempfile.mkdtemp(prefix="bench-formats-")), {"DEMO_DATASET": "0", "DASK_MEMORY_LIMIT": "2GB"})
     srv.start()
@@ -77,11 +78,13 @@ def main() -> None:
         srv.wait_workers(2)
         con = duckdb.connect(config={"threads": 2})
         inputs = Path(srv.data_dir) / "inputs"
-        csv = write(inputs / "csv", args.csv_mb * 1_000_000 // CSV_BYTES_PER_ROW, "csv")
-        jsonl = write(inputs / "json", args.json_rows, "json")
+        csv = write(inputs / "csv", args.csv_mb * 1_000_000 // CSV_BYTES_PER_ROW if args.only != "json" else 10, "csv")
+        jsonl = write(inputs / "json", args.json_rows if args.only != "csv" else 10, "json")
         rss = PeakRss(srv.proc.pid).__enter__()
         for name, path, src in (("csv", csv, f"read_csv('{csv}')"),
                                 ("json", jsonl, f"read_json('{jsonl}', format='newline_delimited')")):
+            if args.only and name != args.only:
+                continue
             srv.post("/api/processing/datasets", {"source": str(path.parent), "dataset_id": name}).raise_for_status()
             size = path.stat().st_size / 1e6
             for op, params, sql in cases(src):

@@ -73,3 +73,30 @@ def test_a_big_json_lines_file_splits_into_byte_ranges(tmp_path: Path, monkeypat
                    {"column": "count", "operation": "median"}, {"column": "empty", "operation": "count"}):
         one, tree, reference = both_paths("aggregate", params, folder, "json")
         assert close(one, reference) and close(tree, reference), params
+
+
+@pytest.mark.parametrize("ending", ["", "\n"])
+def test_one_deep_line_among_flat_ones_is_still_found(ending: str) -> None:
+    from app import readers
+
+    flat = b'{"a": 1}\n' * 1000
+    deep = b'{"a": ' + b"[" * (readers.MAX_JSON_DEPTH + 5) + b"]" * (readers.MAX_JSON_DEPTH + 5) + b"}"
+    assert readers._openers_per_line(flat) <= 1
+    data = flat + deep + ending.encode()
+    assert readers._openers_per_line(data) == readers.MAX_JSON_DEPTH + 6
+    assert readers._openers_per_line(b'{"a": 1}\n' + deep + b"\n" + flat) == readers.MAX_JSON_DEPTH + 6
+
+
+@pytest.mark.parametrize("text,where", [('{"x": 1.5}\n{"x": "oops"}\n', "line 2"), ('{"x": 1.5}\n{"x": 2\n', "Malformed JSON")])
+def test_a_bad_json_line_names_the_file_and_the_line(tmp_path: Path, text: str, where: str) -> None:
+    from app.errors import Unprocessable
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(text)
+    op = get("aggregate")
+    p = op.parse({"column": "x", "operation": "mean"}, {"x": "float64"})
+    (frag,) = kernels.fragments([str(path)], "json", {}, {"x": "float64"}, threads=2)
+    with pytest.raises(Unprocessable) as info:
+        kernels.run_fragment(frag, op.plan(p, {"x": "float64"}))
+    message = info.value.message
+    assert str(path) in message and where in message and "DUCKDB_INTERNAL" not in message, message
