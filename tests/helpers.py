@@ -123,6 +123,39 @@ def concrete(path: str) -> str:
     return re.sub(r"\{\w+\}", "does-not-exist", path)
 
 
+class ServerPool:
+    """Servers shared by the tests of one module, one per environment, so that tests needing
+    the same kind of server start it once. ``get(name, env)`` hands back a running one with
+    its cluster started and ``workers`` workers up, starting it first (or again, when an
+    earlier test ended it); ``replace(name, srv)`` keeps the restart a test made itself.
+    ``close()`` ends them all."""
+
+    def __init__(self, base: Path):
+        self.base = Path(base)
+        self.servers: dict[str, ServerProcess] = {}
+
+    def get(self, name: str, env: dict[str, str], workers: int = 2) -> ServerProcess:
+        srv = self.servers.get(name)
+        if srv is None or srv.proc is None or srv.proc.poll() is not None:
+            if srv is not None:
+                srv.cleanup()
+            srv = self.servers[name] = ServerProcess(self.base / name, env).start()
+        if srv.get("/api/processing/cluster/status").json()["status"] != "running":
+            assert srv.post("/api/processing/cluster/start").status_code == 200
+        srv.wait_workers(workers)
+        return srv
+
+    def replace(self, name: str, srv: ServerProcess) -> None:
+        old = self.servers.get(name)
+        if old is not None and old is not srv:
+            old.cleanup()
+        self.servers[name] = srv
+
+    def close(self) -> None:
+        for srv in self.servers.values():
+            srv.cleanup()
+
+
 def scheduler_address(scheduler_file: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
     """The address a ``dask scheduler --port 0 --scheduler-file F`` wrote once it bound."""
     def written() -> str | None:

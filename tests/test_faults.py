@@ -7,13 +7,24 @@ import signal
 import sqlite3
 import time
 
+from typing import Iterator
+
+import pytest
 import requests
 
 from app.demo import generate_expression
 from app.models import PRIORITIES
-from tests.helpers import AGG_MEAN, register_generated, status, submit, wait_job, wait_running
+from tests.helpers import AGG_MEAN, ServerPool, register_generated, status, submit, wait_job, wait_running, wait_until
 from tests.server import ServerProcess
 
+pytestmark = pytest.mark.slow
+
+# Two kinds of server, each started once for the tests that need it (a test that kills one
+# leaves its restart behind, or nothing, and the next test gets a running one either way):
+# kernel jobs split into many tasks, no demo dataset (the killed worker and killed server)...
+KILLS = {"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"}
+# ...and the same with one job at a time and the demo dataset (cancel, and the burst's order).
+ONE_SLOT = {"KERNEL_ONE_TASK_MB": "0", "MAX_CONCURRENT_JOBS": "1"}
 LONG = {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}
 
 
@@ -23,6 +34,21 @@ def expected_nunique(rows: int) -> dict[str, int]:
 
 def worker_processes(srv: ServerProcess) -> list:
     return [p for p in srv.descendants() if "multiprocessing" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    servers = ServerPool(tmp_path_factory.mktemp("faults"))
+    yield servers
+    servers.close()
+
+
+def shared(pool: ServerPool, name: str, env: dict[str, str]) -> ServerProcess:
+    """The module's server of that kind, with 2 live worker processes (a worker killed by an
+    earlier test has been replaced and reaped)."""
+    srv = pool.get(name, env)
+    wait_until(lambda: len(worker_processes(srv)) == 2, 60, 0.2, "2 worker processes")
+    return srv
 
 
 class paused:
@@ -53,9 +79,8 @@ def rows_by_id(result: dict, rows: list) -> dict:
     return {r["sample_id"]: r["nunique"] for r in rows}
 
 
-def test_killed_worker_mid_job_still_gives_the_right_result(make_server):
-    srv = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"})
-    srv.wait_workers(2)
+def test_killed_worker_mid_job_still_gives_the_right_result(pool):
+    srv = shared(pool, "kills", KILLS)
     ds = register_generated(srv, ROWS, 8, "csv")
     with paused(srv) as workers:
         job = submit(srv, "aggregate", ds["dataset_id"], LONG)
@@ -68,9 +93,8 @@ def test_killed_worker_mid_job_still_gives_the_right_result(make_server):
     assert rows_by_id(final, rows) == expected_nunique(ROWS)
 
 
-def test_killed_server_mid_job_resumes_after_restart(make_server, tmp_path):
-    srv = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"}, data_dir=tmp_path / "data")
-    srv.wait_workers(2)
+def test_killed_server_mid_job_resumes_after_restart(pool):
+    srv = shared(pool, "kills", KILLS)
     ds = register_generated(srv, ROWS, 8, "csv")
     with paused(srv):
         queued = submit(srv, "aggregate", ds["dataset_id"], AGG_MEAN, priority="LOW")
@@ -78,7 +102,8 @@ def test_killed_server_mid_job_resumes_after_restart(make_server, tmp_path):
         wait_running(srv, job, 0)
         srv.kill()  # SIGKILL: no chance to record anything
     srv.cleanup()  # reap the orphaned Dask processes of the dead server
-    again = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"}, data_dir=tmp_path / "data")
+    again = ServerProcess(srv.data_dir, KILLS).start()
+    pool.replace("kills", again)  # the module's server of this kind from now on
     listed = {j["job_id"] for j in again.get("/api/processing/jobs/list?limit=100").json()["jobs"]}
     assert {job, queued} <= listed, "every accepted job survives the crash"
     final = wait_job(again, job, 180)
@@ -90,9 +115,8 @@ def test_killed_server_mid_job_resumes_after_restart(make_server, tmp_path):
     assert wait_job(again, queued)["status"] == "completed"
 
 
-def test_cancel_running_job_frees_room_for_the_next(make_server):
-    srv = make_server({"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0", "MAX_CONCURRENT_JOBS": "1"})
-    srv.wait_workers(2)
+def test_cancel_running_job_frees_room_for_the_next(pool):
+    srv = shared(pool, "one_slot", ONE_SLOT)
     ds = register_generated(srv, ROWS, 8, "csv")
     with paused(srv):
         long_job = submit(srv, "aggregate", ds["dataset_id"], LONG)
@@ -115,8 +139,8 @@ def test_cancel_running_job_frees_room_for_the_next(make_server):
     assert srv.post(f"/api/processing/jobs/{queued}/cancel").json()["status"] == "cancelled"
 
 
-def test_burst_of_200_all_accepted_and_started_in_priority_order(make_server):
-    srv = make_server({"MAX_CONCURRENT_JOBS": "1"})
+def test_burst_of_200_all_accepted_and_started_in_priority_order(pool):
+    srv = shared(pool, "one_slot", ONE_SLOT)
     srv.wait_for(lambda: srv.get("/api/processing/datasets/demo_expression?preview_rows=0").status_code == 200)
     srv.post("/api/processing/cluster/stop")  # hold everything in the queue
     rng = random.Random(7)
@@ -133,10 +157,11 @@ def test_burst_of_200_all_accepted_and_started_in_priority_order(make_server):
     ids = [r.json()["job_id"] for r in responses]
     db = sqlite3.connect(srv.data_dir / "processing.db")
     assert db.execute("SELECT COUNT(*) FROM jobs WHERE job_id IN (%s)" % ",".join("?" * 200), ids).fetchone()[0] == 200
+    completed_before = srv.get("/api/processing/queue/status").json()["queue_status"]["total_completed"]
     srv.post("/api/processing/cluster/start")
     # with one slot they start one by one: the first 40 to start are the first 40 by priority,
     # then by arrival (the other 160 would only repeat that)
-    srv.wait_for(lambda: srv.get("/api/processing/queue/status").json()["queue_status"]["total_completed"] >= 40,
+    srv.wait_for(lambda: srv.get("/api/processing/queue/status").json()["queue_status"]["total_completed"] >= completed_before + 40,
                  timeout=240, interval=0.5)
     rows = db.execute("SELECT priority, seq FROM jobs WHERE job_id IN (%s) AND started_at IS NOT NULL "
                       "ORDER BY started_at, seq" % ",".join("?" * 200), ids).fetchall()
@@ -147,6 +172,9 @@ def test_burst_of_200_all_accepted_and_started_in_priority_order(make_server):
     assert len(started) >= 40
     assert started == sorted((-rank[p], seq) for p, seq in every)[:len(started)], \
         "with one slot, jobs start by priority, then FIFO"
+    srv.post("/api/processing/cluster/stop")  # the other 160 are not needed: leave the shared server idle
+    for job_id in ids:
+        srv.post(f"/api/processing/jobs/{job_id}/cancel")
 
 
 def test_critical_job_preempts_a_running_low_job(make_server):
