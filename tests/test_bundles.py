@@ -62,7 +62,7 @@ def test_a_bundle_gives_what_its_files_give(tmp_path: Path, op_name: str, params
 
 
 def test_a_big_json_lines_file_splits_into_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "CSV_BLOCK", 3_000)
+    monkeypatch.setattr(kernels, "JSON_RANGE", 3_000)
     frame = make_frame(2000)
     folder = tmp_path / "big"
     folder.mkdir()
@@ -100,3 +100,15 @@ def test_a_bad_json_line_names_the_file_and_the_line(tmp_path: Path, text: str, 
         kernels.run_fragment(frag, op.plan(p, {"x": "float64"}))
     message = info.value.message
     assert str(path) in message and where in message and "DUCKDB_INTERNAL" not in message, message
+
+
+def test_json_nested_deeper_than_duckdb_reads_is_a_data_error(tmp_path: Path) -> None:
+    from app.errors import Unprocessable
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"x": 1.5}\n{"x": 2, "y": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    op = get("aggregate")
+    p = op.parse({"column": "x", "operation": "mean"}, {"x": "float64"})
+    (frag,) = kernels.fragments([str(path)], "json", {}, {"x": "float64"}, threads=2)
+    with pytest.raises(Unprocessable, match="depth"):
+        kernels.run_fragment(frag, op.plan(p, {"x": "float64"}))
