@@ -244,6 +244,11 @@ class ProcessingService:
         """Stored metric rows, oldest first, or one per ``step`` bucket; blocking (see ``reading``)."""
         return self.store.metric_history(since, until, limit, step)
 
+    def metric_history_entries(self, since: float | None, until: float | None, limit: int,
+                               step: float | None) -> tuple[int, list[tuple]]:
+        """``metric_history`` for the API, mostly encoded by SQLite; blocking (see ``reading``)."""
+        return self.store.metric_history_entries(since, until, limit, step)
+
     def cluster_events(self, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
         return self.store.cluster_events(limit, offset)
 

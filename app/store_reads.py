@@ -37,14 +37,37 @@ def _number(column: str) -> str:
     return f"CASE WHEN abs({column}) <= 1.7976931348623157e308 THEN json(printf('%!.17g', {column})) END"
 
 
+def _number_or_zero(column: str) -> str:
+    """``_number``, with 0.0 for NULL and zero (Python's ``value or 0.0``)."""
+    return f"CASE WHEN {column} IS NULL OR {column} = 0 THEN json('0.0') ELSE {_number(column)} END"
+
+
+def _integer(column: str) -> str:
+    """An INTEGER column as JSON, 0 for NULL (a REAL that SQLite kept as REAL: as ``_number``)."""
+    return f"CASE WHEN typeof({column}) = 'real' THEN {_number(column)} ELSE COALESCE({column}, 0) END"
+
+
 # a job list entry (the contract's, as app.job_views.JobViews.summary gives it for one job) built by
 # SQLite; the queue's fields are null here and filled in from memory for the pending jobs that wait
 SUMMARY_JSON = ("json_object('job_id', job_id, 'type', operation, 'operation', operation, 'status', status, "
-                "'priority', priority, 'progress', CASE WHEN progress IS NULL OR progress = 0 THEN json('0.0') "
-                f"ELSE {_number('progress')} END, 'created_at', created_at, 'started_at', started_at, "
-                "'dataset_id', dataset_id, 'attempt_count', COALESCE(attempt_count, 0), "
+                f"'priority', priority, 'progress', {_number_or_zero('progress')}, 'created_at', created_at, "
+                "'started_at', started_at, 'dataset_id', dataset_id, 'attempt_count', COALESCE(attempt_count, 0), "
                 f"'eta_seconds', CASE WHEN status = 'running' THEN {_number('eta_seconds')} END, "
                 "'queue_position', NULL, 'pending_reason', NULL)")
+METRIC_COLUMNS = ("ts", *(c for c in SCHEMA["metrics"][0] if c != "ts"))
+# a metric row for the API's history (app.api.metrics.history_entry): the byte counts that the
+# contract's GB text and percentage are made from in Python, and the other fields as two JSON
+# objects; the queue last, null when SQLite does not read it as JSON (its text then follows)
+HISTORY_PARTS = (
+    "ts", "COALESCE(total_memory_bytes, 0)", "COALESCE(used_memory_bytes, 0)",
+    f"json_object('timestamp', timestamp, 'ts', {_number('ts')}, 'n_workers', COALESCE(n_workers, 0))",
+    f"json_object('total_cores', COALESCE(total_cores, 0), 'active_tasks', COALESCE(active_tasks, 0), "
+    f"'total_memory_bytes', {_integer('total_memory_bytes')}, 'used_memory_bytes', {_integer('used_memory_bytes')})",
+    f"json_object('cpu_percent', {_number_or_zero('cpu_percent')}, "
+    f"'tasks_per_second', {_number_or_zero('tasks_per_second')}, 'status', status, "
+    "'queue', CASE WHEN json_valid(queue) THEN json(queue) END)",
+    "CASE WHEN queue IS NOT NULL AND NOT json_valid(queue) THEN queue END",
+)
 
 
 def decode(table: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -326,27 +349,49 @@ class StoreReads:
     def metric_history(self, since: float | None, until: float | None, limit: int,
                        step: float | None) -> tuple[int, list[dict[str, Any]]]:
         """(total, rows oldest first): the newest ``limit`` rows, or one row per ``step`` bucket."""
+        total, rows = self._history(METRIC_COLUMNS, since, until, limit, step)
+        return total, [decode("metrics", dict(zip(METRIC_COLUMNS, row))) for row in rows]
+
+    def metric_history_entries(self, since: float | None, until: float | None, limit: int,
+                               step: float | None) -> tuple[int, list[tuple]]:
+        """``metric_history``'s rows as ``HISTORY_PARTS`` (JSON made by SQLite, for the API's history)."""
+        return self._history(HISTORY_PARTS, since, until, limit, step)
+
+    def _history(self, select: Iterable[str], since: float | None, until: float | None, limit: int,
+                 step: float | None) -> tuple[int, list[tuple]]:
+        """Rows of ``select`` (ts first), as ``metric_history`` chooses them."""
+        select = ", ".join(select)
         if not step:
-            return self.query_metrics(since=since, until=until, limit=limit)
+            where, params = ["1=1"], []
+            for bound, op in ((since, ">="), (until, "<=")):
+                if bound is not None:
+                    where.append(f"ts {op} ?")
+                    params.append(bound)
+            clause = " AND ".join(where)
+            rows = self._all(f"SELECT {select} FROM (SELECT * FROM metrics WHERE {clause} ORDER BY ts DESC LIMIT ?) "
+                             "ORDER BY ts", [*params, limit])
+            if len(rows) < limit:  # all of them: nothing to count
+                return len(rows), rows
+            return self._all(f"SELECT COUNT(*) FROM metrics WHERE {clause}", params)[0][0], rows
         lo = since if since is not None else 0.0
         hi = math.nextafter(until, math.inf) if until is not None else math.inf
-        rows = self._pick(lo, hi, step, limit)
+        rows = self._pick(select, lo, hi, step, limit)
         total = len(rows)
         if total == limit:  # older buckets were cut off: count them
-            total += self._count_buckets(lo, _bucket(rows[0]["ts"], step), step)
+            total += self._count_buckets(lo, _bucket(rows[0][0], step), step)
         return total, rows
 
-    def _pick(self, lo: float, hi: float, step: float, limit: int) -> list[dict[str, Any]]:
+    def _pick(self, select: str, lo: float, hi: float, step: float, limit: int) -> list[tuple]:
         """The newest row of each of the newest ``limit`` buckets in [lo, hi), oldest first."""
-        chunks: list[list[dict[str, Any]]] = []
+        chunks: list[list[tuple]] = []
         left = limit
         while left > 0:
             want = min(CHUNK_BUCKETS, left)
-            rows = self._dicts("metrics", DOWNSAMPLE_SQL, [lo, hi, step, want])
+            rows = self._all(DOWNSAMPLE_SQL.format(select=select), [lo, hi, step, want])
             if rows:
                 chunks.append(rows)
                 left -= len(rows)
-                hi = _bucket(rows[0]["ts"], step)
+                hi = _bucket(rows[0][0], step)
             if len(rows) < want:
                 break
         return [row for rows in reversed(chunks) for row in rows]
@@ -373,7 +418,7 @@ WITH RECURSIVE pick(ts, n) AS (
   SELECT (SELECT MAX(ts) FROM metrics WHERE ts >= ?1 AND ts < CAST(pick.ts / ?3 AS INTEGER) * ?3), n + 1
   FROM pick WHERE pick.ts IS NOT NULL AND n < ?4
 )
-SELECT * FROM metrics WHERE id IN (
+SELECT {select} FROM metrics WHERE id IN (
   SELECT (SELECT MAX(id) FROM metrics m WHERE m.ts = pick.ts) FROM pick WHERE pick.ts IS NOT NULL
 ) ORDER BY ts"""
 BUCKETS_SQL = "SELECT COUNT(DISTINCT CAST(ts / ?3 AS INTEGER)) FROM metrics WHERE ts >= ?1 AND ts < ?2"

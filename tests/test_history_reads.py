@@ -1,5 +1,6 @@
-"""Reads over a long history, in-process on a temporary store: the job list's entries as SQLite
-encodes them, next to the Python view of the same jobs. (The timings are bench/bench_history.py's.)"""
+"""Reads over a long history, in-process on a temporary store: the job list's entries and the metric
+history's as SQLite encodes them, next to the Python view of the same rows. (The timings are
+bench/bench_history.py's.)"""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,13 @@ import math
 
 import pytest
 
+from app.api.metrics import history_entry
 from app.job_views import JobViews
+from app.jsonsafe import json_safe
+from app.metrics import fmt_gb
 from app.queue import WaitInfo
 from app.store import Store
+from app.times import iso
 
 
 class Views(JobViews):
@@ -93,3 +98,49 @@ def test_list_json_is_valid_json_for_every_filter_search_and_order(store):
                                       "2026-01-01T00:00:04.000Z")
         assert page["total"] == total and [j["job_id"] for j in page["jobs"]] == [r["job_id"] for r in rows], kwargs
         assert "Infinity" not in text and "NaN" not in text
+
+
+def history_row(r: dict) -> dict:
+    """The contract's history entry, from a stored metric row as the store decodes it."""
+    total, used = r.get("total_memory_bytes") or 0, r.get("used_memory_bytes") or 0
+    return json_safe({
+        "timestamp": r["timestamp"], "ts": r["ts"], "n_workers": r.get("n_workers") or 0,
+        "total_memory": fmt_gb(total), "used_memory": fmt_gb(used), "total_cores": r.get("total_cores") or 0,
+        "active_tasks": r.get("active_tasks") or 0, "total_memory_bytes": total, "used_memory_bytes": used,
+        "memory_usage_percent": round(100.0 * used / total, 2) if total else 0.0,
+        "cpu_percent": r.get("cpu_percent") or 0.0, "tasks_per_second": r.get("tasks_per_second") or 0.0,
+        "status": r.get("status"), "queue": r.get("queue"),
+    })
+
+
+METRICS = [  # ties of the GB text and the percentage, 17-digit floats, NULLs, queues SQLite reads or not
+    {"total_memory_bytes": 2_125_000_000, "used_memory_bytes": 100_100_000, "cpu_percent": 100 / 3,
+     "tasks_per_second": 0.1 + 0.2, "queue": {"pending": 3, "by_priority": {"HIGH": 1}, "rate": 1.5e-7}},
+    {"total_memory_bytes": None, "used_memory_bytes": None, "cpu_percent": None, "n_workers": None,
+     "status": None, "queue": None},
+    {"total_memory_bytes": 3_000_000_000, "used_memory_bytes": 1_000_000_000, "cpu_percent": math.inf,
+     "tasks_per_second": 0.0, "queue": '{"pending": NaN, "text": "<b>\u2028é"}'},  # Python reads NaN; SQLite not
+    {"total_memory_bytes": 2_000_000_000, "used_memory_bytes": 100_100_000, "cpu_percent": -0.0,
+     "queue": "not json <b>"},
+]
+
+
+def test_history_entries_encoded_by_sqlite_equal_the_python_view_of_each_row(store):
+    for i, extra in enumerate(METRICS * 5):
+        ts = 1_700_000_000 + i * 7.3 + 1 / 3
+        store.insert_metric({"ts": ts, "timestamp": iso(ts), "status": "running", "n_workers": 2, "total_cores": 4,
+                             "active_tasks": i, "network_bytes": 0, **extra})
+    cases = [(None, None, 1000, None), (None, None, 7, None), (1_700_000_020, 1_700_000_090, 1000, None),
+             (None, None, 1000, 30.0), (None, None, 3, 30.0), (1_700_000_020, None, 1000, 15.0)]
+    seen = set()
+    for since, until, limit, step in cases:
+        total, rows = store.metric_history(since, until, limit, step)
+        total_e, entries = store.metric_history_entries(since, until, limit, step)
+        assert total == total_e and len(rows) == len(entries) > 0, (since, until, limit, step)
+        for row, entry in zip(rows, entries):
+            got, want = json.loads(history_entry(*entry)), history_row(row)
+            seen.add((got["total_memory"], got["memory_usage_percent"]))
+            assert list(got) == list(want)
+            for key, value in want.items():
+                assert got[key] == value and type(got[key]) is type(value), (key, got[key], value)
+    assert {("2.12GB", 4.71), ("2.00GB", 5.0)} <= seen  # the ties rounded as Python rounds them

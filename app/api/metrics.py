@@ -2,6 +2,7 @@
 recommendations. Every read of the store runs on its read pool (``service.reading``)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -11,6 +12,7 @@ import param
 
 from .. import prometheus, recommendations
 from ..errors import InvalidRequest
+from ..jsonsafe import json_safe
 from ..metrics import fmt_gb
 from ..times import iso, parse_iso
 from .base import BaseHandler, Endpoint, dumps
@@ -85,17 +87,20 @@ def time_range(q: HistoryQuery, now: float) -> tuple[float | None, float | None]
     return since, until
 
 
-def history_row(r: dict[str, Any]) -> dict[str, Any]:
-    """A stored metric row in the contract's shape, plus numbers."""
-    total, used = r.get("total_memory_bytes") or 0, r.get("used_memory_bytes") or 0
-    return {
-        "timestamp": r["timestamp"], "ts": r["ts"], "n_workers": r.get("n_workers") or 0,
-        "total_memory": fmt_gb(total), "used_memory": fmt_gb(used), "total_cores": r.get("total_cores") or 0,
-        "active_tasks": r.get("active_tasks") or 0, "total_memory_bytes": total, "used_memory_bytes": used,
-        "memory_usage_percent": round(100.0 * used / total, 2) if total else 0.0,
-        "cpu_percent": r.get("cpu_percent") or 0.0, "tasks_per_second": r.get("tasks_per_second") or 0.0,
-        "status": r.get("status"), "queue": r.get("queue"),
-    }
+def history_entry(ts: float, total: Any, used: Any, head: str, counts: str, rest: str, queue_text: str | None) -> str:
+    """One stored metric row (``store_reads.HISTORY_PARTS``) as the contract's history entry, JSON:
+    timestamp, ts, n_workers, total_memory, used_memory, total_cores, active_tasks,
+    total_memory_bytes, used_memory_bytes, memory_usage_percent, cpu_percent, tasks_per_second,
+    status and queue (the sampler's queue figures)."""
+    percent = round(100.0 * used / total, 2) if total else 0.0
+    if queue_text is not None:  # text SQLite does not read as JSON: as the store decodes it, or the text
+        try:
+            queue = json.dumps(json_safe(json.loads(queue_text)))
+        except ValueError:
+            queue = json.dumps(queue_text)
+        rest = rest[:-len("null}")] + queue + "}"
+    return (f'{head[:-1]},"total_memory":"{fmt_gb(total)}","used_memory":"{fmt_gb(used)}",{counts[1:-1]},'
+            f'"memory_usage_percent":{percent if math.isfinite(percent) else "null"},{rest[1:]}')
 
 
 def live_row(s: dict[str, Any]) -> dict[str, Any]:
@@ -118,13 +123,15 @@ class ClusterMetricsHandler(BaseHandler):
         self.finish(await self.service.reading(self._body, since, until, q))
 
     def _body(self, since: float | None, until: float | None, q: HistoryQuery) -> str:
-        """The answer as JSON, read and encoded on the read pool (up to 10000 rows)."""
-        total, rows = self.service.metric_history(since, until, q.limit, q.step)
-        body: dict[str, Any] = {"total": total, "metrics": [history_row(r) for r in rows]}
-        if q.step:
-            body["step"] = q.step
-        body.update({k: iso(v) for k, v in (("since", since), ("until", until)) if v is not None})
-        return dumps(body)
+        """The answer as JSON, read and encoded on the read pool (up to 10000 rows, each mostly
+        encoded by SQLite)."""
+        total, rows = self.service.metric_history_entries(since, until, q.limit, q.step)
+        extra: dict[str, Any] = {"step": q.step} if q.step else {}
+        extra.update({k: iso(v) for k, v in (("since", since), ("until", until)) if v is not None})
+        parts = [f'"total": {int(total)}', f'"metrics": [{", ".join(history_entry(*row) for row in rows)}]']
+        parts += [f"{json.dumps(k)}: {dumps(v)}" for k, v in extra.items()]
+        return "{" + ", ".join(parts) + "}"
+
 
 
 class LiveMetricsHandler(BaseHandler):
