@@ -22,6 +22,7 @@ its spill directory in the worker's local directory.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -413,7 +414,12 @@ def graph(frags: list[Fragment], plan: KernelPlan, small: bool) -> Any:
     if small or len(frags) == 1:
         return OneTask(frags, plan)
     level = [dask.delayed(run_fragment, pure=False)(f, plan) for f in frags]
-    while len(level) > SPLIT_EVERY:
-        level = [dask.delayed(combine, pure=False)(level[i:i + SPLIT_EVERY], plan)
-                 for i in range(0, len(level), SPLIT_EVERY)]
-    return dask.delayed(combine_finish, pure=False)(level, plan)  # the last combine and finish: one task
+    # merges carry the job's annotation plus "/merge": a job's progress (and so its ETA)
+    # counts the fragments read, not the few small merges after them, which would count
+    # as much as a fragment each and push the estimate late
+    job = dask.get_annotations().get("job")
+    with dask.annotate(job=f"{job}/merge") if job else contextlib.nullcontext():
+        while len(level) > SPLIT_EVERY:
+            level = [dask.delayed(combine, pure=False)(level[i:i + SPLIT_EVERY], plan)
+                     for i in range(0, len(level), SPLIT_EVERY)]
+        return dask.delayed(combine_finish, pure=False)(level, plan)  # the last combine and finish: one task
