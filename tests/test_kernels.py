@@ -309,16 +309,18 @@ def test_validate_bottom_hashes_equal_a_full_distinct(tmp_path: Path) -> None:
     cur.close()
 
 
+@pytest.mark.parametrize("on_edges", [True, False])
 @pytest.mark.parametrize("bins", [7, 50, [0.0, 0.1, 0.2, 0.30000000000000004, 0.4], [0, 1, 5, 6]])
-def test_histogram_bins_in_sql_equal_numpy(tmp_path: Path, bins: Any) -> None:
-    """Values on every edge (the last one counts, as in numpy), just beside them, outside the range."""
+def test_histogram_bins_in_sql_equal_numpy(tmp_path: Path, bins: Any, on_edges: bool) -> None:
+    """Values on every edge (the last one counts, as in numpy), just beside them (each bin
+    checked one by one), or none there (the bins guessed from the width hold); outside the range."""
     from app.operations import histogram
 
     rng = np.random.default_rng(5)
     edges = (np.asarray(bins, dtype="float64") if isinstance(bins, list)
              else np.histogram_bin_edges(np.empty(0), bins=bins, range=(0.0, 0.7)))
-    values = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf),
-                             rng.uniform(-0.2, edges[-1] + 0.2, 5_000), np.arange(0, 70) / 100, [np.nan] * 3])
+    near = [edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), np.arange(0, 70) / 100]
+    values = np.concatenate([*(near if on_edges else []), rng.uniform(-0.2, edges[-1] + 0.2, 5_000), [np.nan] * 3])
     frame = pd.DataFrame({"x": values, "i": np.round(values * 10).astype("int64")})
     path = tmp_path / "h.parquet"
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)

@@ -5,8 +5,10 @@ adds the counts. Without a ``range`` the column's min and max are lazy Dask
 scalars fed to that step, so one graph does both passes. Bins are closed on
 the left except the last; values outside an explicit range or edges are not
 counted; nulls are never counted. The kernels (edges known up front) bin in DuckDB
-when the edges are evenly spaced, with the same edges and the same bin for a value on
-an edge; uneven edges are binned by numpy.
+when the edges are evenly spaced: by the offset over the width, checked per bin by its
+least and greatest value against the edges (a value within rounding of an edge sends the
+fragment through a value-by-value check), so a value on an edge lands where numpy puts
+it; uneven edges are binned by numpy.
 """
 from __future__ import annotations
 
@@ -124,12 +126,25 @@ def _bin_counts(src: Source, args: dict[str, Any]) -> tuple[np.ndarray, Any, Any
         counts, _ = np.histogram(np.asarray(values, dtype="float64"), bins=np.asarray(edges))
         return counts.astype("int64"), low, high
     n = len(edges) - 1
-    got = src.cur.execute(_EVEN_BINS.format(x=x), {"e": edges, "n": n, "lo": edges[0], "hi": edges[-1],
-                                                   "norm": n / (edges[-1] - edges[0])}).fetchnumpy()
+    params = {"n": n, "lo": edges[0], "hi": edges[-1], "norm": n / (edges[-1] - edges[0])}
+    got = src.cur.execute(_GUESSED_BINS.format(x=x), params).fetchnumpy()
+    g, e = np.asarray(got["g"], dtype="int64"), np.asarray(edges, dtype="float64")
+    least, most = (np.asarray(got[k], dtype="float64") for k in ("mn", "mx"))
+    if not np.all((least >= e[g]) & ((most < e[g + 1]) | ((g == n - 1) & (most <= e[n])))):
+        # a value within rounding of an edge got the neighbouring bin: every value checked
+        got = src.cur.execute(_EVEN_BINS.format(x=x), {**params, "e": edges}).fetchnumpy()
+        g = np.asarray(got["i"], dtype="int64")
     counts = np.zeros(n, dtype="int64")
-    counts[np.asarray(got["i"], dtype="int64")] = np.asarray(got["c"], dtype="int64")
+    counts[g] = np.asarray(got["c"], dtype="int64")
     return counts, low, high
 
+
+# Each value in [lo, hi] in the bin its offset over the even width says, with the least and
+# greatest value each bin got: when those lie within the bin's edges, so does every value.
+_GUESSED_BINS = """
+SELECT least(greatest(floor((v - $lo::DOUBLE) * $norm::DOUBLE)::BIGINT, 0), $n::BIGINT - 1) AS g,
+       count(*) AS c, min(v) AS mn, max(v) AS mx
+FROM (SELECT {x}::DOUBLE AS v FROM frag WHERE {x} >= $lo::DOUBLE AND {x} <= $hi::DOUBLE) GROUP BY g"""
 
 # The bin of each value in [lo, hi] (NaN is above every number in DuckDB, so it is out), as
 # np.histogram's searchsorted over the edges gives it: a guess from the even width, then one
