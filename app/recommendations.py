@@ -244,10 +244,12 @@ def from_service(service: "ProcessingService", now: float | None = None) -> Row:
     settings, store = service.settings, service.store
     status = service.cluster_status()
     history_s = 2 * max(IDLE_WINDOW_S, MEMORY_WINDOW_S)
-    _, samples = store.query_metrics(since=now - history_s, limit=10000)
-    _, pending = store.list_jobs(status=["pending"], limit=500, newest_first=False)
+    samples = store.recent_samples(now - history_s)
+    _, pending = store.list_jobs(status=["pending"], limit=500, newest_first=False,
+                                 columns=["job_id", "created_at", "max_cores", "max_memory_gb"])
     counts = store.count_jobs(by="status", where_status=["pending", "running"])
-    finished = store.recently_finished(RECENT_JOBS, iso(now - FINISHED_WINDOW_S))
+    # only jobs the memory rule may advise on are read and decoded (SQL picks a superset)
+    finished = store.memory_suspects(RECENT_JOBS, iso(now - FINISHED_WINDOW_S), settings.default_max_memory_gb)
     recs = recommend(
         now=now, cluster=status, samples=samples, pending=pending, finished=finished,
         active_jobs=counts.get("pending", 0) + counts.get("running", 0), max_workers=settings.max_workers,

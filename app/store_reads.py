@@ -294,13 +294,27 @@ class StoreReads:
         return self._all("SELECT job_id, created_at, started_at, completed_at FROM jobs "
                          "WHERE status = 'completed' AND completed_at >= ?", [since_iso])
 
-    def recently_finished(self, recent: int, since_iso: str) -> list[dict[str, Any]]:
-        """Failed or completed jobs among the latest ``recent`` submissions, finished since ``since_iso``, newest first."""
+    def memory_suspects(self, recent: int, since_iso: str, default_memory_gb: float) -> list[dict[str, Any]]:
+        """Failed or completed jobs among the latest ``recent`` submissions, finished since ``since_iso``,
+        newest first, that may have lacked memory: failed with an error naming memory (or with text
+        LIKE cannot judge), spilled, or peaked above what they declared. A superset of the jobs
+        ``app.recommendations.job_memory_rule`` advises on, so only those are decoded."""
         # a range of the seq index; '+status' keeps the planner off the status index
         return self._dicts("jobs", """
             SELECT job_id, status, operation, max_memory_gb, error, resources, completed_at FROM jobs
             WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM jobs) - ? AND +status IN ('failed', 'completed')
-              AND completed_at >= ? ORDER BY seq DESC""", [recent, since_iso])
+              AND completed_at >= ? AND (
+                (status = 'failed' AND (error LIKE '%memory%' OR error LIKE '%killed%' OR error LIKE '%oom%'
+                                        OR error GLOB '*[^ -~]*' OR error LIKE '%\\u%'))
+                OR resources LIKE '%spill%'
+                OR CASE WHEN json_valid(resources) THEN json_extract(resources, '$.peak_memory_bytes') END
+                   > COALESCE(NULLIF(max_memory_gb, 0), ?) * 1e9)
+            ORDER BY seq DESC""", [recent, since_iso, default_memory_gb])
+
+    def recent_samples(self, since: float) -> list[dict[str, Any]]:
+        """The stored metric rows since ``since`` (epoch s), oldest first: the fields advice reads."""
+        return self._dicts("metrics", "SELECT ts, status, n_workers, active_tasks, total_memory_bytes, "
+                                      "used_memory_bytes FROM metrics WHERE ts >= ? ORDER BY ts", [since])
 
     # -- attempts --------------------------------------------------------
     def attempt_counts(self) -> tuple[dict[str, int], int]:

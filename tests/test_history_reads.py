@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from app import recommendations
 from app.api.metrics import history_entry
 from app.job_views import JobViews
 from app.jsonsafe import json_safe
@@ -144,3 +145,42 @@ def test_history_entries_encoded_by_sqlite_equal_the_python_view_of_each_row(sto
             for key, value in want.items():
                 assert got[key] == value and type(got[key]) is type(value), (key, got[key], value)
     assert {("2.12GB", 4.71), ("2.00GB", 5.0)} <= seen  # the ties rounded as Python rounds them
+
+
+SUSPECTS = [  # (status, error, resources, max_memory_gb): advised on or not, as the rule decides
+    ("failed", {"type": "MemoryError", "message": "x"}, {}, 1.0),
+    ("failed", {"type": "KilledWorker", "message": "worker died"}, {}, None),
+    ("failed", {"type": "RuntimeError", "message": "OOM kill"}, {}, 2.0),
+    ("failed", {"type": "RuntimeError", "message": "\u212ailled  worker"}, {}, 2.0),  # Kelvin sign: IGNORECASE
+    ("failed", None, None, 2.0),  # error: text that is not JSON (written below)
+    ("failed", {"type": "ValueError", "message": "bad column"}, {}, 1.0),
+    ("failed", {"type": "ValueError", "message": "room for doubt"}, {}, 1.0),  # 'oom' but not a word
+    ("completed", None, {"peak_memory_bytes": 3e9, "tasks": 4}, 2.0),
+    ("completed", None, {"peak_memory_bytes": 1e9, "tasks": 4}, 2.0),
+    ("completed", None, {"peak_memory_bytes": 5e9}, 0),  # 0 declared: the default (4 GB) counts
+    ("completed", None, {"peak_memory_bytes": 3e9}, None),
+    ("completed", None, {"spilled_bytes_disk": 2e9}, 1.0),
+    ("completed", None, {"SPILL": 2e9}, 1.0),  # not 'spill' as the rule reads keys
+    ("completed", None, None, 1.0),  # resources: text that is not JSON (written below)
+    ("completed", {"type": "MemoryError"}, {}, 1.0),  # completed: its error is not read
+]
+
+
+def test_memory_suspects_give_the_advice_of_every_recent_finished_job(store):
+    jobs = [{"job_id": f"s{i}", "operation": "aggregate", "dataset_id": "ds", "priority": "LOW", "status": status,
+             "error": error, "resources": resources, "max_memory_gb": gb, "created_at": "2026-01-01T00:00:00.000Z",
+             "completed_at": f"2026-01-01T00:{i:02d}:00.000Z"} for i, (status, error, resources, gb) in enumerate(SUSPECTS)]
+    store.insert_jobs(jobs + [{**jobs[0], "job_id": "old", "completed_at": "2025-01-01T00:00:00.000Z"}])
+    with store.db.conn:  # text an older release (or a hand) may have stored in a JSON column
+        store.db.execute("UPDATE jobs SET error = 'out of memory' WHERE job_id = 's4'")
+        store.db.execute("UPDATE jobs SET resources = '{not json spill' WHERE job_id = 's13'")
+    since = "2026-01-01T00:00:00.000Z"
+    _, everything = store.list_jobs(["failed", "completed"], None, 100, 0)
+    everything = [j for j in everything if j["completed_at"] >= since]
+    suspects = store.memory_suspects(100, since, 4.0)
+    want = recommendations.job_memory_rule(everything, default_memory_gb=4.0)
+    assert recommendations.job_memory_rule(suspects, default_memory_gb=4.0) == want
+    assert {r["suggested"]["job_id"] for r in want} == {"s0", "s1", "s2", "s3", "s4", "s7", "s9", "s11"}
+    assert {j["job_id"] for j in suspects} < {j["job_id"] for j in everything}
+    assert {"s5", "s8", "s10", "s14", "old"}.isdisjoint(j["job_id"] for j in suspects)
+    assert len(store.memory_suspects(3, since, 4.0)) <= 3  # among the latest submissions only
