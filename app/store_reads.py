@@ -1,4 +1,4 @@
-"""The store's reads: named queries over read-only connections, and the threads that run them.
+"""The store's reads: named queries over read-only connections (app.store_pool), run off the loop.
 
 SQLite in WAL mode lets readers run beside the one writer, so reads take no lock: each
 borrows a read-only connection of its own. Handlers ``await store.reading(fn, ...)``,
@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import math
-import queue
 import re
-import sqlite3
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from .lifecycle import ALL, TERMINAL
-from .store_schema import BLOCK_SEQS, JSON_COLUMNS, SCHEMA
+from .store_pool import ReadPool, decode
+from .store_schema import BLOCK_SEQS, SCHEMA
 
 T = TypeVar("T")
-READ_THREADS = 2  # two cores here; reads are short, so a deeper pool only queues in SQLite
 ACTIVE = tuple(s for s in ALL if s not in TERMINAL)
 LIST_FILTERS = ("status", "priority", "dataset_id", "operation")  # each has an index (column, seq)
 # what a job list entry shows (app.job_views.JobViews.summary)
@@ -68,52 +61,6 @@ HISTORY_PARTS = (
     "'queue', CASE WHEN json_valid(queue) THEN json(queue) END)",
     "CASE WHEN queue IS NOT NULL AND NOT json_valid(queue) THEN queue END",
 )
-
-
-def decode(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    """A row with its JSON columns parsed (text that is not JSON is left as it is)."""
-    for column in JSON_COLUMNS.get(table, ()):
-        value = row.get(column)
-        if isinstance(value, str):
-            try:
-                row[column] = json.loads(value)
-            except ValueError:
-                pass
-    return row
-
-
-class ReadPool:
-    """Read-only connections, lent one at a time, and the threads that run slow reads."""
-
-    def __init__(self, path: Path, threads: int = READ_THREADS):
-        self.uri = Path(path).resolve().as_uri() + "?mode=ro"
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="store-read")
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._closed = threading.Event()
-
-    @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = sqlite3.connect(self.uri, uri=True, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA query_only = 1")
-        try:
-            yield conn
-        finally:
-            if self._closed.is_set():
-                conn.close()
-            else:
-                self._idle.put(conn)
-
-    def close(self) -> None:
-        self._closed.set()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
 
 
 def _where(filters: dict[str, Iterable[str] | str | None]) -> tuple[str, list[Any]]:
