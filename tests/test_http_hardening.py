@@ -527,28 +527,38 @@ VIOLATIONS_JS = """() => {
 }"""
 
 
-@pytest.mark.ui
-@pytest.mark.parametrize("path", ["/", "/jobs", "/data", "/wall", "/docs"])
-def test_pages_render_under_the_policy_with_no_violation(open_server, path):
-    """Chromium loads the page with the headers on: it renders, and no CSP violation is reported."""
+@pytest.fixture(scope="module")
+def csp_browser() -> Iterator:
+    """One Chromium for the module's page checks (each gets a fresh context of its own)."""
     from playwright.sync_api import sync_playwright
 
-    csp = open_server.get(path).headers["Content-Security-Policy"]
-    assert "default-src 'self'" in csp
-    messages: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
-            page.on("console", lambda m: messages.append(m.text))
-            page.add_init_script(f"({VIOLATIONS_JS})()")
-            page.goto(open_server.url + path)
-            rendered = {"/": page.get_by_test_id("cluster-status"), "/wall": page.get_by_test_id("wall-status"),
-                        "/docs": page.get_by_text("Distributed Processing Cluster API")}
-            rendered.get(path, page.locator(".bk-Column, .bk-Row").first).wait_for(timeout=60_000)
-            page.wait_for_timeout(3000)  # the websocket's updates render too
-            violations = page.evaluate("window.__violations")
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.mark.ui
+@pytest.mark.parametrize("path", ["/", "/jobs", "/data", "/wall", "/docs"])
+def test_pages_render_under_the_policy_with_no_violation(open_server, csp_browser, path):
+    """Chromium loads the page with the headers on: it renders, and no CSP violation is reported."""
+    csp = open_server.get(path).headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp
+    messages: list[str] = []
+    context = csp_browser.new_context()
+    try:
+        page = context.new_page()
+        page.on("console", lambda m: messages.append(m.text))
+        page.add_init_script(f"({VIOLATIONS_JS})()")
+        page.goto(open_server.url + path)
+        rendered = {"/": page.get_by_test_id("cluster-status"), "/wall": page.get_by_test_id("wall-status"),
+                    "/docs": page.get_by_text("Distributed Processing Cluster API")}
+        rendered.get(path, page.locator(".bk-Column, .bk-Row").first).wait_for(timeout=60_000)
+        page.wait_for_timeout(3000)  # the websocket's updates render too
+        violations = page.evaluate("window.__violations")
+    finally:
+        context.close()
     reported = [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
     assert not violations and not reported, (violations, reported)
