@@ -86,10 +86,7 @@ class DatasetTable(pn.viewable.Viewer):
         self._delete.on_click(self._ask)
         self._no.on_click(lambda _e: setattr(self._confirm, "visible", False))
         self._yes.on_click(self._on_delete)
-        # the first page is drawn with rows (one indexed read while the page is built); the
-        # onload refresh follows on the read pool
-        self._total, rows = self.service.datasets.list(self.limit, 0)
-        self._all = dataset_frame(rows)
+        # the rows are read on the store's read pool once the page is up (nothing is read while it is built)
         self._draw()
         pn.state.onload(self.refresh)
 

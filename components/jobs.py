@@ -71,7 +71,8 @@ class JobTable(pn.viewable.Viewer):
                                        css_classes=["jobs-sort"])
         self._search = pn.widgets.TextInput(name="Search", placeholder="id, dataset, operation, parameters, error",
                                             width=300, css_classes=["jobs-search"])
-        self._dataset = pn.widgets.Select(name="Dataset", options=self._dataset_options(), value=None, width=210)
+        # the datasets to filter by are read on the store's read pool once the page is up
+        self._dataset = pn.widgets.Select(name="Dataset", options={"All datasets": None}, value=None, width=210)
         self._after = pn.widgets.DatePicker(name="Submitted from", value=None, width=150)
         self._before = pn.widgets.DatePicker(name="to", value=None, width=150)
         self._prev = pn.widgets.Button(label="‹ Newer", width=90, disabled=True)
@@ -102,6 +103,7 @@ class JobTable(pn.viewable.Viewer):
         self._next.on_click(lambda _e: self._page(1))
         self._table.on_click(self._on_click)
         self.refresh()
+        pn.state.execute(self._load_datasets)
         self.feed.subscribe(self._on_sample)
 
     def refresh(self) -> None:
@@ -141,9 +143,9 @@ class JobTable(pn.viewable.Viewer):
                 "created_after": f"{after.isoformat()}T00:00:00Z" if after else None,
                 "created_before": f"{(before + datetime.timedelta(days=1)).isoformat()}T00:00:00Z" if before else None}
 
-    def _dataset_options(self) -> dict[str, Any]:
-        _, rows = self.service.datasets.list(500, 0)
-        return {"All datasets": None, **{r["dataset_id"]: r["dataset_id"] for r in rows}}
+    async def _load_datasets(self) -> None:
+        _, rows = await self.service.reading(self.service.datasets.list, 500, 0)
+        self._dataset.options = {"All datasets": None, **{r["dataset_id"]: r["dataset_id"] for r in rows}}
 
     def _filter_changed(self, _: Any) -> None:
         self._offset = 0

@@ -80,7 +80,10 @@ class PipelineView(pn.viewable.Viewer):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self._picker = pn.widgets.Select(name="Pipeline", options=self._options(), width=420)
+        # the recent pipelines are read on the store's read pool once the page is up; until then
+        # the picker holds the one the address names
+        shown = {self.pipeline_id: self.pipeline_id} if self.pipeline_id else {}
+        self._picker = pn.widgets.Select(name="Pipeline", options={"Choose a pipeline": None, **shown}, width=420)
         if self.pipeline_id:
             self._picker.value = self.pipeline_id
         self._header = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
@@ -93,11 +96,15 @@ class PipelineView(pn.viewable.Viewer):
         self._picker.param.watch(lambda e: self._show(e.new), "value")
         self.feed.subscribe(self._on_sample)
         self._show(self._picker.value)
+        pn.state.execute(self._load_options)
 
-    def _options(self) -> dict[str, Any]:
-        rows = self.service.pipelines.recent(200)
-        return {"Choose a pipeline": None, **{f"{r['name'] or r['pipeline_id']} ({r['pipeline_id']})": r["pipeline_id"]
-                                              for r in rows}}
+    async def _load_options(self) -> None:
+        rows = await self.service.reading(self.service.pipelines.recent, 200)
+        options = {f"{r['name'] or r['pipeline_id']} ({r['pipeline_id']})": r["pipeline_id"] for r in rows}
+        chosen = self._picker.value
+        if chosen and chosen not in options.values():  # older than the recent ones: kept by its id
+            options[chosen] = chosen
+        self._picker.options = {"Choose a pipeline": None, **options}
 
     def _figure(self) -> Any:
         fig = figure(height=240, sizing_mode="stretch_width", tools="", toolbar_location=None,
