@@ -7,7 +7,9 @@ temporary data dir with sqlite-utils' bulk insert, starts the real server on it 
 times each query (median and p99 of ``--repeat`` calls, one at a time). Meanwhile a
 thread polls ``/api/processing/health`` every 5 ms: its longest answer is the longest
 the event loop was kept from answering (the loop stall, plus one health request).
-A query the server refuses (a filter an older release does not have) shows as ``n/a``.
+Then, with nothing else asking, each query again: the server process's CPU time per call
+(its idle CPU over the same time taken off), which the machine's load does not inflate as it
+does the latencies. A query the server refuses (a filter an older release does not have) shows as ``n/a``.
 Prints figures; asserts nothing. ``--cache`` keeps the seeded databases for the next run
 (each run works on a copy, since a newer server migrates the file in place).
 """
@@ -24,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 import sqlite_utils
 
@@ -114,6 +117,7 @@ def queries(n: int) -> list[tuple[str, str]]:
         ("queue/status", "/api/processing/queue/status"),
         ("datasets", "/api/processing/datasets"),
         ("metrics/cluster window=1h", "/api/processing/metrics/cluster?window=1h"),
+        ("metrics/cluster window=24h step=60", "/api/processing/metrics/cluster?window=24h&step=60"),
         ("/metrics (prometheus)", "/metrics"),
         ("recommendations", "/api/processing/recommendations"),
     ]
@@ -140,6 +144,29 @@ class HealthPoller(threading.Thread):
             self.latencies.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.005)
         s.close()
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def cpu_per_call(url: str, pid: int, n: int, repeat: int) -> dict[str, float]:
+    """Server CPU ms per call of each query, less the server's idle CPU over the same time."""
+    proc, out = psutil.Process(pid), {}
+    c0, t0 = cpu_s(proc), time.perf_counter()
+    time.sleep(2)
+    idle_rate = (cpu_s(proc) - c0) / (time.perf_counter() - t0)
+    with requests.Session() as s:
+        for name, path in queries(n):
+            if s.get(url + path, timeout=120).status_code != 200:
+                continue
+            c0, t0 = cpu_s(proc), time.perf_counter()
+            for _ in range(repeat):
+                s.get(url + path, timeout=120)
+            busy = cpu_s(proc) - c0 - idle_rate * (time.perf_counter() - t0)
+            out[name] = max(0.0, busy) * 1000 / repeat
+    return out
 
 
 def measure(url: str, n: int, repeat: int) -> tuple[list[tuple], list[float], list[float], int]:
@@ -181,12 +208,14 @@ def run(n: int, repeat: int, cache: Path | None) -> None:
         srv.start(wait=True, timeout=600)
         print(f"\n{n} jobs: server healthy after {time.perf_counter() - t0:.1f} s; load average {os.getloadavg()}")
         rows, idle, busy, errors = measure(srv.url, n, repeat)
+        cpu = cpu_per_call(srv.url, srv.proc.pid, n, repeat)
     finally:
         srv.cleanup()
         shutil.rmtree(work, ignore_errors=True)
         if cache is None:
             shutil.rmtree(template, ignore_errors=True)
-    print(table(rows, ("query", "median ms", "p99 ms", "http")))
+    rows = [(*row, f"{cpu[row[0]]:.1f}" if row[0] in cpu else "n/a") for row in rows]
+    print(table(rows, ("query", "median ms", "p99 ms", "http", "server CPU ms/call")))
     print(f"health while idle: median {median(idle):.1f} ms, max {max(idle):.1f} ms ({len(idle)} polls)")
     print(f"health during the queries: median {median(busy):.1f} ms, p99 {pct(busy, 0.99):.1f} ms, "
           f"max {max(busy):.1f} ms ({len(busy)} polls, {errors} failed); load average {os.getloadavg()}")
