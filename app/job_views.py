@@ -210,7 +210,8 @@ class JobViews(LiveViews):
         waiting = self.waiting
         entries = [entry if job_status != "pending" or job_id not in waiting else self._waiting_entry(entry, job_id)
                    for job_id, job_status, entry in rows]
-        return f'{{"total": {int(total)}, "limit": {int(limit)}, "offset": {int(offset)}, "jobs": [{", ".join(entries)}]}}'
+        head = f'"total": {int(total)}, "limit": {int(limit)}, "offset": {int(offset)}'
+        return f'{{{head}, "jobs": [{", ".join(entries)}]}}'
 
     def _waiting_entry(self, entry: str, job_id: str) -> str:
         """A pending job's list entry with its queue position and the reason it waits."""

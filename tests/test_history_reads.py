@@ -169,7 +169,8 @@ SUSPECTS = [  # (status, error, resources, max_memory_gb): advised on or not, as
 def test_memory_suspects_give_the_advice_of_every_recent_finished_job(store):
     jobs = [{"job_id": f"s{i}", "operation": "aggregate", "dataset_id": "ds", "priority": "LOW", "status": status,
              "error": error, "resources": resources, "max_memory_gb": gb, "created_at": "2026-01-01T00:00:00.000Z",
-             "completed_at": f"2026-01-01T00:{i:02d}:00.000Z"} for i, (status, error, resources, gb) in enumerate(SUSPECTS)]
+             "completed_at": f"2026-01-01T00:{i:02d}:00.000Z"}
+            for i, (status, error, resources, gb) in enumerate(SUSPECTS)]
     store.insert_jobs(jobs + [{**jobs[0], "job_id": "old", "completed_at": "2025-01-01T00:00:00.000Z"}])
     with store.db.conn:  # text an older release (or a hand) may have stored in a JSON column
         store.db.execute("UPDATE jobs SET error = 'out of memory' WHERE job_id = 's4'")
