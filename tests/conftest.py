@@ -2,7 +2,9 @@
 
 Servers: the real server in a subprocess with a temporary data dir and a real Dask
 LocalCluster; one shared per session (``server``), one token-protected (``token_server``),
-fresh ones where a test needs its own (``make_server``).
+one whose cluster tests may scale and stop (``scratch_server``, reset before each test),
+fresh ones where a test needs its own (``make_server``). A server start is the suite's
+main cost (some 5 s on 2 cores): share one where the test allows.
 
 Tiers: a test that starts a server is marked ``slow`` here (by the fixtures it uses, or by
 its module); browser tests are ``ui``. ``pytest -m "not slow and not ui"`` is the fast tier,
@@ -32,8 +34,8 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # What starts a server or Dask processes, in a test's own code or in a fixture it uses
 # (pytest's fixture closure reaches fixtures used through other fixtures).
-STARTERS = ("ServerProcess(", "make_server(", "module_server(", "subprocess.Popen(", "Popen(", "_spawn(")
-SERVER_FIXTURES = {"server", "make_server", "token_server"}
+STARTERS = ("ServerProcess(", "ServerPool(", "make_server(", "module_server(", "subprocess.Popen(", "Popen(", "_spawn(")
+SERVER_FIXTURES = {"server", "make_server", "token_server", "scratch_server"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,6 +109,31 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
                          "AUTH_MAX_FAILURES": "1000"}).start()  # wrong tokens on purpose: no lockout
     yield srv
     srv.cleanup()
+
+
+@pytest.fixture(scope="session")
+def _scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("scratch-server"), {"DASK_N_WORKERS": "1", "DEMO_ROWS": "2000"})
+    yield srv.start()
+    srv.cleanup()
+
+
+@pytest.fixture
+def scratch_server(_scratch: ServerProcess) -> ServerProcess:
+    """A server whose cluster a test may scale, adapt, stop and start, shared by such tests
+    (one start for them all instead of one each): handed over running with its configured
+    1 fixed worker, restored to that before each test. The small demo dataset is registered."""
+    srv = _scratch
+    if srv.proc is None or srv.proc.poll() is not None:
+        pytest.fail("an earlier test ended the scratch server (tests that end a server use make_server)")
+    if srv.get("/api/processing/cluster/status").json()["status"] != "running":
+        assert srv.post("/api/processing/cluster/start").status_code == 200
+    status = srv.get("/api/processing/cluster/status").json()
+    if status["n_workers"] != 1 or status.get("adaptive") is not None:
+        assert srv.post("/api/processing/cluster/scale", json={"n_workers": 1}).status_code == 200
+    status = srv.wait_workers(1)
+    assert status["status"] == "running" and status.get("adaptive") is None, status
+    return srv
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -37,16 +37,6 @@ def run_json(cli: Any, *args: str) -> Any:
     code, out, err = cli(*args, "--json")
     assert code == 0, err
     return json.loads(out)
-
-
-@pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server the CLI may scale and stop."""
-    srv = ServerProcess(tmp_path_factory.mktemp("cli-private"), {"DASK_N_WORKERS": "1", "DEMO_ROWS": "2000"})
-    srv.start()
-    srv.wait_workers(1)
-    yield srv
-    srv.cleanup()
 
 
 def test_app_cli_is_an_alias_of_the_client_package():
@@ -224,8 +214,8 @@ def test_url_and_token_come_from_the_environment(token_server, capsys, monkeypat
     assert main(["queue", "--json"]) == 1 and "unauthorized" in capsys.readouterr().err
 
 
-def test_scale_adapt_stop_start_wait_timeout_and_cancel(private, capsys, monkeypatch):
-    monkeypatch.setenv("PROCESSING_URL", private.url)
+def test_scale_adapt_stop_start_wait_timeout_and_cancel(scratch_server, capsys, monkeypatch):
+    monkeypatch.setenv("PROCESSING_URL", scratch_server.url)
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
@@ -233,11 +223,11 @@ def test_scale_adapt_stop_start_wait_timeout_and_cancel(private, capsys, monkeyp
         return (code, *capsys.readouterr())
 
     assert run("cluster", "scale", "2")[1].strip() == "Cluster scaling to 2 workers"
-    private.wait_workers(2)
+    scratch_server.wait_workers(2)
     code, out, _ = run("cluster", "scale", "--min", "1", "--max", "2")
     assert code == 0 and "adaptive" in out
     assert run("cluster", "scale", "1")[0] == 0
-    private.wait_workers(1)
+    scratch_server.wait_workers(1)
     code, out, _ = run("cluster", "stop")
     assert code == 0 and out.strip() == "Cluster stopped successfully"
 
@@ -254,7 +244,7 @@ def test_scale_adapt_stop_start_wait_timeout_and_cancel(private, capsys, monkeyp
 
     code, out, _ = run("cluster", "start")
     assert code == 0 and "Cluster started successfully" in out and "n_workers:" in out
-    private.wait_workers(1)
+    scratch_server.wait_workers(1)
 
 
 def test_the_installed_console_script(server):

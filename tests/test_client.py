@@ -1,8 +1,6 @@
 """processing_client (also importable as app.client) against the real server: every method, Job.wait's progress bar, the one
-error type. Scaling and stopping use a private server so the shared one keeps its 2 workers."""
+error type. Scaling and stopping use the scratch server (conftest) so the shared one keeps its 2 workers."""
 from __future__ import annotations
-
-from typing import Iterator
 
 import pytest
 import requests
@@ -18,16 +16,6 @@ MEAN = {"column": "expression_level", "operation": "mean"}
 @pytest.fixture(scope="module")
 def api(server: ServerProcess) -> Client:
     return Client(server.url)
-
-
-@pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server this module may scale and stop: 1 worker, a small demo dataset."""
-    srv = ServerProcess(tmp_path_factory.mktemp("client-private"), {"DASK_N_WORKERS": "1", "DEMO_ROWS": "2000"})
-    srv.start()
-    srv.wait_workers(1)
-    yield srv
-    srv.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -221,18 +209,18 @@ def test_an_unreachable_service_raises_a_connection_error():
             Client(url, timeout=5).health()
 
 
-def test_scale_adapt_stop_cancel_and_wait_timeout_on_a_private_server(private):
-    api = Client(private.url)
+def test_scale_adapt_stop_cancel_and_wait_timeout_on_the_scratch_server(scratch_server):
+    api = Client(scratch_server.url)
     assert api.cluster_status()["n_workers"] == 1
     assert api.cluster_scale(2)["target"] == 2
-    private.wait_workers(2)
+    scratch_server.wait_workers(2)
     assert api.cluster_scale(minimum=1, maximum=2)["adaptive"] == {"minimum": 1, "maximum": 2}
     assert api.cluster_status()["adaptive"] == {"minimum": 1, "maximum": 2}
     with pytest.raises(ProcessingAPIError) as err:
         api.cluster_scale(minimum=1)
     assert err.value.code == "invalid_request" and "maximum" in err.value.message
     api.cluster_scale(1)
-    assert private.wait_workers(1)["adaptive"] is None
+    assert scratch_server.wait_workers(1)["adaptive"] is None
 
     assert api.cluster_stop()["message"] == "Cluster stopped successfully"
     job = api.submit("aggregate", "demo_expression", MEAN, max_cores=1, max_memory_gb=0.25)  # no cluster: waits
@@ -243,5 +231,5 @@ def test_scale_adapt_stop_cancel_and_wait_timeout_on_a_private_server(private):
     assert job.wait(timeout=5, progress=False)["status"] == "cancelled"
 
     assert api.cluster_start()["message"] == "Cluster started successfully"
-    private.wait_workers(1)
+    scratch_server.wait_workers(1)
     assert api.health()["cluster_running"] is True
