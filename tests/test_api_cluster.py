@@ -56,9 +56,8 @@ def test_scale_rejects_bad_bodies(server, body, needle):
     assert needle in r.json()["error"]["message"]
 
 
-def test_scale_up_down_and_adaptive(make_server):
-    server = make_server({"DEMO_DATASET": "0"})  # its own: the shared server keeps its 2 workers
-    server.wait_workers(2)
+def test_scale_up_down_and_adaptive(scratch_server):
+    server = scratch_server  # not the shared server, which keeps its 2 workers
     r = server.post("/api/processing/cluster/scale", json={"n_workers": 3})
     assert r.status_code == 200, r.text
     server.wait_workers(3)
@@ -100,9 +99,9 @@ def test_embedded_workers_run_at_lower_cpu_priority_than_the_server(server):
     assert _nice_of_threads(server.proc.pid) == {0}  # the API and dashboard keep their priority
 
 
-def test_stop_then_start_again(make_server):
-    srv = make_server({"DEMO_DATASET": "0"})
-    srv.wait_workers(2)
+def test_stop_then_start_again(scratch_server):
+    srv = scratch_server  # running with its configured 1 worker
+    events_before = srv.get("/api/processing/cluster/events").json()["total"]
     r = srv.post("/api/processing/cluster/stop")
     assert r.status_code == 200 and r.json()["message"] == "Cluster stopped successfully"
     status = srv.get("/api/processing/cluster/status").json()
@@ -115,6 +114,9 @@ def test_stop_then_start_again(make_server):
     assert srv.post("/api/processing/cluster/stop").json()["message"] == "Cluster is not running"
     r = srv.post("/api/processing/cluster/start")
     assert r.status_code == 200 and r.json()["message"] == "Cluster started successfully"
-    assert r.json()["cluster_info"]["n_workers"] == 2
-    events = [e["event"] for e in srv.get("/api/processing/cluster/events").json()["events"]]
-    assert events[:3] == ["start", "stop", "start"]
+    assert r.json()["cluster_info"]["n_workers"] == 1  # the configured count again
+    body = srv.get("/api/processing/cluster/events?limit=1000").json()
+    events = [e["event"] for e in body["events"]]
+    new = body["total"] - events_before
+    assert events[:new] == ["start", "stop"]  # newest first: this test's two
+    assert "start" in events[new:]  # and before them the server's own start

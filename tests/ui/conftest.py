@@ -1,4 +1,6 @@
-"""Headless Debian Chromium through Playwright; screenshots go to test-artifacts/."""
+"""Headless Debian Chromium through Playwright; screenshots go to test-artifacts/. Servers the
+browser modules share (a start each saved): ``ui_server`` (the default settings, a small
+demo; its cluster left as it is), ``big_demo_server`` (2M demo rows) and ``stopped_server``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,6 +24,53 @@ def browser() -> Iterator:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """One server for the browser modules that need no settings of their own and leave its
+    cluster as it is (2 workers, running): one start for them all. Their dataset ids differ."""
+    yield from module_server(tmp_path_factory, "ui-shared", {"DEMO_ROWS": "2000"})
+
+
+@pytest.fixture(autouse=True)
+def ui_server_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the shared browser-test server: still running, 2 fixed workers."""
+    yield
+    if "ui_server" not in request.fixturenames:
+        return
+    srv = request.getfixturevalue("ui_server")
+    if srv.proc is None or srv.proc.poll() is not None:
+        pytest.fail(f"{request.node.nodeid} ended the shared ui_server")
+    try:
+        status = srv.wait_workers(2, timeout=30)
+    except TimeoutError:
+        pytest.fail(f"{request.node.nodeid} changed the ui_server's cluster (give it a server of its own)")
+    assert status["status"] == "running" and status.get("adaptive") is None, (
+        f"{request.node.nodeid} changed the ui_server's cluster: {status}")
+
+
+@pytest.fixture(scope="session")
+def big_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A server whose demo dataset has 2M rows (jobs on it run for seconds: long enough to
+    watch, stop and cancel), shared by the modules that need one; each hands it on with
+    its cluster running on its 2 workers."""
+    yield from module_server(tmp_path_factory, "big-demo", {"DEMO_ROWS": "2000000"})
+
+
+@pytest.fixture(scope="session")
+def _stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    yield from module_server(tmp_path_factory, "stopped", {"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})
+
+
+@pytest.fixture
+def stopped_server(_stopped):
+    """A server (no demo dataset) whose cluster is stopped, for the tests that start it from a
+    page: they share it, and a cluster an earlier one started is stopped again first."""
+    if _stopped.get("/api/processing/cluster/status").json()["status"] != "stopped":
+        assert _stopped.post("/api/processing/cluster/stop").status_code == 200
+    _stopped.wait_for(lambda: _stopped.get("/api/processing/cluster/status").json()["status"] == "stopped", 60)
+    return _stopped
 
 
 @pytest.fixture

@@ -1,17 +1,16 @@
-"""The analyst's path in a real browser, on one private server (cluster started from the page):
+"""The analyst's path in a real browser, on a server with a 2M-row demo (cluster started from the page):
 start the cluster, submit and follow a job to its result, cancel a long job, see a bad
 submission explained next to its field, upload a CSV, then screenshot every page."""
 from __future__ import annotations
 
 import json
 import re
-from typing import Iterator
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.helpers import fill, module_server, pick, shot, watch_bar
+from tests.ui.helpers import fill, pick, shot, watch_bar
 
 pytestmark = pytest.mark.ui
 
@@ -19,9 +18,9 @@ PAGES = ("/", "/cluster", "/jobs", "/data", "/monitoring")
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(big_demo_server: ServerProcess) -> ServerProcess:
     # 2M demo rows: a describe runs for many seconds, long enough to watch and cancel
-    yield from module_server(tmp_path_factory, "analyst", {"DEMO_ROWS": "2000000"})
+    return big_demo_server  # shared with test_cluster_controls (ui/conftest.py)
 
 
 @pytest.fixture
@@ -43,8 +42,8 @@ def submit(page) -> str:
     return page.get_by_test_id("job-id").inner_text(timeout=15_000)
 
 
-def test_start_cluster_from_the_overview(make_server, page):
-    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})  # its own: any test order works
+def test_start_cluster_from_the_overview(stopped_server, page):
+    srv = stopped_server  # stopped whatever ran before (ui/conftest.py)
     page.goto(srv.url + "/")
     expect(page.get_by_test_id("cluster-status")).to_have_text("stopped", timeout=30_000)
     page.get_by_role("button", name="Start cluster").click()

@@ -39,8 +39,8 @@ def test_every_page_shows_the_health_reasons(broken_demo: ServerProcess, page) -
     shot(page, "health-banner-1280x800")
 
 
-def test_no_banner_while_healthy(make_server, page) -> None:
-    srv = make_server({"DEMO_ROWS": "2000"})
+def test_no_banner_while_healthy(ui_server: ServerProcess, page) -> None:
+    srv = ui_server  # a server with the default settings, shared (ui/conftest.py)
     srv.wait_workers(2)
     srv.wait_for(lambda: srv.get("/api/processing/health").json()["status"] == "healthy", 60)
     page.goto(srv.url + "/")

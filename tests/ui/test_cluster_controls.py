@@ -1,13 +1,11 @@
 """The cluster controls: Stop asks first and says how many jobs run; the controls show the cluster's state."""
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server, shot
+from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.ui
 
@@ -15,13 +13,16 @@ LONG_JOB = {"operation": "aggregate", "dataset_id": "demo_expression", "max_core
             "parameters": {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}}
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "controls", {"DEMO_ROWS": "1500000"})
-
-
 def running_count(srv: ServerProcess) -> int:
     return srv.get("/api/processing/queue/status").json()["queue_status"]["total_running"]
+
+
+@pytest.fixture(scope="module")
+def srv(big_demo_server: ServerProcess) -> ServerProcess:
+    """The shared 2M-row demo server (ui/conftest.py), once no job of an earlier module runs
+    on it: the stop dialog counts the running jobs."""
+    big_demo_server.wait_for(lambda: running_count(big_demo_server) == 0, 120, 0.5)
+    return big_demo_server
 
 
 def test_stop_asks_with_the_running_count_and_cancel_keeps_the_cluster(srv: ServerProcess, page) -> None:

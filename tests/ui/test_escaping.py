@@ -8,14 +8,13 @@ leave the server.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server
 from tests.ui.guard import PageGuard, injected_images
 
 pytestmark = pytest.mark.ui
@@ -31,8 +30,8 @@ API = "/api/processing"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "escaping", {"DEMO_ROWS": "2000"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 def upload(srv: ServerProcess, dataset_id: str, body: bytes, **query: str) -> dict[str, Any]:

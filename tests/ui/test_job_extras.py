@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -10,7 +9,7 @@ from playwright.sync_api import expect
 
 from tests.helpers import submit, wait_job
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server, shot
+from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.ui
 
@@ -18,8 +17,8 @@ GROUPED = {"column": "expression_level", "operation": "mean", "group_by": "condi
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "job_extras", {"DEMO_ROWS": "2000"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 def test_log_downloads_and_rerun(srv: ServerProcess, page) -> None:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import signal
-from typing import Iterator
 
 import pytest
 import requests
 
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server, shot
+from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.ui
 
@@ -30,8 +29,8 @@ CLIPPED_JS = """
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "layout", {"DEMO_ROWS": "2000"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 def test_registered_column_is_whole_at_1280(srv: ServerProcess, page) -> None:
@@ -86,7 +85,8 @@ def test_wall_job_names_are_whole_at_1280(srv: ServerProcess, page) -> None:
             "parameters": {"feature_column": "gene", "group_column": "condition", "a": "a", "b": "b",
                            "value_column": "value"}})
         assert job.status_code == 201, job.text
-        name = page.locator(".wall-job-name").first
+        # this job's name (the server is shared: another module's job may be on the wall too)
+        name = page.locator(".wall-job-name", has_text="differential_expression").first
         name.wait_for(timeout=60_000)
         size = name.evaluate("el => ({sw: el.scrollWidth, cw: el.clientWidth, sh: el.scrollHeight, ch: el.clientHeight,"
                              " text: el.textContent})")

@@ -1,21 +1,19 @@
 """Numbers in tables are formatted by dtype: small values (p- and q-values) in scientific notation, never 0.0000."""
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 import requests
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server, shot
+from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.ui
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "numbers", {"DEMO_ROWS": "2000"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 def cells(page, table: str, field: str) -> list[str]:

@@ -1,12 +1,9 @@
 """No third-party requests: every page, in both themes, loads everything (scripts, styles, fonts) from the server."""
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server
 from tests.ui.guard import PageGuard
 
 pytestmark = pytest.mark.ui
@@ -17,8 +14,8 @@ PAGES = {"/": "[data-testid=cluster-status]", "/cluster": "[data-testid=cluster-
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "offline", {"DEMO_ROWS": "2000"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 @pytest.mark.parametrize("theme", ["default", "dark"])

@@ -9,8 +9,8 @@ from tests.ui.helpers import shot
 pytestmark = pytest.mark.ui
 
 
-def test_click_start_shows_workers(make_server, page):
-    srv = make_server({"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})
+def test_click_start_shows_workers(stopped_server, page):
+    srv = stopped_server  # shared with test_analyst's start from the overview (ui/conftest.py)
     page.goto(srv.url + "/")
     status = page.get_by_test_id("cluster-status")
     status.wait_for(timeout=30_000)

@@ -2,26 +2,24 @@
 submitted and its table shown, a binding error shown under the editor with its position."""
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.helpers import module_server, pick, shot
+from tests.ui.helpers import pick, shot
 
 pytestmark = pytest.mark.ui
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "sql_editor", {"DEMO_ROWS": "2000"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 def test_type_a_query_submit_and_see_the_result(srv: ServerProcess, page) -> None:
     srv.wait_workers(2)
     srv.wait_for(lambda: srv.get("/api/processing/datasets/demo_expression?preview_rows=0").status_code == 200, 60)
-    page.goto(srv.url + "/jobs")
+    page.goto(srv.url + "/jobs?dataset=demo_expression")  # the shared server holds other datasets too
     page.locator(".pc-field-job_operation select").wait_for(timeout=30_000)
     pick(page, "job_operation", "SQL query")
     editor = page.locator(".pc-sql-editor textarea")

@@ -1,12 +1,12 @@
 """Both themes are readable: WCAG contrast of the stat values and the sidebar links, from computed styles."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from tests.server import ServerProcess
-from tests.ui.conftest import module_server, shot
+from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.ui
 
@@ -45,8 +45,8 @@ CONTRAST_JS = """
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "theme", {"DEMO_ROWS": "2000"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 def contrasts(page, selector: str) -> list[dict[str, Any]]:

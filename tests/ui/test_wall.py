@@ -4,20 +4,19 @@ without anyone touching the page."""
 from __future__ import annotations
 
 import time
-from typing import Iterator
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.server import ServerProcess
-from tests.ui.helpers import module_server, shot
+from tests.ui.helpers import shot
 
 pytestmark = pytest.mark.ui
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "wall", {"DEMO_DATASET": "0"})
+def srv(ui_server: ServerProcess) -> ServerProcess:
+    return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
 def live_text(page, testid: str, timeout: float = 15) -> tuple[str, str]:
