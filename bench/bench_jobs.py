@@ -113,7 +113,8 @@ def main() -> None:
     parser.add_argument("--tiny", type=int, default=100)
     args = parser.parse_args()
     srv = ServerProcess(Path(tempfile.mkdtemp(prefix="bench-jobs-")),
-                        {"DEMO_ROWS": "20000", "LIVE_INTERVAL": "0.5", "MAX_CONCURRENT_JOBS": "4"})
+                        {"DEMO_ROWS": "20000", "LIVE_INTERVAL": "0.5", "MAX_CONCURRENT_JOBS": "4",
+                         "DASK_MEMORY_LIMIT": "2GB"})
     srv.start()
     try:
         srv.wait_workers(2)

@@ -7,11 +7,12 @@ from typing import Any
 import dask.dataframe as dd
 import pandas as pd
 import param
+import pyarrow as pa
 
 from ..errors import InvalidRequest
 from ..models import required
 from ..kernels import KernelPlan
-from ._partials import NEEDS, median_of_counts, merge_counts, merge_moments, moments, statistic, value_counts
+from ._partials import NEEDS, counted, merge_counts, merge_moments, moments, statistic, value_counts
 from ._stats import exact_quantiles
 from .base import (Operation, Schema, as_list, jsonable, kind_of, require_column, require_kind, require_names,
                    table, unique)
@@ -126,21 +127,19 @@ def _from_moments(merged: pd.DataFrame, operation: str, column: str, keys: list[
     return _indexed(statistic(merged, operation), merged, keys, column)
 
 
-def _from_counts(merged: pd.DataFrame, operation: str, column: str, keys: list[str]) -> Any:
-    def one(part: pd.DataFrame) -> float:
-        part = part[part[column].notna()]
-        if operation == "nunique":
-            return len(part)
-        return median_of_counts(part[column].to_numpy(), part["c"].to_numpy())
-
+def _from_counts(merged: pa.Table, operation: str, column: str, keys: list[str]) -> Any:
+    """nunique or median (overall, or a Series per group) from merged counts, found in DuckDB."""
+    values = counted(merged, column, keys, operation).to_pandas()
     if not keys:
-        return one(merged) if not merged.empty else (0 if operation == "nunique" else float("nan"))
-    if merged.empty:
+        value = values["v"].iloc[0] if len(values) else None
+        if operation == "nunique":
+            return int(value or 0)
+        return float("nan") if value is None or pd.isna(value) else float(value)
+    if values.empty:
         return pd.Series([], dtype="float64", index=pd.MultiIndex.from_arrays([[]] * len(keys), names=keys)
                          if len(keys) > 1 else pd.Index([], name=keys[0]), name=column)
-    groups = merged.groupby(keys, sort=False, dropna=False)
-    values = groups[[column, "c"]].apply(one)
-    return values.rename(column)
+    series = values["v"].astype("int64" if operation == "nunique" else "float64")
+    return _indexed(series, values, keys, column)
 
 
 OPERATION = Aggregate()

@@ -70,8 +70,9 @@ def _sortable(column: Any) -> Any:
     return column if column.name == "count" or column.dtype != object else column.astype(str)
 
 
-def _from_counts(merged: pd.DataFrame, column: str, top: int) -> tuple[pd.Series, int, int, int]:
+def _from_counts(merged: Any, column: str, top: int) -> tuple[pd.Series, int, int, int]:
     """What the Dask graph computes: (top counts by value, non-null total, nulls, distinct)."""
+    merged = merged.to_pandas() if hasattr(merged, "to_pandas") else merged  # the kernels' Arrow counts
     if merged.empty:
         return pd.Series([], dtype="int64", name="count"), 0, 0, 0
     present = merged[merged[column].notna()]
