@@ -108,25 +108,31 @@ def value_counts(src: Source, args: dict[str, Any]) -> pa.Table:
 
 
 def merge_counts(parts: list[pa.Table], columns: Sequence[str]) -> pa.Table:
-    """Partials added up by DuckDB (which spills past its memory limit), still Arrow."""
+    """Partials put together, not yet added up: the finish aggregates once, in DuckDB (a
+    (keys, value) may repeat across fragments; every finish counts it as the sum of its
+    rows). With many distinct values the adding up is most of the job, so once, not per level."""
     if len(parts) == 1:
         return parts[0]
-    table = pa.concat_tables(parts, promote_options="default")
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def summed(merged: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """One row per (keys, value) with its total count."""
     cols = ", ".join(ident(c) for c in columns)
-    return _on_duckdb(table, f"SELECT {cols}, sum(c)::BIGINT AS c FROM counts GROUP BY {cols}")
+    return _on_duckdb(merged, f"SELECT {cols}, sum(c)::BIGINT AS c FROM counts GROUP BY {cols}")
 
 
 def counted(merged: pa.Table, column: str, keys: Sequence[str], operation: str) -> pa.Table:
     """nunique (distinct non-null values) or the exact median per group (or overall) from
-    merged counts, in DuckDB, as column ``v`` after the keys: the median is the mean of the
-    values where the running count first passes (n-1)//2 and n//2.
+    merged counts (a value may repeat), in DuckDB, as column ``v`` after the keys: the median
+    is the mean of the smallest values whose running count passes (n-1)//2 and n//2.
     A group whose values are all null keeps its row (0, or a null median)."""
     x = ident(column)
     by = ", ".join(ident(k) for k in keys)
     group = f" GROUP BY {by}" if keys else ""
     select = f"{by}, " if keys else ""
     if operation == "nunique":
-        return _on_duckdb(merged, f"SELECT {select}count({x})::BIGINT AS v FROM counts{group}")
+        return _on_duckdb(merged, f"SELECT {select}count(DISTINCT {x})::BIGINT AS v FROM counts{group}")
     part = f"PARTITION BY {by}" if keys else ""
     median = f"""
         WITH run AS (

@@ -7,10 +7,11 @@ from typing import Any
 import dask.dataframe as dd
 import pandas as pd
 import param
+import pyarrow as pa
 
 from ..kernels import KernelPlan
 from ..models import required
-from ._partials import merge_counts, value_counts
+from ._partials import merge_counts, summed, value_counts
 from .base import Operation, Schema, jsonable, require_column, table
 
 
@@ -72,7 +73,8 @@ def _sortable(column: Any) -> Any:
 
 def _from_counts(merged: Any, column: str, top: int) -> tuple[pd.Series, int, int, int]:
     """What the Dask graph computes: (top counts by value, non-null total, nulls, distinct)."""
-    merged = merged.to_pandas() if hasattr(merged, "to_pandas") else merged  # the kernels' Arrow counts
+    if isinstance(merged, pa.Table):  # the kernels' counts: added up here, once
+        merged = summed(merged, [column]).to_pandas()
     if merged.empty:
         return pd.Series([], dtype="int64", name="count"), 0, 0, 0
     present = merged[merged[column].notna()]
