@@ -23,7 +23,6 @@ its spill directory in the worker's local directory.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import threading
@@ -34,8 +33,9 @@ from typing import Any, Callable, Sequence
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+
+from .fragment_io import arrow_of, json_relation
 
 SPLIT_EVERY = 8  # partials merged per combine task
 FRAGMENT_ROWS = 1_000_000  # Parquet row groups are grouped into fragments of about this many rows
@@ -49,8 +49,6 @@ CSV_BLOCK = 64_000_000  # bytes of CSV per fragment
 # bytes of JSON lines per fragment: DuckDB reads a file itself at ~700 MB/s on one thread,
 # a range handed over from memory at a third of that, so only a big file is split
 JSON_RANGE = 256_000_000
-NULL_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-               "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # pandas' defaults
 
 Kernel = Callable[["Source", Any], Any]
 
@@ -225,94 +223,15 @@ def open_fragment(cur: duckdb.DuckDBPyConnection, frag: Fragment, columns: list[
     """
     cols = ", ".join(ident(c) for c in columns) if columns else "*"
     if frag.fmt == "json":
-        _json_relation(cur, frag, columns).create_view("frag", replace=True)
+        json_relation(cur, frag, columns).create_view("frag", replace=True)
         return
     if frag.fmt == "parquet" and frag.row_groups is None:
         listed = ", ".join(literal(p) for p in (frag.path, *frag.more))
         source = f"read_parquet([{listed}], union_by_name=true)" if frag.more else f"read_parquet({literal(frag.path)})"
     else:
-        cur.register("fragment_data", _arrow(frag, columns))
+        cur.register("fragment_data", arrow_of(frag, columns))
         source = "fragment_data"
     cur.execute(f"CREATE OR REPLACE TEMP VIEW frag AS SELECT {cols} FROM {source}")
-
-
-def _arrow(frag: Fragment, columns: list[str]) -> pa.Table:
-    if frag.fmt == "parquet":
-        return pq.ParquetFile(frag.path).read_row_groups(list(frag.row_groups or ()), columns=columns or None)
-    if frag.fmt == "csv":
-        return _csv_table(frag, columns)
-    return _json_lines(frag, columns)
-
-
-_DUCK_TYPES = {"int64": "BIGINT", "Int64": "BIGINT", "float64": "DOUBLE", "Float64": "DOUBLE", "bool": "BOOLEAN",
-               "boolean": "BOOLEAN"}
-
-
-def _json_relation(cur: duckdb.DuckDBPyConnection, frag: Fragment, columns: list[str]) -> Any:
-    """A JSON-lines file or byte range as a DuckDB relation of ``columns``, typed as registered.
-
-    DuckDB's reader (several times pyarrow's speed) reads the file itself, or a byte range
-    from memory; fields not asked for are skipped. Text that does not fit a column's
-    type is an error naming the record, which ``run_fragment`` reports with the file.
-    """
-    from dask.bytes.core import read_block
-
-    names = columns or list(frag.types)
-    types = {c: _DUCK_TYPES.get(frag.types.get(c, ""), "VARCHAR") for c in names}
-    # (DuckDB refuses JSON nested over 128 levels with an error of its own: no depth scan here)
-    if frag.length is None:
-        return cur.read_json(frag.path, format="newline_delimited", columns=types)
-    with open(frag.path, "rb") as f:
-        data = read_block(f, frag.offset, frag.length, delimiter=b"\n")
-    if not data.strip():
-        return cur.sql("SELECT " + ", ".join(f"NULL::{t} AS {ident(c)}" for c, t in types.items()) + " LIMIT 0")
-    return cur.read_json(io.BytesIO(data), format="newline_delimited", columns=types)
-
-
-def _json_lines(frag: Fragment, columns: list[str]) -> pa.Table:
-    """A JSON-lines file or byte range straight to Arrow, with the schema the dataset reads with."""
-    from dask.bytes.core import read_block
-
-    from .readers import _json_plan, _json_table, reader_options
-
-    _, schema = _json_plan(frag.path, reader_options("json", frag.options, frag.path), 1 << 20)
-    with open(frag.path, "rb") as f:
-        data = f.read() if frag.length is None else read_block(f, frag.offset, frag.length, delimiter=b"\n")
-    table = _json_table(data, frag.path, schema) if data.strip() else schema.empty_table()
-    table = table.select(columns) if columns else table
-    for i, name in enumerate(table.column_names):  # a field null on every line reads as text: type it
-        want = _ARROW_TYPES.get(frag.types.get(name, ""))
-        if want is not None and table.column(i).type != want and table.column(i).null_count == table.num_rows:
-            table = table.set_column(i, name, pa.nulls(table.num_rows, want))
-    return table
-
-
-_ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "boolean": pa.bool_(),
-                "Int64": pa.int64(), "Float64": pa.float64()}
-
-
-def _csv_table(frag: Fragment, columns: list[str]) -> pa.Table:
-    """A CSV file or byte range, typed as registered (pandas' defaults for nulls)."""
-    opts = frag.options
-    header = opts.get("header", True) is not False
-    names = list(frag.types) if not header else None
-    delimiter = opts.get("delimiter") or ("\t" if frag.path.lower().endswith((".tsv", ".tab", ".tsv.gz")) else ",")
-    delimiter = "\t" if delimiter in ("tab", "\\t") else delimiter
-    types = {c: _ARROW_TYPES.get(t, pa.timestamp("ns") if t.startswith("datetime64") else pa.large_string())
-             for c, t in frag.types.items()}
-    read = pa_csv.ReadOptions(column_names=names, encoding=opts.get("encoding") or "utf-8",
-                              use_threads=False, block_size=1 << 24)
-    parse = pa_csv.ParseOptions(delimiter=delimiter)
-    convert = pa_csv.ConvertOptions(column_types=types, null_values=NULL_VALUES, strings_can_be_null=True,
-                                    include_columns=columns or None)
-    if frag.length is None:
-        source: Any = pa.input_stream(frag.path, compression="detect")
-    else:
-        from dask.bytes.core import read_block
-
-        with open(frag.path, "rb") as f:
-            source = io.BytesIO(frag.header + read_block(f, frag.offset, frag.length, delimiter=b"\n"))
-    return pa_csv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
 
 
 class Source:

@@ -262,11 +262,11 @@ def _load(con: duckdb.DuckDBPyConnection, task: SqlTask) -> list[str]:
 def _load_fragments(con: duckdb.DuckDBPyConnection, task: SqlTask, files: list[str]) -> None:
     """CSV and JSON lines, typed as registered (as the kernels read them), into a temp table
     one fragment at a time: DuckDB holds it within its memory limit and spills the rest."""
-    from .. import kernels
+    from .. import fragment_io, kernels
 
     frags = kernels.fragments(files, task.fmt, task.options, task.schema)
     for i, frag in enumerate(frags):
-        con.register("fragment_data", kernels._arrow(frag, list(task.schema)))
+        con.register("fragment_data", fragment_io.arrow_of(frag, list(task.schema)))
         if i == 0:
             con.execute("CREATE TEMP TABLE data AS SELECT * FROM fragment_data")
         else:
