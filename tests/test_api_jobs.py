@@ -20,7 +20,7 @@ def demo_frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def big(server) -> dict:
     """A CSV dataset big enough for jobs that run for several seconds on 2 workers."""
-    return register_generated(server, 1_000_000, 8, "csv", dataset_id="big_csv")
+    return register_generated(server, 3_000_000, 24, "csv", dataset_id="big_csv")
 
 
 @pytest.mark.parametrize("body, status_code, needle", [
@@ -97,7 +97,7 @@ def test_result_of_unfinished_or_unknown_job(server, big):
     assert server.get("/api/processing/jobs/job_nope/result").status_code == 404
     job = submit(server, "aggregate", big["dataset_id"], {"column": "expression_level", "operation": "nunique",
                                                            "group_by": "sample_id"}, cache=False)  # really runs
-    r = server.get(f"/api/processing/jobs/{job}/result")  # seconds of work on 1M rows: not done yet
+    r = server.get(f"/api/processing/jobs/{job}/result")  # seconds of work on 3M rows: not done yet
     assert r.status_code == 409 and error_of(r)["code"] == "job_not_completed", r.text
     cancel = server.post(f"/api/processing/jobs/{job}/cancel")
     assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled", cancel.text
