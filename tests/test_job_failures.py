@@ -40,7 +40,14 @@ def big(srv: ServerProcess) -> dict:
 
 def worker_processes(srv: ServerProcess) -> list[psutil.Process]:
     """The Dask worker processes (children of the nannies), not the nannies or the scheduler."""
-    return [p for p in srv.descendants() if any("spawn_main" in part for part in p.cmdline())]
+    found = []
+    for p in srv.descendants():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and any("spawn_main" in part for part in p.cmdline()):
+                found.append(p)
+        except psutil.Error:  # a killed worker not yet reaped by its nanny, or gone meanwhile
+            continue
+    return found
 
 
 def test_a_value_the_schema_sample_did_not_see_fails_the_job_with_its_message(srv, tmp_path):
@@ -110,14 +117,20 @@ def test_a_filter_that_keeps_no_row_completes_as_a_job(srv):
 
 
 def test_a_job_whose_workers_die_fails_once_its_attempts_are_spent(srv, big):
-    job = submit(srv, "aggregate", big["dataset_id"], NUNIQUE_BY_SAMPLE, max_cores=1, max_memory_gb=0.5,
-                 cache=False)
-    wait_until(lambda: (s := wait_status(srv, job, {"running", "completed", "failed"}))["status"] != "running"
-               or (s["tasks_total"] or 0) > 0, 60, 0.1, "tasks on the workers")
     killed = worker_processes(srv)
     assert len(killed) == 2, [p.cmdline() for p in srv.descendants()]
-    for proc in killed:  # every worker: whichever runs the job's tasks is lost with them
-        proc.send_signal(signal.SIGKILL)
+    # the workers are stopped (SIGSTOP) before the job is sent: its tasks reach them and wait
+    # there, however fast the kernels would have finished them, until the workers are killed
+    for proc in killed:
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        job = submit(srv, "aggregate", big["dataset_id"], NUNIQUE_BY_SAMPLE, max_cores=1, max_memory_gb=0.5,
+                     cache=False)
+        wait_until(lambda: (s := wait_status(srv, job, {"running", "completed", "failed"}))["status"] != "running"
+                   or (s["tasks_total"] or 0) > 0, 60, 0.1, "tasks on the workers")
+    finally:
+        for proc in killed:  # every worker: whichever holds the job's tasks is lost with them
+            proc.send_signal(signal.SIGKILL)
     final = wait_job(srv, job, 120)
     assert final["status"] == "failed", final
     assert [a["outcome"] for a in final["attempts"]] == ["worker_lost"], final["attempts"]
