@@ -1,6 +1,8 @@
 """The cluster controls: Stop asks first and says how many jobs run; the controls show the cluster's state."""
 from __future__ import annotations
 
+import signal
+
 import pytest
 from playwright.sync_api import expect
 
@@ -28,23 +30,33 @@ def srv(big_demo_server: ServerProcess) -> ServerProcess:
 def test_stop_asks_with_the_running_count_and_cancel_keeps_the_cluster(srv: ServerProcess, page) -> None:
     srv.wait_workers(2)
     srv.wait_for(lambda: srv.get("/api/processing/datasets/demo_expression").status_code == 200, 120, 0.5)
-    r = srv.post("/api/processing/jobs/submit", LONG_JOB)
-    assert r.status_code == 201, r.text
-    job_id = r.json()["job_id"]
-    srv.wait_for(lambda: srv.get(f"/api/processing/jobs/{job_id}/status").json()["status"] == "running", 60, 0.1)
-    page.goto(srv.url + "/cluster")
-    expect(page.get_by_test_id("cluster-status")).to_have_text("running", timeout=30_000)
-    expect(page.get_by_role("button", name="Start cluster")).to_be_disabled(timeout=10_000)
-    page.get_by_role("button", name="Stop cluster").click()
-    confirm = page.get_by_test_id("stop-confirm")
-    expect(confirm).to_be_visible(timeout=10_000)
-    shown = int(page.get_by_test_id("stop-running-count").inner_text())
-    assert shown == 1 and running_count(srv) == 1, (shown, running_count(srv))
-    shot(page, "cluster-stop-confirmation-1280x800")
-    page.get_by_role("button", name="Keep it running").click()
-    expect(confirm).to_be_hidden(timeout=10_000)
-    page.wait_for_timeout(1500)
-    assert srv.get("/api/processing/cluster/status").json()["status"] == "running"
+    # the workers are stopped (SIGSTOP) while the dialog is read: the job is still running
+    # however fast the kernels would finish it
+    workers = [p for p in srv.descendants() if "multiprocessing" in " ".join(p.cmdline())
+               and "resource_tracker" not in " ".join(p.cmdline())]
+    for p in workers:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        r = srv.post("/api/processing/jobs/submit", LONG_JOB)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["job_id"]
+        srv.wait_for(lambda: srv.get(f"/api/processing/jobs/{job_id}/status").json()["status"] == "running", 60, 0.1)
+        page.goto(srv.url + "/cluster")
+        expect(page.get_by_test_id("cluster-status")).to_have_text("running", timeout=30_000)
+        expect(page.get_by_role("button", name="Start cluster")).to_be_disabled(timeout=10_000)
+        page.get_by_role("button", name="Stop cluster").click()
+        confirm = page.get_by_test_id("stop-confirm")
+        expect(confirm).to_be_visible(timeout=10_000)
+        shown = int(page.get_by_test_id("stop-running-count").inner_text())
+        assert shown == 1 and running_count(srv) == 1, (shown, running_count(srv))
+        shot(page, "cluster-stop-confirmation-1280x800")
+        page.get_by_role("button", name="Keep it running").click()
+        expect(confirm).to_be_hidden(timeout=10_000)
+        page.wait_for_timeout(1500)
+        assert srv.get("/api/processing/cluster/status").json()["status"] == "running"
+    finally:
+        for p in workers:
+            p.send_signal(signal.SIGCONT)
     final = srv.get(f"/api/processing/jobs/{job_id}/wait", params={"timeout": 120}, timeout=130).json()
     assert final["status"] == "completed", final
 
