@@ -215,6 +215,7 @@ def serve(argv: list[str]) -> int:
         aio = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aio.add_signal_handler(sig, lambda s=sig: aio.create_task(shutdown(s.name)))
+        aio.set_exception_handler(_client_gone_quietly)
 
     async def boot() -> None:
         install_signals()
@@ -231,6 +232,19 @@ def serve(argv: list[str]) -> int:
     loop.add_callback(boot)
     loop.start()
     return 0
+
+
+def _client_gone_quietly(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A write to a browser tab that has just closed fails in a task nobody awaits (Tornado's
+    ``write_message`` returns one, and the page's pushes do not await it): that is a client
+    going away, logged at debug, not an error with a traceback. Everything else as asyncio does."""
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    if isinstance(context.get("exception"), (WebSocketClosedError, StreamClosedError)):
+        log.debug("a client went away during a write: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,12 +71,19 @@ def test_a_value_the_schema_sample_did_not_see_fails_the_job_with_its_message(sr
 
 @pytest.mark.timeout(600)
 def test_a_job_holding_more_than_its_memory_is_stopped(srv):
-    # the smallest declaration (0.05 GB, stopped over 75 MB); the distinct values of 3M rows
+    # the smallest declaration (0.05 GB, stopped over 75 MB); the distinct values of 8M rows
     # per sample, held between the steps of the job, are several times that
-    held = register_generated(srv, 3_000_000, 12, "parquet", dataset_id="held_failures")
-    job = submit(srv, "aggregate", held["dataset_id"], NUNIQUE_BY_SAMPLE, max_memory_gb=0.05, max_cores=1,
-                 cache=False)
-    final = wait_job(srv, job, 300)
+    held = register_generated(srv, 8_000_000, 32, "parquet", dataset_id="held_failures")
+    # one worker is stopped (SIGSTOP): the other's partials (2M rows each, ~50 MB as Arrow)
+    # wait on it to be merged, held however fast the kernels are, until the engine sees them
+    stopped = worker_processes(srv)[0]
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        job = submit(srv, "aggregate", held["dataset_id"], NUNIQUE_BY_SAMPLE, max_memory_gb=0.05, max_cores=1,
+                     cache=False)
+        final = wait_job(srv, job, 300)
+    finally:
+        stopped.send_signal(signal.SIGCONT)
     assert final["status"] == "failed", final
     assert final["error"]["type"] == "MemoryLimit" and "max_memory_gb=0.05" in final["error"]["message"]
     assert [a["outcome"] for a in final["attempts"]] == ["failed"]

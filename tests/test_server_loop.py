@@ -1,0 +1,35 @@
+"""The server's loop treats a write to a closed browser tab as a client going away (no
+traceback in the log) and keeps asyncio's report for every other unretrieved error."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+
+from tornado.websocket import WebSocketClosedError
+
+from app.server import _client_gone_quietly
+
+
+def test_a_closed_socket_is_quiet_and_other_errors_are_not(caplog) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_client_gone_quietly)
+
+        async def closed() -> None:
+            raise WebSocketClosedError()
+
+        async def real() -> None:
+            raise ValueError("a real fault")
+
+        tasks = [loop.create_task(closed()), loop.create_task(real())]
+        await asyncio.sleep(0.05)
+        tasks.clear()
+        gc.collect()
+        await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(main())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "a real fault" in str(errors[0].exc_info or errors[0].getMessage()), errors
+    assert any("went away" in r.getMessage() for r in caplog.records)
