@@ -23,7 +23,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from tests import server as server_module
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, check_shared_cluster
 from tests.server import ServerProcess
 
 # Property tests draw the same examples on every run, so the suite's verdict does not
@@ -87,17 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def shared_cluster_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used the shared server: its cluster is still 2 fixed workers, running."""
     yield
-    if "server" not in request.fixturenames:
-        return
-    srv: ServerProcess = request.getfixturevalue("server")
-    if srv.proc is None or srv.proc.poll() is not None:
-        pytest.fail(f"{request.node.nodeid} ended the shared server")
-    try:
-        status = srv.wait_workers(2, timeout=30)
-    except TimeoutError:
-        pytest.fail(f"{request.node.nodeid} changed the shared server's cluster (use make_server)")
-    assert status["status"] == "running" and status.get("adaptive") is None, (
-        f"{request.node.nodeid} changed the shared server's cluster (use make_server): {status}")
+    check_shared_cluster(request, "server", "shared server", "use make_server")
 
 
 @pytest.fixture(scope="session")

@@ -165,3 +165,21 @@ def scheduler_address(scheduler_file: Path, proc: subprocess.Popen, timeout: flo
         except (OSError, ValueError, KeyError):
             return None
     return wait_until(written, timeout, 0.1, "scheduler file")
+
+
+def check_shared_cluster(request, fixture: str, what: str, hint: str) -> None:
+    """After a test that used the shared server ``fixture``: still running, 2 fixed workers."""
+    import pytest
+
+    if fixture not in request.fixturenames:
+        return
+    srv = request.getfixturevalue(fixture)
+    if srv.proc is None or srv.proc.poll() is not None:
+        pytest.fail(f"{request.node.nodeid} ended the {what}")
+    try:
+        status = srv.wait_workers(2, timeout=30)
+    except TimeoutError:
+        pytest.fail(f"{request.node.nodeid} changed the {what}'s cluster ({hint})")
+    assert status["status"] == "running" and status.get("adaptive") is None, (
+        f"{request.node.nodeid} changed the {what}'s cluster ({hint}): {status}")
+

@@ -8,6 +8,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.helpers import check_shared_cluster
+
 # The helpers live in tests/ui/helpers.py; they are re-exported here for modules that still
 # import them from this conftest.
 from tests.ui.helpers import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, bar_value, fill, module_server,  # noqa: F401
@@ -37,17 +39,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 def ui_server_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used the shared browser-test server: still running, 2 fixed workers."""
     yield
-    if "ui_server" not in request.fixturenames:
-        return
-    srv = request.getfixturevalue("ui_server")
-    if srv.proc is None or srv.proc.poll() is not None:
-        pytest.fail(f"{request.node.nodeid} ended the shared ui_server")
-    try:
-        status = srv.wait_workers(2, timeout=30)
-    except TimeoutError:
-        pytest.fail(f"{request.node.nodeid} changed the ui_server's cluster (give it a server of its own)")
-    assert status["status"] == "running" and status.get("adaptive") is None, (
-        f"{request.node.nodeid} changed the ui_server's cluster: {status}")
+    check_shared_cluster(request, "ui_server", "ui_server", "give it a server of its own")
 
 
 @pytest.fixture(scope="session")
