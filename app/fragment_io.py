@@ -57,12 +57,13 @@ def json_lines(frag: "Fragment", columns: list[str]) -> pa.Table:
     """A JSON-lines file or byte range straight to Arrow, with the schema the dataset reads with."""
     from dask.bytes.core import read_block
 
-    from .readers import _json_plan, _json_table, reader_options
+    from .json_text import json_plan, json_table
+    from .reader_options import reader_options
 
-    _, schema = _json_plan(frag.path, reader_options("json", frag.options, frag.path), 1 << 20)
+    _, schema = json_plan(frag.path, reader_options("json", frag.options, frag.path), 1 << 20)
     with open(frag.path, "rb") as f:
         data = f.read() if frag.length is None else read_block(f, frag.offset, frag.length, delimiter=b"\n")
-    table = _json_table(data, frag.path, schema) if data.strip() else schema.empty_table()
+    table = json_table(data, frag.path, schema) if data.strip() else schema.empty_table()
     table = table.select(columns) if columns else table
     for i, name in enumerate(table.column_names):  # a field null on every line reads as text: type it
         want = _ARROW_TYPES.get(frag.types.get(name, ""))

@@ -11,48 +11,36 @@ leaves it; parse it explicitly downstream.
 """
 from __future__ import annotations
 
-import codecs
 import functools
 import io
 import json
 import os
-import re
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Sequence
+from typing import Any, Sequence
 
 import dask.dataframe as dd
 import fsspec
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from dask.utils import parse_bytes
-from fsspec.compression import compr
 from fsspec.utils import infer_compression, read_block
 
 from .errors import InvalidRequest, NotFound, ProcessingError, Unprocessable
 from .jsonsafe import json_safe
-from .sources import GLOB, shorten
+from .sources import GLOB
 from .sources import RemotePolicy, check_url, is_url, resolve_local, resolve_source
+from .json_text import array_as_lines, file_size, json_plan, json_table, read_head, whole_lines
+from .reader_options import ReaderOptions, check_columns, reader_options, select_columns
 
 __all__ = ["RemotePolicy", "check_url", "is_url", "resolve_local", "resolve_source", "detect_format",
            "list_files", "inspect", "preview", "read_ddf"]
 
 SUPPORTED_FORMATS = ("csv", "parquet", "json")
-READER_OPTIONS = ("delimiter", "header", "encoding", "columns")
 SAMPLE_BYTES = 4 * 2**20  # bytes sampled (across files) by inspect for schema and row estimate
 PREVIEW_BYTES = 1 * 2**20
 MAX_SAMPLED_FILES = 32
 _MIN_FILE_SAMPLE = 64 * 2**10  # a smaller head may not hold one whole line
-JSON_ARRAY_MAX_BYTES = 256 * 2**20  # a JSON array is read whole, so one file may not exceed this
-# pyarrow's JSON reader crashed the process (SIGSEGV) on objects nested 50,000 deep and
-# Python's json raised RecursionError: tables never need more than a few levels
-MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_BRACKET_STEP = np.zeros(256, dtype=np.int8)
-_BRACKET_STEP[[ord("["), ord("{")]] = 1
-_BRACKET_STEP[[ord("]"), ord("}")]] = -1
 
 _FORMAT_NAMES = {"csv": "csv", "tsv": "csv", "parquet": "parquet", "pq": "parquet",
                  "json": "json", "jsonl": "json", "ndjson": "json"}
@@ -129,115 +117,7 @@ def list_files(source: str, fmt: str) -> list[str]:
     return sorted(files)
 
 
-def _size(path: str) -> int:
-    fs, inner = fsspec.core.url_to_fs(path)
-    return int(fs.size(inner) or 0)
-
-
-# --------------------------------------------------------------------------- options
-
-@dataclass(frozen=True)
-class ReaderOptions:
-    """Validated reader options; ``delimiter`` defaults to tab for ``.tsv`` names."""
-
-    delimiter: str = ","
-    header: bool = True
-    encoding: str = "utf-8"
-    columns: tuple[str, ...] | None = None
-
-
-def reader_options(fmt: str, options: dict[str, Any] | None, name: str = "") -> ReaderOptions:
-    """Validated options for ``fmt`` (``name``, a file, picks the TSV default)."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(READER_OPTIONS))
-    if unknown:
-        raise InvalidRequest(f"unknown reader option(s): {shorten(', '.join(unknown))}; allowed: "
-                             f"{', '.join(READER_OPTIONS)}", {"unknown": [shorten(u) for u in unknown[:20]]})
-    if fmt != "csv":
-        given = [k for k in ("delimiter", "header", "encoding") if options.get(k) is not None]
-        if given:
-            raise InvalidRequest(f"option(s) {', '.join(given)} apply to csv only, not {fmt}")
-    tsv = name.lower().removesuffix(".gz").endswith((".tsv", ".tab"))
-    opts = ReaderOptions(delimiter="\t" if tsv else ",")
-    if options.get("delimiter") is not None:
-        opts = replace(opts, delimiter=_check_delimiter(options["delimiter"]))
-    if options.get("header") is not None:
-        if not isinstance(options["header"], bool):
-            raise InvalidRequest("option 'header' must be true or false")
-        opts = replace(opts, header=options["header"])
-    if options.get("encoding") is not None:
-        opts = replace(opts, encoding=_check_encoding(options["encoding"]))
-    if options.get("columns") is not None:
-        opts = replace(opts, columns=_check_columns(options["columns"]))
-    return opts
-
-
-def _check_delimiter(value: Any) -> str:
-    value = "\t" if value in ("tab", "\\t") else value
-    if not isinstance(value, str) or len(value) != 1 or value in "\r\n\"":
-        raise InvalidRequest("option 'delimiter' must be a single character (e.g. ',', ';', '|', "
-                             "'\\t' or 'tab'), not a quote or line break")
-    return value
-
-
-def _check_encoding(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > 64:
-        raise InvalidRequest("option 'encoding' must be the name of a text encoding (e.g. utf-8, latin-1)")
-    try:
-        info = codecs.lookup(value)
-    except LookupError:
-        raise InvalidRequest(f"unknown encoding {value!r} (e.g. utf-8, latin-1)") from None
-    # rot13, base64, zlib… are codecs too, but not bytes-to-text: pandas raised LookupError (a 500)
-    if not getattr(info, "_is_text_encoding", True):
-        raise InvalidRequest(f"{value!r} is not a text encoding (e.g. utf-8, latin-1)")
-    return info.name
-
-
-MAX_COLUMNS = 10_000
-
-
-def _check_columns(value: Any) -> tuple[str, ...]:
-    if (not isinstance(value, (list, tuple)) or not value or len(value) > MAX_COLUMNS
-            or not all(isinstance(c, str) and c and len(c) <= 1024 for c in value)
-            or len(set(value)) != len(value)):
-        raise InvalidRequest(f"option 'columns' must be a non-empty list of at most {MAX_COLUMNS} distinct "
-                             "column names (each at most 1024 characters)")
-    return tuple(value)
-
-
-def _select(frame: pd.DataFrame, columns: tuple[str, ...] | None) -> pd.DataFrame:
-    if columns is None:
-        return frame
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise InvalidRequest(f"unknown column(s): {shorten(', '.join(missing))}; available: "
-                             f"{shorten(', '.join(map(str, frame.columns)), 1000)}", {"unknown": missing[:100]})
-    return frame[list(columns)]
-
-
 # --------------------------------------------------------------------------- sampling
-
-def _read_head(path: str, budget: int) -> tuple[bytes, int, bool]:
-    """Up to ``budget`` decompressed bytes, the raw bytes consumed, and whether that was all."""
-    compression = infer_compression(path)
-    if compression and compression not in compr:
-        raise InvalidRequest(f"{compression} compression is not available for {path}")
-    with fsspec.open(path, "rb") as raw:
-        stream: BinaryIO = compr[compression](raw, mode="rb") if compression else raw
-        try:
-            data = stream.read(budget + 1)
-        except OSError as exc:  # e.g. a truncated or fake .gz
-            raise Unprocessable(f"cannot read {path}: {exc}", {"file": path}) from None
-        return data[:budget], raw.tell(), len(data) <= budget
-
-
-def _whole_lines(data: bytes, path: str) -> bytes:
-    cut = data.rfind(b"\n")
-    if cut < 0:
-        raise Unprocessable(f"no line break in the first {len(data)} bytes of {path}",
-                            {"file": path})
-    return data[: cut + 1]
-
 
 def _csv_kwargs(opts: ReaderOptions) -> dict[str, Any]:
     return {"sep": opts.delimiter, "header": 0 if opts.header else None, "encoding": opts.encoding}
@@ -253,109 +133,6 @@ def _parse_csv(data: bytes, path: str, opts: ReaderOptions) -> pd.DataFrame:
     return frame
 
 
-def _json_kind(path: str) -> str:
-    """``array`` for a ``[ {...}, ... ]`` document, ``lines`` for one object per line."""
-    head, _, _ = _read_head(path, 4096)
-    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    if first == b"[":
-        return "array"
-    if first == b"{":
-        return "lines"
-    raise Unprocessable(f"{path} is neither JSON lines nor a JSON array of objects"
-                        + (" (it is empty)" if not first else ""), {"file": path})
-
-
-def _array_as_lines(path: str) -> bytes:
-    """A JSON array file re-encoded as JSON lines, so one parser serves both kinds."""
-    size = _size(path)
-    if size > JSON_ARRAY_MAX_BYTES:
-        raise InvalidRequest(f"{path} is a JSON array of {size} bytes; arrays are read whole and "
-                             f"limited to {JSON_ARRAY_MAX_BYTES // 2**20} MB: convert it to JSON "
-                             "lines or Parquet", {"file": path, "limit": JSON_ARRAY_MAX_BYTES})
-    with fsspec.open(path, "rb", compression="infer") as f:
-        data = f.read()
-    try:
-        records = json.loads(data)
-    except RecursionError:
-        raise Unprocessable(f"{path} nests arrays or objects too deeply to read (at most "
-                            f"{MAX_JSON_DEPTH} levels)", {"file": path, "limit": MAX_JSON_DEPTH}) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Unprocessable(f"cannot read {path} as JSON: {exc}", {"file": path}) from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise Unprocessable(f"{path} must hold a JSON array of objects", {"file": path})
-    return "".join(json.dumps(r) + "\n" for r in records).encode()
-
-
-def json_depth(data: bytes) -> int:
-    """The deepest nesting of arrays and objects in JSON text (brackets inside strings ignored)."""
-    codes = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
-    if not codes.size:
-        return 0
-    return int(np.cumsum(_BRACKET_STEP[codes], dtype=np.int64).max(initial=0))
-
-
-def _openers_per_line(data: bytes) -> int:
-    """Most ``[`` and ``{`` on one line: a cheap upper bound of a JSON-lines text's depth."""
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if data.startswith(b"{") and data.count(b"\n{") + 1 == lines:
-        # every line opens an object, so no line holds more than the openers beyond one per line
-        bound = data.count(b"{") + data.count(b"[") - lines + 1
-        if bound <= MAX_JSON_DEPTH:
-            return bound
-    codes = np.frombuffer(data, dtype=np.uint8)
-    opens = np.flatnonzero((codes == ord("[")) | (codes == ord("{")))  # where each opener is
-    if opens.size <= MAX_JSON_DEPTH:
-        return 0
-    # the line of each opener, counted: no per-byte sum (that cost 3x the parse and 8 bytes a byte)
-    line_of = np.searchsorted(np.flatnonzero(codes == ord("\n")), opens)
-    return int(np.bincount(line_of).max())
-
-
-def _check_depth(data: bytes, path: str) -> None:
-    """Unprocessable when JSON lines nest deeper than ``MAX_JSON_DEPTH``, before pyarrow sees them."""
-    # the exact scan costs more than parsing; the bound (a tenth of it) clears ordinary tables
-    if _openers_per_line(data) <= MAX_JSON_DEPTH:
-        return
-    depth = json_depth(data)
-    if depth > MAX_JSON_DEPTH:
-        raise Unprocessable(f"{path} nests arrays or objects {depth} levels deep; at most "
-                            f"{MAX_JSON_DEPTH} levels are read", {"file": path, "limit": MAX_JSON_DEPTH})
-
-
-def _json_table(data: bytes, path: str, schema: pa.Schema | None) -> pa.Table:
-    _check_depth(data, path)
-    parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore") \
-        if schema is not None else None
-    try:
-        return pa_json.read_json(io.BytesIO(data), parse_options=parse)
-    except pa.ArrowException as exc:
-        raise Unprocessable(f"cannot read {path} as JSON: {exc}", {"file": path}) from None
-
-
-def _json_schema(table: pa.Table, columns: tuple[str, ...] | None) -> pa.Schema:
-    """Fix the inferred types: date-like text and all-null fields stay text, as in pandas."""
-    fields = []
-    for field in table.schema:
-        if pa.types.is_timestamp(field.type) or pa.types.is_null(field.type):
-            field = field.with_type(pa.string())
-        fields.append(field)
-    schema = pa.schema(fields)
-    if columns is not None:
-        _select(schema.empty_table().to_pandas(), columns)
-        schema = pa.schema([schema.field(c) for c in columns])
-    return schema
-
-
-def _json_plan(path: str, opts: ReaderOptions, budget: int) -> tuple[str, pa.Schema]:
-    """The JSON kind of ``path`` and the explicit schema every block is read with."""
-    kind = _json_kind(path)
-    if kind == "array":
-        data = _array_as_lines(path)
-    else:
-        data, _, complete = _read_head(path, budget)
-        data = data if complete else _whole_lines(data, path)
-    return kind, _json_schema(_json_table(data, path, None), opts.columns)
-
 
 @dataclass
 class _Sample:
@@ -370,7 +147,7 @@ def _sample(files: list[str], sizes: list[int], fmt: str, opts: ReaderOptions, b
     Files read whole count exactly; the rest are estimated at the sampled rows per
     stored byte (compressed bytes for compressed files).
     """
-    plan = _json_plan(files[0], opts, budget) if fmt == "json" else None
+    plan = json_plan(files[0], opts, budget) if fmt == "json" else None
     frames, exact, sampled_rows, unread = [], 0, 0, 0
     for i, (path, size) in enumerate(zip(files, sizes)):
         enough = want_rows is not None and sum(map(len, frames)) >= want_rows
@@ -389,7 +166,7 @@ def _sample(files: list[str], sizes: list[int], fmt: str, opts: ReaderOptions, b
     rows = exact + sampled_rows + round(unread * rate)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if fmt == "csv":
-        frame = _select(frame, opts.columns)
+        frame = select_columns(frame, opts.columns)
     return _Sample(frame, rows)
 
 
@@ -398,15 +175,15 @@ def _head_frame(path: str, fmt: str, opts: ReaderOptions, budget: int,
     """The parsed head of one file, the stored bytes it covers, whether it is the whole
     file, and the decompressed bytes parsed."""
     if plan is not None and plan[0] == "array":
-        data = _array_as_lines(path)
-        return _json_table(data, path, plan[1]).to_pandas(), _size(path), True, len(data)
-    data, raw_used, complete = _read_head(path, budget)
+        data = array_as_lines(path)
+        return json_table(data, path, plan[1]).to_pandas(), file_size(path), True, len(data)
+    data, raw_used, complete = read_head(path, budget)
     if not complete:
-        whole = _whole_lines(data, path)
+        whole = whole_lines(data, path)
         raw_used = round(raw_used * len(whole) / max(len(data), 1))
         data = whole
     if plan is not None:
-        return _json_table(data, path, plan[1]).to_pandas(), raw_used, complete, len(data)
+        return json_table(data, path, plan[1]).to_pandas(), raw_used, complete, len(data)
     return _parse_csv(data, path, opts), raw_used, complete, len(data)
 
 
@@ -422,7 +199,7 @@ def _parquet_footer(path: str) -> tuple[pa.Schema, int]:
 
 def _empty_frame(schema: pa.Schema, opts: ReaderOptions) -> pd.DataFrame:
     """A zero-row frame typed as pandas would read the file (pandas index columns restored)."""
-    return _select(schema.empty_table().to_pandas(), opts.columns)
+    return select_columns(schema.empty_table().to_pandas(), opts.columns)
 
 
 # --------------------------------------------------------------------------- public readers
@@ -437,7 +214,7 @@ def inspect(source: str, fmt: str, options: dict[str, Any] | None = None,
     """
     files = list_files(source, fmt)
     opts = reader_options(fmt, options, files[0])
-    sizes = [_size(f) for f in files]
+    sizes = [file_size(f) for f in files]
     if fmt == "parquet":
         footers = [_parquet_footer(f) for f in files]
         frame = _empty_frame(footers[0][0], opts)
@@ -469,7 +246,7 @@ def preview(source: str, fmt: str, options: dict[str, Any] | None = None,
     if fmt == "parquet":
         frame = _parquet_head(files, opts, n)
     else:
-        frame = _sample(files, [_size(f) for f in files], fmt, opts, PREVIEW_BYTES, n).frame
+        frame = _sample(files, [file_size(f) for f in files], fmt, opts, PREVIEW_BYTES, n).frame
     return records(frame.head(n))
 
 
@@ -512,7 +289,7 @@ def read_ddf(source: str, fmt: str, options: dict[str, Any] | None = None,
     files = list_files(source, fmt)
     opts = reader_options(fmt, options, files[0])
     if columns is not None:
-        opts = replace(opts, columns=_check_columns(list(columns)))
+        opts = replace(opts, columns=check_columns(list(columns)))
     block = parse_bytes(blocksize) if isinstance(blocksize, str) else int(blocksize)
     if block <= 0:
         raise InvalidRequest("blocksize must be positive")
@@ -532,7 +309,7 @@ def read_ddf(source: str, fmt: str, options: dict[str, Any] | None = None,
 
 def _read_csv(files: list[str], opts: ReaderOptions, block: int) -> dd.DataFrame:
     kwargs = _csv_kwargs(opts)
-    head = _sample(files[:1], [_size(files[0])], "csv", replace(opts, columns=None),
+    head = _sample(files[:1], [file_size(files[0])], "csv", replace(opts, columns=None),
                    PREVIEW_BYTES).frame
     if not opts.header:
         kwargs["names"] = list(head.columns)
@@ -542,7 +319,7 @@ def _read_csv(files: list[str], opts: ReaderOptions, block: int) -> dd.DataFrame
     ddf = dd.read_csv(files, blocksize=None if compressed else block, sample=SAMPLE_BYTES,
                       **engine, **kwargs)
     if opts.columns:
-        _select(head, opts.columns)
+        select_columns(head, opts.columns)
         ddf = ddf[list(opts.columns)]
     return ddf
 
@@ -554,10 +331,10 @@ def _read_parquet(files: list[str], opts: ReaderOptions, block: int) -> dd.DataF
 
 
 def _read_json(files: list[str], opts: ReaderOptions, block: int) -> dd.DataFrame:
-    kind, schema = _json_plan(files[0], opts, PREVIEW_BYTES)
+    kind, schema = json_plan(files[0], opts, PREVIEW_BYTES)
     parts: list[tuple[str, str, int, int | None]] = []
     for path in files:
-        size = _size(path)
+        size = file_size(path)
         if kind == "array" or infer_compression(path) or size <= block:
             parts.append((path, kind, 0, None))
         else:
@@ -571,7 +348,7 @@ def _json_part(part: tuple[str, str, int, int | None], schema: pa.Schema) -> pd.
     """One JSON partition: a whole file, or the lines starting inside one byte block."""
     path, kind, offset, length = part
     if kind == "array":
-        data = _array_as_lines(path)
+        data = array_as_lines(path)
     elif length is None:
         with fsspec.open(path, "rb", compression="infer") as f:
             data = f.read()
@@ -580,4 +357,4 @@ def _json_part(part: tuple[str, str, int, int | None], schema: pa.Schema) -> pd.
             data = read_block(f, offset, length, delimiter=b"\n")
     if not data.strip():
         return schema.empty_table().to_pandas()
-    return _json_table(data, path, schema).to_pandas()
+    return json_table(data, path, schema).to_pandas()

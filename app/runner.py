@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import kernels, readers
+from .json_text import json_kind
 from .errors import ProcessingError
 from .expr_lock import GRAPH_LOCK
 from .models import PRIORITIES, public_params
@@ -178,7 +179,7 @@ def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -
     if plan is None or is_url(source) or (options or {}).get("columns") or fmt not in ("parquet", "csv", "json"):
         return None
     files = readers.list_files(source, fmt)
-    if fmt == "json" and any(readers._json_kind(f) != "lines" or kernels._compressed(f) for f in files):
+    if fmt == "json" and any(json_kind(f) != "lines" or kernels._compressed(f) for f in files):
         return None  # JSON arrays and compressed JSON keep the Dask reader
     frags = kernels.fragments(files, fmt, dict(options or {}), schema, attempt.threads)
     size = sum(os.path.getsize(f) for f in files)

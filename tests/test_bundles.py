@@ -8,7 +8,7 @@ from pathlib import Path
 import dask
 import pytest
 
-from app import kernels, readers
+from app import json_text, kernels, readers
 from app.operations import get
 from tests.test_kernels import HOSTILE, both_paths, close, make_frame, write
 
@@ -77,14 +77,12 @@ def test_a_big_json_lines_file_splits_into_byte_ranges(tmp_path: Path, monkeypat
 
 @pytest.mark.parametrize("ending", ["", "\n"])
 def test_one_deep_line_among_flat_ones_is_still_found(ending: str) -> None:
-    from app import readers
-
     flat = b'{"a": 1}\n' * 1000
-    deep = b'{"a": ' + b"[" * (readers.MAX_JSON_DEPTH + 5) + b"]" * (readers.MAX_JSON_DEPTH + 5) + b"}"
-    assert readers._openers_per_line(flat) <= 1
+    deep = b'{"a": ' + b"[" * (json_text.MAX_JSON_DEPTH + 5) + b"]" * (json_text.MAX_JSON_DEPTH + 5) + b"}"
+    assert json_text.openers_per_line(flat) <= 1
     data = flat + deep + ending.encode()
-    assert readers._openers_per_line(data) == readers.MAX_JSON_DEPTH + 6
-    assert readers._openers_per_line(b'{"a": 1}\n' + deep + b"\n" + flat) == readers.MAX_JSON_DEPTH + 6
+    assert json_text.openers_per_line(data) == json_text.MAX_JSON_DEPTH + 6
+    assert json_text.openers_per_line(b'{"a": 1}\n' + deep + b"\n" + flat) == json_text.MAX_JSON_DEPTH + 6
 
 
 @pytest.mark.parametrize("text,where", [('{"x": 1.5}\n{"x": "oops"}\n', "line 2"), ('{"x": 1.5}\n{"x": 2\n', "Malformed JSON")])

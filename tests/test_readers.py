@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app import readers
+from app import json_text, readers
 from app.errors import Forbidden, InvalidRequest, NotFound, Unprocessable
 from app.readers import detect_format, inspect, preview, read_ddf, resolve_local
 
@@ -325,7 +325,7 @@ def test_inspect_json_array(root: Path) -> None:
 def test_json_array_over_the_limit(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = root / "big.json"
     path.write_text(json.dumps([{"x": i} for i in range(100)]))
-    monkeypatch.setattr(readers, "JSON_ARRAY_MAX_BYTES", 100)
+    monkeypatch.setattr(json_text, "JSON_ARRAY_MAX_BYTES", 100)
     with pytest.raises(InvalidRequest, match="JSON lines or Parquet"):
         inspect(str(path), "json", {})
 
@@ -510,7 +510,7 @@ def test_parquet_preview_honours_columns(root: Path) -> None:
     (b'{"a": 1}\n{"b": [[2]]}\n', 3),
 ])
 def test_json_depth_ignores_strings(text: bytes, depth: int) -> None:
-    assert readers.json_depth(text) == depth
+    assert json_text.json_depth(text) == depth
 
 
 @pytest.mark.parametrize("name, content, error, message", [
@@ -528,7 +528,7 @@ def test_json_nested_too_deep_is_refused_before_parsing(root: Path, name: str, c
 
 
 def test_json_at_the_depth_limit_and_strings_full_of_brackets_are_read(root: Path) -> None:
-    deep = b'{"a":' * (readers.MAX_JSON_DEPTH - 1) + b"[1]" + b"}" * (readers.MAX_JSON_DEPTH - 1)
+    deep = b'{"a":' * (json_text.MAX_JSON_DEPTH - 1) + b"[1]" + b"}" * (json_text.MAX_JSON_DEPTH - 1)
     (root / "ok.jsonl").write_bytes(deep + b"\n" + (b'{"a": null, "s": "' + b"[{" * 100 + b'"}\n') * 3)
     info = inspect(str(root / "ok.jsonl"), "json")
     assert [c["name"] for c in info["schema"]] == ["a", "s"] and info["estimated_rows"] == 4

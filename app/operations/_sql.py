@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InvalidRequest, Unprocessable
+from ..json_text import json_kind
 from ..kernels import _compressed, ident, literal
 from ._sql_plan import connect, lock_down, single_select
 
@@ -252,7 +253,7 @@ def _load(con: duckdb.DuckDBPyConnection, task: SqlTask) -> list[str]:
         return files
     if local and task.fmt in ("csv", "json"):
         files = readers.list_files(task.source, task.fmt)
-        if task.fmt == "csv" or all(readers._json_kind(f) == "lines" and not _compressed(f) for f in files):
+        if task.fmt == "csv" or all(json_kind(f) == "lines" and not _compressed(f) for f in files):
             _load_fragments(con, task, files)
             return []
     _load_frame(con, task)
