@@ -136,7 +136,7 @@ def _run_operation(client: Any, attempt: Attempt, op: Operation, p: Any, schema:
         if frags is not None:
             plan, frags, small = frags
             attempt.stage = "build"
-            graph = kernels.graph(frags, plan, small)
+            graph = kernels.graph(frags, plan, small, int(attempt.max_cores or 1))
             attempt.stage = "compute"
             value = _compute(client, attempt, graph, weight)
             attempt.stage = "finalize"
@@ -192,8 +192,8 @@ def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:
     _check_stopped(attempt)
     with GRAPH_LOCK:  # Client.compute optimizes the expression (see app.expr_lock); submit builds one too
         if isinstance(graph, kernels.OneTask):
-            submitted = client.submit(kernels.run_all, graph.frags, graph.plan, priority=weight, pure=False,
-                                      key=f"run_all-{attempt.annotation}")
+            submitted = client.submit(kernels.run_all, graph.frags, graph.plan, graph.threads, priority=weight,
+                                      pure=False, key=f"run_all-{attempt.annotation}")
         else:
             submitted = client.compute(graph, priority=weight)
     many = isinstance(submitted, list)

@@ -113,15 +113,14 @@ _PAIR = ["n", "mx", "my", "sxx", "syy", "sxy"]
 def _comoments(src: Source, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """Per pair (x, y) over the rows where both are present: n, means, centred sums.
 
-    A pair whose columns hold no null in this fragment (and every (x, x) pair) takes its
-    complete rows to be the columns' own present rows: each column's count, mean and
-    variance once, and one covariance per such pair, instead of six regr_* aggregates per pair.
+    One pass over the fragment (a JSON or CSV fragment is parsed again by every query)
+    takes the row count and, per column, its count, mean and variance, and one covariance
+    per pair: exact for a pair whose columns hold no null here (and for every (x, x)
+    pair). Only pairs with a null in this fragment take a second pass, of ``regr_*``
+    aggregates over their complete rows.
     """
     columns = list(dict.fromkeys(c for pair in pairs for c in pair))
-    counts = src.row(f"SELECT count(*), {', '.join(f'count({ident(c)})' for c in columns)} FROM frag")
-    present = dict(zip(columns, counts[1:]))
-    full = {c for c, n in present.items() if n == counts[0]}
-    exprs: list[str] = []
+    exprs: list[str] = ["count(*)"]
     at: dict[str, int] = {}
 
     def slot(expr: str) -> int:
@@ -130,24 +129,32 @@ def _comoments(src: Source, pairs: list[tuple[str, str]]) -> pd.DataFrame:
             exprs.append(expr)
         return at[expr]
 
-    plans = []
+    counted = {c: slot(f"count({ident(c)})") for c in columns}
     for x, y in pairs:
         a, b = ident(x), ident(y)
-        if x == y or (x in full and y in full):
-            mx, my = slot(f"avg({a})"), slot(f"avg({b})")
-            vx, vy = slot(f"var_pop({a})"), slot(f"var_pop({b})")
-            cov = vx if x == y else slot(f"covar_pop({a}, {b})")
-            plans.append((float(present[x]), mx, my, vx, vy, cov, True))
-        else:
-            plans.append((*(slot(f"{f}({a}, {b})") for f in ("regr_count", "regr_avgy", "regr_avgx", "regr_syy",
-                                                           "regr_sxx", "regr_sxy")), False))
+        slot(f"avg({a})"), slot(f"avg({b})"), slot(f"var_pop({a})"), slot(f"var_pop({b})")
+        if x != y:
+            slot(f"covar_pop({a}, {b})")
     row = [np.nan if v is None else float(v) for v in src.row(f"SELECT {', '.join(exprs)} FROM frag")]
+    full = {c for c, i in counted.items() if row[i] == row[0]}
+    partial_pairs = [(x, y) for x, y in pairs if x != y and not (x in full and y in full)]
+    regr: dict[tuple[str, str], list[float]] = {}
+    if partial_pairs:
+        names = ("regr_count", "regr_avgy", "regr_avgx", "regr_syy", "regr_sxx", "regr_sxy")
+        more = [f"{f}({ident(x)}, {ident(y)})" for x, y in partial_pairs for f in names]
+        got = [np.nan if v is None else float(v) for v in src.row(f"SELECT {', '.join(more)} FROM frag")]
+        regr = {pair: got[i * 6:(i + 1) * 6] for i, pair in enumerate(partial_pairs)}
     values = []
-    for n, mx, my, sxx, syy, sxy, scaled in plans:
-        if scaled:  # population (co)variances times n are the centred sums
-            values.append([n, row[mx], row[my], row[sxx] * n, row[syy] * n, row[sxy] * n])
-        else:
-            values.append([row[n], row[mx], row[my], row[sxx], row[syy], row[sxy]])
+    for x, y in pairs:
+        if (x, y) in regr:
+            values.append(regr[(x, y)])
+            continue
+        a, b = ident(x), ident(y)
+        n = row[counted[x]]
+        cov = row[at[f"var_pop({a})"]] if x == y else row[at[f"covar_pop({a}, {b})"]]
+        # population (co)variances times n are the centred sums
+        values.append([n, row[at[f"avg({a})"]], row[at[f"avg({b})"]], row[at[f"var_pop({a})"]] * n,
+                       row[at[f"var_pop({b})"]] * n, cov * n])
     frame = pd.DataFrame(np.array(values, dtype="float64").reshape(len(pairs), 6), columns=_PAIR)
     frame["pair"] = range(len(pairs))
     return frame
