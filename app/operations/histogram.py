@@ -120,16 +120,19 @@ def _bin_counts(src: Source, args: dict[str, Any]) -> tuple[np.ndarray, Any, Any
     """np.histogram's counts over this fragment's values, with its min and max."""
     x = ident(args["column"])
     edges = args["edges"]
-    low, high = (None if v is None else float(v) for v in src.row(f"SELECT min({x}), max({x}) FROM frag"))
     if not _even(edges):
+        low, high = (None if v is None else float(v) for v in src.row(f"SELECT min({x}), max({x}) FROM frag"))
         values = src.cur.execute(f"SELECT {x}::DOUBLE AS v FROM frag WHERE {x} IS NOT NULL").fetchnumpy()["v"]
         counts, _ = np.histogram(np.asarray(values, dtype="float64"), bins=np.asarray(edges))
         return counts.astype("int64"), low, high
     n = len(edges) - 1
     params = {"n": n, "lo": edges[0], "hi": edges[-1], "norm": n / (edges[-1] - edges[0])}
     got = src.cur.execute(_GUESSED_BINS.format(x=x), params).fetchnumpy()
-    g, e = np.asarray(got["g"], dtype="int64"), np.asarray(edges, dtype="float64")
     least, most = (np.asarray(got[k], dtype="float64") for k in ("mn", "mx"))
+    low, high = _duck_min_max(least, most)
+    inside = ~np.ma.getmaskarray(got["g"]) if np.ma.isMaskedArray(got["g"]) else ~pd.isna(got["g"])
+    g, e = np.asarray(got["g"][inside], dtype="int64"), np.asarray(edges, dtype="float64")
+    least, most, got = least[inside], most[inside], {"c": np.asarray(got["c"])[inside]}
     if not np.all((least >= e[g]) & ((most < e[g + 1]) | ((g == n - 1) & (most <= e[n])))):
         # a value within rounding of an edge got the neighbouring bin: every value checked
         got = src.cur.execute(_EVEN_BINS.format(x=x), {**params, "e": edges}).fetchnumpy()
@@ -142,9 +145,12 @@ def _bin_counts(src: Source, args: dict[str, Any]) -> tuple[np.ndarray, Any, Any
 # Each value in [lo, hi] in the bin its offset over the even width says, with the least and
 # greatest value each bin got: when those lie within the bin's edges, so does every value.
 _GUESSED_BINS = """
-SELECT least(greatest(floor((v - $lo::DOUBLE) * $norm::DOUBLE)::BIGINT, 0), $n::BIGINT - 1) AS g,
+SELECT CASE WHEN v >= $lo::DOUBLE AND v <= $hi::DOUBLE
+            THEN least(greatest(floor((v - $lo::DOUBLE) * $norm::DOUBLE)::BIGINT, 0), $n::BIGINT - 1) END AS g,
        count(*) AS c, min(v) AS mn, max(v) AS mx
-FROM (SELECT {x}::DOUBLE AS v FROM frag WHERE {x} >= $lo::DOUBLE AND {x} <= $hi::DOUBLE) GROUP BY g"""
+FROM (SELECT {x}::DOUBLE AS v FROM frag WHERE {x} IS NOT NULL) GROUP BY g"""
+# (values outside [lo, hi], NaN among them, form the group g NULL: the fragment's min and max
+# come from the same pass as the counts)
 
 # The bin of each value in [lo, hi] (NaN is above every number in DuckDB, so it is out), as
 # np.histogram's searchsorted over the edges gives it: a guess from the even width, then one
@@ -157,6 +163,17 @@ SELECT i, count(*) AS c FROM (
   FROM (SELECT v, least(greatest(floor((v - $lo::DOUBLE) * $norm::DOUBLE)::BIGINT, 0), $n::BIGINT - 1) AS g
         FROM (SELECT {x}::DOUBLE AS v FROM frag WHERE {x} >= $lo::DOUBLE AND {x} <= $hi::DOUBLE)))
 GROUP BY i"""
+
+
+def _duck_min_max(least: np.ndarray, most: np.ndarray) -> tuple[float | None, float | None]:
+    """min and max over groups' minima and maxima as DuckDB orders doubles (NaN above every
+    number): None for no values."""
+    if not least.size:
+        return None, None
+    numbers = least[~np.isnan(least)]
+    low = float(numbers.min()) if numbers.size else float("nan")
+    high = float("nan") if np.isnan(most).any() else float(most.max())
+    return low, high
 
 
 def _even(edges: list[float]) -> bool:
