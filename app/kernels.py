@@ -23,6 +23,7 @@ its spill directory in the worker's local directory.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import re
 import threading
@@ -38,6 +39,8 @@ import pyarrow.parquet as pq
 from .fragment_io import arrow_of, json_relation
 
 SPLIT_EVERY = 8  # partials merged per combine task
+MAX_BUCKETS = 32  # bucket tasks of a merge spread by hash (see Buckets)
+MAX_PIECES = 1024  # fragments x buckets: the small tasks that hand pieces to the buckets
 FRAGMENT_ROWS = 1_000_000  # Parquet row groups are grouped into fragments of about this many rows
 # Whole Parquet files are bundled into one task (one DuckDB scan over several files) until
 # a bundle holds about total rows / (TASKS_PER_THREAD × the cluster's threads) rows, at
@@ -65,6 +68,26 @@ class KernelPlan:
     # plans whose finished values the kernel needs first (a transform's group statistics);
     # the runner computes them and passes them as ``args["before"]``
     before: tuple["KernelPlan", ...] = ()
+    # a merge too big for one task (value counts of a column with millions of values):
+    # spread over tasks by a hash, instead of the tree
+    buckets: "Buckets | None" = None
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """A merge spread over tasks: each fragment's kernel cuts its partial in ``n`` pieces by a
+    hash (of the values, or of the group keys), piece ``b`` of every fragment goes to bucket
+    task ``b``, and the buckets' results are gathered. ``gather([reduce(pieces_b) for b])``
+    equals ``finish(combine(partials))``.
+
+    The bucket tasks count in a job's progress like the fragments, so a job whose merge is
+    most of its time (nunique of 10M distinct values: 60 %) has an honest ETA, and the
+    merge runs on every worker instead of one.
+    """
+
+    kernel: Callable[["Source", Any, int], list[Any]]  # the fragment's partial in n pieces
+    reduce: Callable[[list[Any]], Any]
+    gather: Callable[[list[Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -251,7 +274,7 @@ class Source:
         return self.cur.sql(sql, params=list(params) or None).to_arrow_table()
 
 
-def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
+def run_fragment(frag: Fragment, plan: KernelPlan, kernel: Callable[["Source", Any], Any] | None = None) -> Any:
     """One task: the plan's kernel over one fragment.
 
     Data that cannot be read (a malformed CSV row, a value of the wrong type) is an
@@ -262,7 +285,7 @@ def run_fragment(frag: Fragment, plan: KernelPlan) -> Any:
     cur = connection().cursor()
     try:
         open_fragment(cur, frag, plan.columns)
-        return plan.kernel(Source(cur), plan.args)
+        return (kernel or plan.kernel)(Source(cur), plan.args)
     except (pa.ArrowInvalid, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
         span = f" (bytes from {frag.offset}; lines counted from there)" if frag.length is not None else ""
         reason = re.sub(r'in file "DUCKDB_INTERNAL_OBJECTSTORE://\w+", ', "", str(exc))  # DuckDB's name for the bytes
@@ -293,6 +316,33 @@ def combine(partials: list[Any], plan: KernelPlan) -> Any:
 def finish(partial: Any, plan: KernelPlan) -> Any:
     """The last task: what ``Operation.finalize`` takes."""
     return plan.finish(partial)
+
+
+def run_split(frag: Fragment, plan: KernelPlan, n: int) -> list[Any]:
+    """A fragment's kernel, its partial cut in ``n`` pieces for the bucket tasks."""
+    buckets = plan.buckets
+    assert buckets is not None
+    return run_fragment(frag, plan, lambda src, args: buckets.kernel(src, args, n))
+
+
+def reduce_bucket(pieces: list[Any], plan: KernelPlan) -> Any:
+    assert plan.buckets is not None
+    return plan.buckets.reduce(list(pieces))
+
+
+def gather_buckets(results: list[Any], plan: KernelPlan) -> Any:
+    assert plan.buckets is not None
+    return plan.buckets.gather(list(results))
+
+
+def bucket_count(fragments: int, threads: int) -> int:
+    """Bucket tasks for a merge: two per thread of the job, at most one per fragment and
+    ``MAX_BUCKETS``, and fewer when ``fragments × buckets`` piece tasks would pass
+    ``MAX_PIECES`` (0 or 1: merge in the tree instead)."""
+    n = min(fragments, max(2, 2 * threads), MAX_BUCKETS)
+    while n > 1 and fragments * n > MAX_PIECES:
+        n -= 1
+    return n
 
 
 def combine_finish(partials: list[Any], plan: KernelPlan) -> Any:
@@ -347,12 +397,21 @@ def graph(frags: list[Fragment], plan: KernelPlan, small: bool, threads: int = 1
 
     if small or len(frags) == 1:
         return OneTask(frags, plan, threads)
-    level = [dask.delayed(run_fragment, pure=False)(f, plan) for f in frags]
     # merges carry the job's annotation plus "/merge": a job's progress (and so its ETA)
     # counts the fragments read, not the few small merges after them, which would count
     # as much as a fragment each and push the estimate late
     job = dask.get_annotations().get("job")
-    with dask.annotate(job=f"{job}/merge") if job else contextlib.nullcontext():
+    merging = (lambda: dask.annotate(job=f"{job}/merge")) if job else contextlib.nullcontext
+    n = bucket_count(len(frags), threads) if plan.buckets is not None else 0
+    if n > 1:  # the bucket tasks count like the fragments; picking pieces and gathering do not
+        split = [dask.delayed(run_split, pure=False)(f, plan, n) for f in frags]
+        with merging():
+            pieces = [[dask.delayed(operator.getitem, pure=False)(part, b) for part in split] for b in range(n)]
+        reduced = [dask.delayed(reduce_bucket, pure=False)(pieces[b], plan) for b in range(n)]
+        with merging():
+            return dask.delayed(gather_buckets, pure=False)(reduced, plan)
+    level = [dask.delayed(run_fragment, pure=False)(f, plan) for f in frags]
+    with merging():
         while len(level) > SPLIT_EVERY:
             level = [dask.delayed(combine, pure=False)(level[i:i + SPLIT_EVERY], plan)
                      for i in range(0, len(level), SPLIT_EVERY)]

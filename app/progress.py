@@ -6,6 +6,7 @@ the project.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -52,6 +53,7 @@ class JobProgressPlugin(SchedulerPlugin):
         stats["keys"].add(key)
         if finish == "memory":
             stats["done"].add(key)
+            stats["last_done"] = time.time()
             stats["held"] += ts.nbytes if ts.nbytes and ts.nbytes > 0 else 0
             stats["peak_held"] = max(stats["peak_held"], stats["held"])
             for ss in kwargs.get("startstops") or ():
@@ -63,7 +65,10 @@ class JobProgressPlugin(SchedulerPlugin):
             stats["erred"] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        """Counts only (no key sets), cheap to send to the client."""
+        """Counts only (no key sets), cheap to send to the client. ``since_done``: seconds
+        since the job's latest task ended, by this host's clock (the server subtracts it from
+        its own: the count is as of then, not of the sample, which comes up to an interval later)."""
+        now = time.time()
         return {
             "done_total": self.done_total,
             "erred_total": self.erred_total,
@@ -71,6 +76,7 @@ class JobProgressPlugin(SchedulerPlugin):
                 job: {
                     "total": len(s["keys"]), "done": len(s["done"]), "erred": s["erred"],
                     "held_bytes": s["held"], "peak_held_bytes": s["peak_held"], "cpu_s": s["cpu_s"],
+                    "since_done": max(0.0, now - s["last_done"]) if "last_done" in s else None,
                 }
                 for job, s in self.jobs.items()
             },

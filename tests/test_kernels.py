@@ -196,7 +196,8 @@ def test_any_data_gives_the_same_aggregates(tmp_path_factory: pytest.TempPathFac
     folder = tmp_path_factory.mktemp("hyp") / "data"
     write(frame, folder, "parquet", parts)
     for params in ({"column": "x", "operation": "mean"}, {"column": "x", "operation": "std", "group_by": "k"},
-                   {"column": "x", "operation": "median", "group_by": "k"}, {"column": "x", "operation": "sum"}):
+                   {"column": "x", "operation": "median", "group_by": "k"}, {"column": "x", "operation": "sum"},
+                   {"column": "x", "operation": "nunique", "group_by": "k"}, {"column": "x", "operation": "nunique"}):
         try:
             one, tree, reference = both_paths("aggregate", params, folder, "parquet")
         except Exception as exc:  # an all-empty dataset is refused by both readers alike
@@ -209,6 +210,41 @@ def test_any_data_gives_the_same_aggregates(tmp_path_factory: pytest.TempPathFac
         tol = 1e-7 * magnitude if params["operation"] == "std" else 1e-13 * magnitude * max(len(values), 1)
         assert close(one, reference, tol), (params, one, reference)
         assert close(tree, reference, tol), (params, tree, reference)
+
+
+@pytest.mark.parametrize("params", [{"column": "x", "operation": "nunique", "group_by": "k"},
+                                    {"column": "x", "operation": "nunique"},
+                                    {"column": "x", "operation": "median", "group_by": "k"}])
+def test_a_merge_of_value_counts_is_spread_over_bucket_tasks(tmp_path: Path, params: dict) -> None:
+    """nunique and grouped medians merge in bucket tasks (by value, by group), and the result
+    equals the one task's and pandas' (0.0 and -0.0 are one value in whichever bucket)."""
+    rng = np.random.default_rng(7)
+    x = np.round(rng.normal(0, 3, 4000), 1)
+    x[::97] = 0.0
+    x[1::89] = -0.0
+    frame = pd.DataFrame({"x": np.where(np.arange(4000) % 31 == 0, np.nan, x),
+                          "k": rng.choice(["a", "β", "c c", "all-null"], 4000)})
+    frame.loc[frame["k"] == "all-null", "x"] = np.nan
+    write(frame, tmp_path / "data", "parquet", parts=6)
+    op = get("aggregate")
+    source = str(tmp_path / "data" / "*")
+    schema = {c["name"]: c["dtype"] for c in readers.inspect(source, "parquet", {})["schema"]}
+    p = op.parse(params, schema)
+    plan = op.plan(p, schema)
+    frags = kernels.fragments(readers.list_files(source, "parquet"), "parquet", {}, schema)
+    graph = kernels.graph(frags, plan, small=False, threads=2)
+    names = [str(key) for key in dict(graph.__dask_graph__())]
+    assert sum(name.startswith("reduce_bucket") for name in names) == 4, names
+    spread = op.finalize(dask.compute(graph, scheduler="threads")[0], p)
+    one = op.finalize(kernels.run_all(frags, plan), p)
+    column = frame.groupby("k")["x"] if "group_by" in params else frame["x"]
+    expected = getattr(column, params["operation"])()
+    assert close(spread, one)
+    if "group_by" in params:
+        got = {row["k"]: row[params["operation"]] for row in spread["rows"]}
+        assert close(got, {k: (None if pd.isna(v) else v) for k, v in expected.items()}), (got, expected)
+    else:
+        assert spread["value"] == expected
 
 
 def test_hostile_names_and_values_stay_data(tmp_path: Path) -> None:

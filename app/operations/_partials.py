@@ -95,10 +95,12 @@ def statistic(row: pd.DataFrame, name: str) -> pd.Series:
     return row["mx"]
 
 
-def counts_sql(column: str, keys: Sequence[str]) -> str:
-    """Per-group counts of each value of ``column`` (null too: a group of nulls still exists)."""
+def counts_sql(column: str, keys: Sequence[str], bucket: str | None = None) -> str:
+    """Per-group counts of each value of ``column`` (null too: a group of nulls still exists);
+    with ``bucket`` (an expression of the grouped columns) that too, as ``_bucket``."""
     cols = [*keys, column]
-    return (f"SELECT {', '.join(ident(c) for c in cols)}, count(*) AS c FROM frag "
+    extra = f", {bucket} AS _bucket" if bucket else ""
+    return (f"SELECT {', '.join(ident(c) for c in cols)}, count(*) AS c{extra} FROM frag "
             f"WHERE {_not_null(keys)} GROUP BY ALL")
 
 
@@ -146,6 +148,17 @@ def counted(merged: pa.Table, column: str, keys: Sequence[str], operation: str) 
         return _on_duckdb(merged, median)
     return _on_duckdb(merged, f"SELECT {by}, m.v FROM (SELECT DISTINCT {by} FROM counts) "
                               f"LEFT JOIN ({median}) AS m USING ({by})")
+
+
+def value_counts_cut(src: Source, args: dict[str, Any], n: int, by: Sequence[str]) -> list[pa.Table]:
+    """``value_counts`` in ``n`` pieces by DuckDB's hash of the columns ``by`` (equal values,
+    null too, land in the same piece on every worker), the piece numbered in the same query."""
+    by_sql = ", ".join(ident(c) for c in by)
+    table = src.arrow(counts_sql(args["column"], args["keys"], f"(hash({by_sql}) % {int(n)})::INTEGER"))
+    bucket = table.column("_bucket").to_numpy()
+    table = table.drop_columns(["_bucket"]).take(np.argsort(bucket, kind="stable"))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=n))])
+    return [table.slice(int(bounds[b]), int(bounds[b + 1] - bounds[b])) for b in range(n)]
 
 
 def _on_duckdb(table: pa.Table, sql: str) -> pa.Table:

@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from ..errors import InvalidRequest
 from ..models import required
-from ..kernels import KernelPlan
-from ._partials import NEEDS, counted, merge_counts, merge_moments, moments, statistic, value_counts
+from ..kernels import Buckets, KernelPlan
+from ._partials import NEEDS, counted, merge_counts, merge_moments, moments, statistic, value_counts, value_counts_cut
 from ._stats import exact_quantiles
 from .base import (Operation, Schema, as_list, jsonable, kind_of, require_column, require_kind, require_names,
                    table, unique)
@@ -92,9 +92,15 @@ class Aggregate(Operation):
         keys = as_list(p.group_by)
         columns = unique([*keys, p.column])
         if p.operation in ("median", "nunique"):
+            # the merge is spread over tasks: by the values for nunique (a value's distinct
+            # count is whole in one bucket), by the groups for a median (a group's values are)
+            by = [p.column] if p.operation == "nunique" else keys
+            buckets = Buckets(partial(value_counts_cut, by=by),
+                              partial(_bucket_counted, operation=p.operation, column=p.column, keys=keys),
+                              partial(_gathered, operation=p.operation, column=p.column, keys=keys)) if by else None
             return KernelPlan(columns, value_counts, partial(merge_counts, columns=columns),
                               partial(_from_counts, operation=p.operation, column=p.column, keys=keys),
-                              {"column": p.column, "keys": keys})
+                              {"column": p.column, "keys": keys}, buckets=buckets)
         dtype = schema[p.column]
         numeric = kind_of(dtype) == "numeric"
         args = {"column": p.column, "keys": keys, "integer": numeric and "int" in dtype.lower(),
@@ -129,7 +135,25 @@ def _from_moments(merged: pd.DataFrame, operation: str, column: str, keys: list[
 
 def _from_counts(merged: pa.Table, operation: str, column: str, keys: list[str]) -> Any:
     """nunique or median (overall, or a Series per group) from merged counts, found in DuckDB."""
-    values = counted(merged, column, keys, operation).to_pandas()
+    return _as_result(counted(merged, column, keys, operation).to_pandas(), operation, column, keys)
+
+
+def _bucket_counted(pieces: list[pa.Table], operation: str, column: str, keys: list[str]) -> pd.DataFrame:
+    """One bucket: its pieces' nunique or median per group (a bucket holds whole values or groups)."""
+    return counted(merge_counts(pieces, [*keys, column]), column, keys, operation).to_pandas()
+
+
+def _gathered(results: list[pd.DataFrame], operation: str, column: str, keys: list[str]) -> Any:
+    """The buckets' results as ``_from_counts`` gives them: distinct counts added per group
+    (a group's values are spread over buckets), medians put together (a group is in one)."""
+    values = pd.concat(results, ignore_index=True)
+    if operation == "nunique" and len(values):
+        values = (values.groupby(keys, sort=False, dropna=False)["v"].sum().reset_index() if keys
+                  else pd.DataFrame({"v": [values["v"].sum()]}))
+    return _as_result(values, operation, column, keys)
+
+
+def _as_result(values: pd.DataFrame, operation: str, column: str, keys: list[str]) -> Any:
     if not keys:
         value = values["v"].iloc[0] if len(values) else None
         if operation == "nunique":
