@@ -148,6 +148,8 @@ class Settings:
         help="Rows of the generated demo dataset.")
     log_level: str = setting("LOG_LEVEL", "INFO",
         help="Python logging level.")
+    store_loop_guard: bool = setting("STORE_LOOP_GUARD", False,
+        help="Log an ERROR line 'store read on the event loop', with a short stack, once for each place that reads SQLite on a thread running an event loop (a check for development and tests: reads belong on the store's read pool).")
 
     def __post_init__(self) -> None:
         # once, against the cwd at start: a relative data dir was later joined to the
