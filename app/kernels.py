@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from .fragment_io import arrow_of, json_relation
 
 SPLIT_EVERY = 8  # partials merged per combine task
-MAX_BUCKETS = 32  # bucket tasks of a merge spread by hash (see Buckets)
+MAX_BUCKETS = 32  # bucket tasks of a merge spread by hash (see Buckets; numbered as UTINYINT)
 MAX_PIECES = 1024  # fragments x buckets: the small tasks that hand pieces to the buckets
 FRAGMENT_ROWS = 1_000_000  # Parquet row groups are grouped into fragments of about this many rows
 # Whole Parquet files are bundled into one task (one DuckDB scan over several files) until

@@ -154,7 +154,7 @@ def value_counts_cut(src: Source, args: dict[str, Any], n: int, by: Sequence[str
     """``value_counts`` in ``n`` pieces by DuckDB's hash of the columns ``by`` (equal values,
     null too, land in the same piece on every worker), the piece numbered in the same query."""
     by_sql = ", ".join(ident(c) for c in by)
-    table = src.arrow(counts_sql(args["column"], args["keys"], f"(hash({by_sql}) % {int(n)})::INTEGER"))
+    table = src.arrow(counts_sql(args["column"], args["keys"], f"(hash({by_sql}) % {int(n)})::UTINYINT"))
     bucket = table.column("_bucket").to_numpy()
     table = table.drop_columns(["_bucket"]).take(np.argsort(bucket, kind="stable"))
     bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=n))])
