@@ -264,7 +264,14 @@ class Source:
         self.cur = cur
 
     def df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        return self.cur.execute(sql, list(params)).df()
+        # through Arrow: DuckDB's own DataFrame conversion cost ~8 ms per result however small
+        # (a tiny job's partial), Arrow's ~4 ms; types agree but for decimals (kept as Decimal
+        # objects by Arrow: cast to DOUBLE like DuckDB's conversion does)
+        table = self.cur.sql(sql, params=list(params) or None).to_arrow_table()
+        if any(pa.types.is_decimal(t) for t in table.schema.types):
+            table = pa.table([c.cast(pa.float64()) if pa.types.is_decimal(c.type) else c for c in table.columns],
+                             names=table.column_names)
+        return table.to_pandas()
 
     def row(self, sql: str, params: Sequence[Any] = ()) -> tuple:
         return self.cur.execute(sql, list(params)).fetchone()
