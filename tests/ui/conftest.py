@@ -15,6 +15,9 @@ from tests.helpers import check_shared_cluster
 from tests.ui.helpers import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, bar_value, fill, module_server,  # noqa: F401
                               pick, shot, watch_bar)
 
+# the shared servers log any store read made on the event loop (tests/ui/test_loop_guard.py reads it)
+LOOP_GUARD = {"STORE_LOOP_GUARD": "1"}
+
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
@@ -32,7 +35,7 @@ def browser() -> Iterator:
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """One server for the browser modules that need no settings of their own and leave its
     cluster as it is (2 workers, running): one start for them all. Their dataset ids differ."""
-    yield from module_server(tmp_path_factory, "ui-shared", {"DEMO_ROWS": "2000"})
+    yield from module_server(tmp_path_factory, "ui-shared", {"DEMO_ROWS": "2000", **LOOP_GUARD})
 
 
 @pytest.fixture(autouse=True)
@@ -47,12 +50,12 @@ def big_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A server whose demo dataset has 2M rows (jobs on it run for seconds: long enough to
     watch, stop and cancel), shared by the modules that need one; each hands it on with
     its cluster running on its 2 workers."""
-    yield from module_server(tmp_path_factory, "big-demo", {"DEMO_ROWS": "2000000"})
+    yield from module_server(tmp_path_factory, "big-demo", {"DEMO_ROWS": "2000000", **LOOP_GUARD})
 
 
 @pytest.fixture(scope="session")
 def _stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    yield from module_server(tmp_path_factory, "stopped", {"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0"})
+    yield from module_server(tmp_path_factory, "stopped", {"CLUSTER_AUTOSTART": "0", "DEMO_DATASET": "0", **LOOP_GUARD})
 
 
 @pytest.fixture
