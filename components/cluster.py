@@ -310,18 +310,22 @@ class ClusterEvents(pn.viewable.Viewer):
         super().__init__(**params)
         self._html = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width")
         self._seen: tuple = ()
-        self.refresh()
+        self._reads = 0  # refreshes started: an answer older than the newest one is dropped
+        pn.state.execute(self.refresh)  # the events are read on the store's read pool once the page is up
         self.feed.subscribe(self._on_sample)
 
     def _on_sample(self, snap: dict[str, Any]) -> None:
         key = (snap.get("status"), snap.get("n_workers"), self.service.cluster_status().get("adaptive") is not None)
         if key != self._seen:
             self._seen = key
-            self.refresh()
+            pn.state.execute(self.refresh)
 
-    def refresh(self) -> None:
-        """One small store read: the newest events."""
-        _, events = self.service.cluster_events(self.limit, 0)
+    async def refresh(self) -> None:
+        """One small store read, on the read pool: the newest events."""
+        self._reads = read = self._reads + 1
+        _, events = await self.service.reading(self.service.cluster_events, self.limit, 0)
+        if read != self._reads:
+            return
         rows = "".join(
             f"<tr><td>{html.escape((e.get('timestamp') or '')[:19].replace('T', ' '))}</td>"
             f"<td><b>{html.escape(e['event'])}</b></td>"

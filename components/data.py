@@ -180,6 +180,7 @@ class PartitionForm(_Form):
         self._button.on_click(self._on_partition)
         self._job_id: str | None = None
         self._poll: Any = None
+        self._checking = False  # a status read is under way (the next poll skips)
 
     async def _on_partition(self, _: Any) -> None:
         self._clear()
@@ -198,20 +199,28 @@ class PartitionForm(_Form):
             self._error(exc)
             return
         self._job_id = status["job_id"]
-        self._check()
+        await self._check()
 
-    def _check(self) -> None:
-        """Poll the partition job (only while one runs in this session)."""
+    async def _check(self) -> None:
+        """Poll the partition job (only while one runs in this session); its status is read on the read pool."""
         if self._job_id is None:  # the service has not answered yet: follow the running partition of this dataset
             live = next((r for r in self.service.jobs.running_view()
                          if r["operation"] == "partition" and r["dataset_id"] == self.dataset_id), None)
             if live:
                 self._progress.object = progress_bar(live["progress"], testid="partition-progress")
             return
+        if self._checking:
+            return
+        self._checking, job_id = True, self._job_id
         try:
-            st = self.service.jobs.status(self._job_id)
+            st = await self.service.reading(self.service.jobs.status, job_id)
         except ProcessingError as exc:
-            self._stop(exc.message, "danger")
+            if job_id == self._job_id:
+                self._stop(exc.message, "danger")
+            return
+        finally:
+            self._checking = False
+        if job_id != self._job_id:
             return
         label = "queued" if st["status"] == "pending" else None
         why = f" · {esc(st['pending_reason'])}" if st.get("pending_reason") else ""
@@ -270,6 +279,8 @@ class DatasetDetail(pn.viewable.Viewer):
             return
         self._header.object = f"<div class='pc-muted'>Loading {esc(self.dataset_id)}…</div>"
         try:
+            # the row first, on the read pool: ``detail`` then finds it in the registry's memory
+            await self.service.reading(self.service.datasets.get, self.dataset_id)
             ds = await self.service.datasets.detail(self.dataset_id, self.preview_rows)
         except ProcessingError as exc:
             self._header.object = f"<div class='pc-fail'>{esc(exc.message)}</div>"

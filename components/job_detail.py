@@ -47,10 +47,11 @@ class JobDetail(pn.viewable.Viewer):
         self._memo: dict[str, float] = {}
         self._was_live = False
         self._loaded_at = 0.0
+        self._reads = 0  # loads started: an answer older than the newest one is dropped
         self._cancel.on_click(self._on_cancel)
-        self.param.watch(lambda _e: self.load(), "job_id")
+        self.param.watch(lambda _e: self.reload(), "job_id")
         self.feed.subscribe(self._on_sample)
-        self.load()
+        self.reload()  # the job is read on the store's read pool once the page is up
 
     def _progress_figure(self) -> Any:
         fig = figure(x_axis_type="datetime", height=170, sizing_mode="stretch_width", tools="", toolbar_location=None,
@@ -68,21 +69,31 @@ class JobDetail(pn.viewable.Viewer):
     def show(self, job_id: str | None) -> None:
         """Show ``job_id`` (re-read it even when it is already shown)."""
         if job_id == self.job_id:
-            self.load()
+            self.reload()
         else:
             self.job_id = job_id
 
-    def load(self) -> None:
-        """Read the job once from the service and draw everything."""
+    def reload(self) -> None:
+        """Read the job again, soon (``load`` on the session's loop)."""
+        self._loaded_at = time.time()
+        pn.state.execute(self.load)
+
+    async def load(self) -> None:
+        """Read the job once from the service (on the store's read pool) and draw everything."""
         self._loaded_at = time.time()
         self._message.visible = False
-        if not self.job_id:
+        self._reads = read = self._reads + 1
+        job_id = self.job_id
+        if not job_id:
             self._clear("<div class='pc-muted'>Select a job in the table, or submit one.</div>")
             return
         try:
-            job = self.service.jobs.status(self.job_id)
+            job = await self.service.reading(self.service.jobs.status, job_id)
         except ProcessingError as exc:
-            self._clear(f"<div class='pc-fail'>{esc(exc.message)}</div>")
+            if read == self._reads:
+                self._clear(f"<div class='pc-fail'>{esc(exc.message)}</div>")
+            return
+        if read != self._reads:  # another job was chosen, or a newer read answers instead
             return
         previous, self._job, self._status = self._status, job, job["status"]
         self._header.object = render_header(job)
@@ -151,7 +162,7 @@ class JobDetail(pn.viewable.Viewer):
             self._draw_progress(self._job, None)
         elif self._was_live or live or pending or time.time() - self._loaded_at >= 5:
             self._was_live = False  # it started, ended or was requeued: read it again once
-            self.load()
+            self.reload()
 
     async def _on_cancel(self, _: Any) -> None:
         self._cancel.loading = True
@@ -161,7 +172,7 @@ class JobDetail(pn.viewable.Viewer):
             self._message.object, self._message.visible = exc.message, True
         finally:
             self._cancel.loading = False
-        self.load()
+        await self.load()
 
     def __panel__(self) -> pn.viewable.Viewable:
         # the result (or the error) first: it is what the analyst came for

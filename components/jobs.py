@@ -94,6 +94,7 @@ class JobTable(pn.viewable.Viewer):
         self._rows: list[tuple[Any, ...]] | None = None  # (job_id, status, attempts) last sent to the browser
         self._live_ids: set[str] = set()  # queued or running in memory at the last read
         self._counts: dict[str, int] | None = None
+        self._reads = 0  # refreshes started: an answer older than the newest one is dropped
         self._status.param.watch(self._filter_changed, "value")
         self._priority.param.watch(self._filter_changed, "value")
         self._sort.param.watch(self._filter_changed, "value")
@@ -102,27 +103,35 @@ class JobTable(pn.viewable.Viewer):
         self._prev.on_click(lambda _e: self._page(-1))
         self._next.on_click(lambda _e: self._page(1))
         self._table.on_click(self._on_click)
-        self.refresh()
+        # the page and the datasets to filter by are read on the store's read pool once the page is up
+        self.reload()
         pn.state.execute(self._load_datasets)
         self.feed.subscribe(self._on_sample)
 
-    def refresh(self) -> None:
-        """Read the current page from the service."""
+    def reload(self) -> None:
+        """Read the current page again, soon (``refresh`` on the session's loop)."""
+        pn.state.execute(self.refresh)
+
+    async def refresh(self) -> None:
+        """Read the current page from the service, on the store's read pool."""
         sort, descending = SORTS[self._sort.value]
+        self._reads = read = self._reads + 1
+        live_ids = self.service.jobs.live_ids()  # before the read: a job started meanwhile shows as new
         try:
             filters = self._filters()
-            page = self.service.jobs.list_sorted(self._status.value, self._priority.value, self.page_size,
-                                                 self._offset, sort, descending, **filters)
-            if not page["jobs"] and self._offset:
-                self._offset = max(0, self._offset - self.page_size)
-                page = self.service.jobs.list_sorted(self._status.value, self._priority.value, self.page_size,
-                                                     self._offset, sort, descending, **filters)
+            offset, page = await self.service.reading(
+                self._read_page, list(self._status.value), list(self._priority.value), self._offset,
+                sort, descending, filters)
         except ProcessingError as exc:  # a search too long, a date range that ends before it starts
-            self._message.object, self._message.visible = exc.message, True
+            if read == self._reads:
+                self._message.object, self._message.visible = exc.message, True
             return
+        if read != self._reads:  # a newer refresh (another filter, page or sample) answers instead
+            return
+        self._offset = offset
         self._message.visible = False
         self._total = page["total"]
-        self._live_ids = self.service.jobs.live_ids()
+        self._live_ids = live_ids
         rows = [(j["job_id"], j["status"], j.get("attempt_count")) for j in page["jobs"]]
         if rows != self._rows:  # an unchanged page is not re-sent: a re-render swallows a click landing in it
             self._rows = rows
@@ -133,6 +142,15 @@ class JobTable(pn.viewable.Viewer):
                              f"of {self._total} jobs</div>" if shown else "<div class='pc-pager'>No jobs match.</div>")
         self._prev.disabled = self._offset == 0
         self._next.disabled = self._offset + shown >= self._total
+
+    def _read_page(self, status: list[str], priority: list[str], offset: int, sort: str, descending: bool,
+                   filters: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The page at ``offset``, or the last one when it is past the end (a blocking read)."""
+        page = self.service.jobs.list_sorted(status, priority, self.page_size, offset, sort, descending, **filters)
+        if not page["jobs"] and offset:
+            offset = max(0, offset - self.page_size)
+            page = self.service.jobs.list_sorted(status, priority, self.page_size, offset, sort, descending, **filters)
+        return offset, page
 
     def _filters(self) -> dict[str, Any]:
         """Search, dataset and the submission-date range, as ``jobs.list`` takes them."""
@@ -149,11 +167,11 @@ class JobTable(pn.viewable.Viewer):
 
     def _filter_changed(self, _: Any) -> None:
         self._offset = 0
-        self.refresh()
+        self.reload()
 
     def _page(self, step: int) -> None:
         self._offset = max(0, self._offset + step * self.page_size)
-        self.refresh()
+        self.reload()
 
     def _stale(self) -> bool:
         """Whether memory says a shown row changed, or a job was queued or started since the last read."""
@@ -165,13 +183,14 @@ class JobTable(pn.viewable.Viewer):
     async def _check_counts(self) -> None:
         counts = await job_status_counts(self.service)
         if self._counts is not None and counts != self._counts:
-            self.refresh()
+            self._counts = counts
+            await self.refresh()
         self._counts = counts
 
     def _on_sample(self, _snap: dict[str, Any]) -> None:
         pn.state.execute(self._check_counts)
         if self._stale():
-            self.refresh()
+            self.reload()
             return
         live = {r["job_id"]: r for r in running_jobs(self.service, self._memo)}
         if not live:
@@ -192,7 +211,7 @@ class JobTable(pn.viewable.Viewer):
                 self._message.visible = False
             except ProcessingError as exc:
                 self._message.object, self._message.visible = exc.message, True
-            self.refresh()
+            await self.refresh()
         self.selected = row["job_id"]
 
     def __panel__(self) -> pn.viewable.Viewable:

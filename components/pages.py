@@ -117,10 +117,15 @@ def jobs_page() -> pn.template.FastListTemplate:
     form = SubmitForm(service=service, dataset_id=query_arg("dataset"))
     clone = query_arg("clone")
     if clone:
-        try:
-            form.prefill({**clone_values(service.jobs.get(clone)), "job_id": clone})
-        except ProcessingError:
-            pass  # an unknown job: the form keeps its defaults
+        async def prefill_clone() -> None:
+            """The job to clone, read on the store's read pool once the page is up."""
+            try:
+                job = await service.reading(service.jobs.get, clone)
+            except ProcessingError:
+                return  # an unknown job: the form keeps its defaults
+            await form.prefill({**clone_values(job), "job_id": clone})
+
+        pn.state.execute(prefill_clone)
     table = JobTable(service=service, feed=feed)
     detail = JobDetail(service=service, feed=feed, job_id=query_arg("job"))
 
@@ -129,7 +134,7 @@ def jobs_page() -> pn.template.FastListTemplate:
         if job_id and pn.state.location is not None:
             pn.state.location.update_query(job=job_id)
 
-    form.param.watch(lambda e: (table.refresh(), open_job(e.new)), "submitted")
+    form.param.watch(lambda e: (table.reload(), open_job(e.new)), "submitted")
     table.param.watch(lambda e: open_job(e.new), "selected")
     return analyst_page(
         "Jobs",

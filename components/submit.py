@@ -2,6 +2,7 @@
 ``JobRequest`` and the operation's fields from ``get_operation(name).Params``."""
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -22,9 +23,11 @@ FORM_SKIPS = {"partition"}  # partitioning has its own form on the Data page
 JOB_LABELS = {"priority": "Priority", "max_cores": "Cores", "max_memory_gb": "Memory (GB)"}
 
 
-def dataset_choices(service: ProcessingService, limit: int = 500) -> dict[str, str]:
-    """Dataset picker options, "name (id)" → id, newest first."""
-    _, rows = service.datasets.list(limit, 0)
+DATASETS_SHOWN = 500
+
+
+def dataset_choices(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Dataset picker options, "name (id)" → id, newest first (``rows``: ``datasets.list``'s)."""
     return {(f"{d['name']} ({d['dataset_id']})" if d["name"] != d["dataset_id"] else d["dataset_id"]): d["dataset_id"]
             for d in rows}
 
@@ -42,9 +45,8 @@ def thread_memory_gb(service: ProcessingService) -> float:
     return max(0.05, math.floor(min(shares) / 1e9 * 100) / 100)
 
 
-def default_dataset(service: ProcessingService) -> str | None:
-    """The newest dataset that is not a job's output (else the newest)."""
-    _, rows = service.datasets.list(500, 0)
+def default_dataset(rows: list[dict[str, Any]]) -> str | None:
+    """The newest dataset that is not a job's output (else the newest), of ``datasets.list``'s rows."""
     own = [d for d in rows if not d.get("origin_job_id")]
     return (own or rows or [{"dataset_id": None}])[0]["dataset_id"]
 
@@ -64,9 +66,10 @@ class SubmitForm(pn.viewable.Viewer):
         first_op = self.operation if self.operation in self._entries else entries[0]["name"]
         op_widget = pn.widgets.Select(name="Operation", options={e["title"]: e["name"] for e in entries},
                                       value=first_op, sizing_mode="stretch_width")
-        choices = dataset_choices(self.service)
-        first_ds = self.dataset_id if self.dataset_id in choices.values() else default_dataset(self.service)
-        ds_widget = pn.widgets.Select(name="Dataset", options=choices, value=first_ds, sizing_mode="stretch_width")
+        # the datasets, then the chosen one's columns, are read on the store's read pool once the page is up
+        ds_widget = pn.widgets.Select(name="Dataset", options={}, value=None, sizing_mode="stretch_width")
+        self._datasets_read = asyncio.Event()  # set once the picker holds the datasets (a clone waits for it)
+        self._column_reads = 0  # column reads started: an answer older than the newest one is dropped
         self._operation = ParamField("job_operation", widget=op_widget)  # "operation" is also an aggregate parameter
         self._dataset = ParamField("dataset_id", widget=ds_widget)
         for field in (self._operation, self._dataset):
@@ -79,10 +82,10 @@ class SubmitForm(pn.viewable.Viewer):
         self._message = TextAlert("", alert_type="light", visible=False, sizing_mode="stretch_width")
         self._columns: dict[str, str] = {}
         op_widget.param.watch(lambda _e: self._build_fields(), "value")
-        ds_widget.param.watch(lambda _e: self._load_columns(), "value")
+        ds_widget.param.watch(lambda _e: pn.state.execute(self._load_columns), "value")
         self._submit.on_click(self._on_submit)
-        self._load_columns()
         self._build_fields()
+        pn.state.execute(self._load_datasets)
 
     def _resource_fields(self) -> dict[str, ParamField]:
         s = self.service.settings
@@ -96,19 +99,34 @@ class SubmitForm(pn.viewable.Viewer):
         fields["max_memory_gb"].widget.value = thread_memory_gb(self.service)
         return fields
 
-    def refresh_datasets(self) -> None:
-        """Re-read the dataset list (after a dataset was registered elsewhere)."""
-        widget = self._dataset.widget
-        choices = dataset_choices(self.service)
-        keep = widget.value if widget.value in choices.values() else default_dataset(self.service)
-        widget.options, widget.value = choices, keep
-
-    def _load_columns(self) -> None:
-        ds_id = self._dataset.widget.value
+    async def _load_datasets(self) -> None:
+        """Fill the dataset picker (the ``dataset_id`` asked for, else the default) from the read pool."""
         try:
-            self._columns = self.service.datasets.schema(self.service.datasets.get(ds_id)) if ds_id else {}
+            _, rows = await self.service.reading(self.service.datasets.list, DATASETS_SHOWN, 0)
+            choices = dataset_choices(rows)
+            widget = self._dataset.widget
+            wanted = widget.value or self.dataset_id  # a clone may have chosen one meanwhile
+            first = wanted if wanted in choices.values() else default_dataset(rows)
+            widget.options, widget.value = choices, first
+        finally:
+            self._datasets_read.set()
+
+    async def refresh_datasets(self) -> None:
+        """Re-read the dataset list (after a dataset was registered elsewhere)."""
+        await self._load_datasets()
+
+    async def _load_columns(self) -> None:
+        """The chosen dataset's columns for the fields that name columns (read on the read pool)."""
+        ds_id = self._dataset.widget.value
+        self._column_reads = read = self._column_reads + 1
+        try:
+            columns = self.service.datasets.schema(await self.service.reading(self.service.datasets.get, ds_id)) \
+                if ds_id else {}
         except ProcessingError:
-            self._columns = {}
+            columns = {}
+        if read != self._column_reads or ds_id != self._dataset.widget.value:
+            return  # another dataset was chosen meanwhile
+        self._columns = columns
         for field in self._fields.values():
             field.set_columns(self._columns)
 
@@ -126,13 +144,16 @@ class SubmitForm(pn.viewable.Viewer):
                               f"<span class='pc-muted'>Result: {esc(entry['result_kind'])}. * required.</span></div>")
         self._message.visible = False
 
-    def prefill(self, values: dict[str, Any]) -> None:
+    async def prefill(self, values: dict[str, Any]) -> None:
         """Fill the form with a job's operation, dataset, parameters, priority and reservation
-        (Clone on the job page); a value the form cannot show is left at its default."""
+        (Clone on the job page), once the datasets and that dataset's columns are read; a value
+        the form cannot show is left at its default."""
+        await self._datasets_read.wait()
         if values.get("operation") in self._entries:
             self._operation.widget.value = values["operation"]
         if values.get("dataset_id") in self._dataset.widget.options.values():
             self._dataset.widget.value = values["dataset_id"]
+        await self._load_columns()  # the parameters may name its columns
         for key, value in (values.get("parameters") or {}).items():
             if key in self._fields:
                 self._fields[key].fill(value)
