@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 READ_THREADS = 2  # two cores here; reads are short, so a deeper pool only queues in SQLite
 ROOT = Path(__file__).resolve().parents[1]  # the project's own frames are the ones a stack shows
-STACK_FRAMES = 8
+STACK_FRAMES = 12
 
 _guard: bool | None = None  # STORE_LOOP_GUARD, read on first use unless set
 _reported: set[tuple[tuple[str, int], ...]] = set()
