@@ -74,9 +74,10 @@ class JobDetail(pn.viewable.Viewer):
             self.job_id = job_id
 
     def reload(self) -> None:
-        """Read the job again, soon (``load`` on the session's loop)."""
+        """Read the job again, soon (``load`` on the session's loop, once the page is up: the chart's
+        raw Bokeh data may only change unlocked after that)."""
         self._loaded_at = time.time()
-        pn.state.execute(self.load)
+        pn.state.onload(self.load)
 
     async def load(self) -> None:
         """Read the job once from the service (on the store's read pool) and draw everything."""

@@ -69,7 +69,6 @@ class SubmitForm(pn.viewable.Viewer):
         # the datasets, then the chosen one's columns, are read on the store's read pool once the page is up
         ds_widget = pn.widgets.Select(name="Dataset", options={}, value=None, sizing_mode="stretch_width")
         self._datasets_read = asyncio.Event()  # set once the picker holds the datasets (a clone waits for it)
-        self._column_reads = 0  # column reads started: an answer older than the newest one is dropped
         self._operation = ParamField("job_operation", widget=op_widget)  # "operation" is also an aggregate parameter
         self._dataset = ParamField("dataset_id", widget=ds_widget)
         for field in (self._operation, self._dataset):
@@ -118,14 +117,13 @@ class SubmitForm(pn.viewable.Viewer):
     async def _load_columns(self) -> None:
         """The chosen dataset's columns for the fields that name columns (read on the read pool)."""
         ds_id = self._dataset.widget.value
-        self._column_reads = read = self._column_reads + 1
         try:
             columns = self.service.datasets.schema(await self.service.reading(self.service.datasets.get, ds_id)) \
                 if ds_id else {}
         except ProcessingError:
             columns = {}
-        if read != self._column_reads or ds_id != self._dataset.widget.value:
-            return  # another dataset was chosen meanwhile
+        if ds_id != self._dataset.widget.value:
+            return  # another dataset was chosen meanwhile (two reads of the same one answer alike)
         self._columns = columns
         for field in self._fields.values():
             field.set_columns(self._columns)
