@@ -28,7 +28,6 @@ from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
-STALE_HEARTBEAT_S = 30.0  # Dask workers beat every 0.5-2 s; a busy one may lag, a frozen one stops
 LOST_WORKER_WINDOW_S = 60.0  # a worker lost without being retired keeps health degraded this long
 
 
@@ -272,10 +271,11 @@ class ProcessingService:
         now = time.time()
         if running and snap.get("n_workers", 0) == 0:
             reasons.append("the cluster has no workers")
+        stale_s = self.settings.stale_heartbeat_s
         stale = [f"{worker_label(w)} (last beat {w['heartbeat_age_s']:.0f} s ago)"
-                 for w in snap.get("workers", []) if w["heartbeat_age_s"] > STALE_HEARTBEAT_S]
+                 for w in snap.get("workers", []) if w["heartbeat_age_s"] > stale_s]
         if stale:
-            reasons.append(f"worker(s) not heartbeating for over {STALE_HEARTBEAT_S:.0f} s: {', '.join(stale)}")
+            reasons.append(f"worker(s) not heartbeating for over {stale_s:.0f} s: {', '.join(stale)}")
         for lost in self.sampler.lost_since(now - LOST_WORKER_WINDOW_S):
             fate = f"restarted as {lost['replaced_by']}" if lost["replaced_by"] else "not replaced"
             reasons.append(f"worker {worker_label(lost)} was lost {now - lost['lost_at']:.0f} s ago "
