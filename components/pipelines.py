@@ -123,7 +123,7 @@ class PipelineView(pn.viewable.Viewer):
         self.pipeline_id = pipeline_id
         if pn.state.location is not None and pipeline_id:
             pn.state.location.update_query(id=pipeline_id)
-        pn.state.execute(self.refresh)
+        pn.state.onload(self.refresh)  # the graph's raw Bokeh data may change unlocked only once the page is up
 
     async def refresh(self) -> None:
         if not self.pipeline_id:
