@@ -183,15 +183,16 @@ class ServerProcess:
             self.proc.wait(10)
 
     def cleanup(self) -> None:
-        """End the server and every process it started (its own session)."""
+        """End the server and every process it started (its own session), at once, by SIGKILL.
+
+        A teardown does not wait for the graceful exit (some seconds per server, with its
+        cluster): where SIGTERM's exit is the subject, the test calls ``terminate`` itself
+        (tests/test_children.py), and children that outlive a killed server are a test too."""
         if self.proc is None:
             return
         kids = self.descendants()
         if self.proc.poll() is None:
-            try:
-                self.terminate(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            self.proc.kill()
         for kid in kids:
             try:
                 kid.kill()
@@ -200,4 +201,8 @@ class ServerProcess:
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
             pass
