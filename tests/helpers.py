@@ -51,8 +51,33 @@ def register_generated(srv: ServerProcess, rows: int, files: int, fmt: str = "cs
     """Write a demo-shaped dataset into the server's data dir and register it."""
     dataset_id = dataset_id or uid("gen")
     out = Path(srv.data_dir) / "inputs" / dataset_id
-    write_dataset(generate_expression(rows, seed), out, fmt, n_files=files)
+    frame = generate_expression(rows, seed)
+    if fmt == "csv":
+        write_csv_fast(frame, out, files)
+    else:
+        write_dataset(frame, out, fmt, n_files=files)
     return register(srv, out, dataset_id, fmt)
+
+
+def write_csv_fast(frame: Any, out: Path, files: int) -> list[Path]:
+    """``write_dataset(frame, out, "csv", n_files=files)``'s files (the same names, rows and
+    values; small floats may be written positionally, not in exponent form) written by
+    Arrow's CSV writer, some 5x faster than pandas' (seconds saved on millions of rows)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    out.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(frame), files + 1).round().astype(int)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    paths = []
+    for i in range(files):
+        path = out / f"part-{i:05d}.csv"
+        with open(path, "wb") as f:
+            f.write((",".join(frame.columns) + "\n").encode())
+            pacsv.write_csv(pa.Table.from_pandas(frame.iloc[bounds[i]:bounds[i + 1]], preserve_index=False), f, options)
+        paths.append(path)
+    return paths
 
 
 def register(srv: ServerProcess, source: Path, dataset_id: str, fmt: str = "csv") -> dict[str, Any]:
