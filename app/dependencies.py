@@ -16,7 +16,8 @@ from typing import Any
 
 from . import queue as q
 from .errors import InvalidRequest, NotFound
-from .lifecycle import TERMINAL
+from .job_model import Job
+from .lifecycle import TERMINAL, JobStatus
 from .operations import get as get_operation
 from .operations.base import parse_model
 
@@ -32,7 +33,7 @@ def reference(dataset_id: str) -> str | None:
 
 
 class Dependencies:
-    """Dependency bookkeeping; the engine supplies the store, datasets and its queues."""
+    """Dependency bookkeeping; the engine supplies the store, datasets, its queues and ``_finish``."""
 
     store: Any
     datasets: Any
@@ -50,11 +51,11 @@ class Dependencies:
         source = reference(dataset_id)
         if source is None:
             return self.datasets.schema(self.datasets.get(dataset_id))
-        job = self.store.get_job(source)
+        job = self.store.jobs.get(source)
         if job is None:
             raise InvalidRequest(f"'{dataset_id}' names no job; '@<job_id>' reads that job's result dataset",
                                  {"field": "dataset_id"}, code="unknown_dependency")
-        if job["status"] == "completed":
+        if job["status"] == JobStatus.COMPLETED:
             if not job.get("result_dataset_id"):
                 raise InvalidRequest(f"job {source} completed with a {job.get('result_kind') or 'table'} result, "
                                      "not a dataset: '@' reads result datasets only", {"field": "dataset_id"})
@@ -81,7 +82,7 @@ class Dependencies:
         deps = list(dict.fromkeys([*depends_on, *filter(None, [reference(dataset_id)])]))
         if len(deps) > MAX_DEPENDENCIES:
             raise InvalidRequest(f"at most {MAX_DEPENDENCIES} jobs in depends_on", {"field": "depends_on"})
-        unknown = [d for d in deps if d not in self.pending and d not in self.running and self.store.get_job(d) is None]
+        unknown = [d for d in deps if d not in self.pending and d not in self.running and self.store.jobs.get(d) is None]
         if unknown:
             raise InvalidRequest(f"unknown job(s) in depends_on: {', '.join(unknown[:5])}",
                                  {"field": "depends_on", "unknown": unknown[:20]}, code="unknown_dependency")
@@ -101,11 +102,11 @@ class Dependencies:
         for dep in self._deps.get(job_id, ()):
             if dep in self.pending or dep in self.running:
                 return dep, None
-            job = self.store.get_job(dep)
-            status = job["status"] if job else "cancelled"
+            job = self.store.jobs.get(dep)
+            status = job["status"] if job else JobStatus.CANCELLED
             if status not in TERMINAL:
                 return dep, None
-            if status != "completed":
+            if status != JobStatus.COMPLETED:
                 return None, dep
         return None, None
 
@@ -128,9 +129,18 @@ class Dependencies:
     def dependency_ended(self, job_id: str, status: str) -> list[str]:
         """``job_id`` ended: the jobs waiting for it that must now be cancelled (it did not complete)."""
         waiting = self._dependents.pop(job_id, set())
-        if status == "completed":
+        if status == JobStatus.COMPLETED:
             return []
         return sorted(j for j in waiting if j in self.pending)
+
+    def _dependency_failed(self, job_id: str, dep: str | None = None, status: str | None = None) -> None:
+        """Cancel a waiting job whose dependency did not complete (and, through ``_finish``, its own waiters)."""
+        if dep is None:
+            _, dep = self.blocked_by(job_id)
+            status = (self.store.jobs.get(dep) or {}).get("status", "gone") if dep else "gone"
+        self.pending.pop(job_id, None)
+        self._finish(job_id, Job.cancel, error={"type": "DependencyFailed", "stage": "queue",
+                                                "message": f"cancelled because job {dep}, which it depends on, {status}"})
 
     def forget_dependencies(self, job_id: str) -> None:
         for dep in self._deps.pop(job_id, ()):
@@ -145,8 +155,8 @@ class Dependencies:
         source = reference(job["dataset_id"])
         if source is None:
             return job["dataset_id"]
-        upstream = self.store.get_job(source) or {}
-        if upstream.get("status") != "completed" or not upstream.get("result_dataset_id"):
+        upstream = self.store.jobs.get(source) or {}
+        if upstream.get("status") != JobStatus.COMPLETED or not upstream.get("result_dataset_id"):
             raise NotFound(f"job {source} left no result dataset to read ({upstream.get('status', 'unknown')}, "
                            f"{upstream.get('result_kind') or 'no'} result)", code="dataset_not_found")
         return upstream["result_dataset_id"]

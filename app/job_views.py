@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Conflict, InvalidRequest, NotFound
+from .job_model import Job
+from .job_repository import ACTIVE, MAX_SEARCH_CHARS
 from .jsonsafe import json_safe
-from .lifecycle import ALL, TERMINAL
+from .lifecycle import ALL, TERMINAL, JobStatus
 from .downloads import ResultStream, result_files, table_of
 from .runner import read_rows, results_dir
-from .store import iso
-from .store_reads import MAX_SEARCH_CHARS
-from .times import parse_iso
+from .times import iso, parse_iso
 
 
 SORTS = {  # the job list's server-side orders: (column, its values in rank order, lowest first)
     "created": ("created", ()),
     "priority": ("priority", ("LOW", "NORMAL", "HIGH", "CRITICAL")),
-    "status": ("status", ("pending", "running", "completed", "failed", "cancelled")),
+    "status": ("status", ALL),
 }
 
 
@@ -102,7 +102,7 @@ class LiveViews:
 
     def status_counts(self) -> dict[str, int]:
         """Jobs per status (a blocking read: call it in an executor)."""
-        return self.store.count_jobs()
+        return self.store.jobs.count()
 
     def timing_histograms(self) -> dict[str, dict[str, list[float]]]:
         """Queue wait and run time of the jobs that completed in the histogram window: bucket
@@ -122,7 +122,7 @@ class LiveViews:
         """When the newest ``limit`` jobs of each status ended (blocking: call it in an executor)."""
         out = {}
         for status in statuses:
-            _, rows = self.store.list_jobs([status], None, limit, 0, columns=["completed_at"])
+            _, rows = self.store.jobs.page([status], None, limit, 0, columns=["completed_at"])
             out[status] = [r["completed_at"] for r in rows if r.get("completed_at")]
         return out
 
@@ -131,37 +131,23 @@ class JobViews(LiveViews):
     """Reads only: the API's and the pages' shapes of jobs and of the queue."""
 
     def get(self, job_id: str) -> dict[str, Any]:
-        job = self.store.get_job(job_id)
+        job = self.store.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job '{job_id}'", {"job_id": job_id}, code="job_not_found")
         return job
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """The contract's status fields plus queue, ETA, attempts, resources and result."""
-        job = self.get(job_id)
-        view = self.summary(job)
+        """The contract's status: the record's (``Job.to_dict``), with its place in the queue and its attempts."""
+        job = Job.from_row(self.get(job_id))
+        view = job.to_dict()
         wait = self.waiting.get(job_id)
-        view.update({
-            "dataset_id": job["dataset_id"], "parameters": job["parameters"],
-            "max_memory_gb": job["max_memory_gb"], "max_cores": job["max_cores"],
-            "completed_at": job["completed_at"], "updated_at": job["updated_at"],
-            "queue_position": wait.position if wait and job["status"] == "pending" else None,
-            "pending_reason": wait.reason if wait and job["status"] == "pending" else None,
-            "estimated_start_at": iso(wait.estimated_start_at) if wait and wait.estimated_start_at else None,
-            "eta_seconds": job["eta_seconds"] if job["status"] == "running" else (0.0 if job["status"] == "completed" else None),
-            "estimated_completion_at": job["estimated_completion_at"] if job["status"] == "running" else None,
-            "eta_history": job["eta_history"] or {},
-            "tasks_total": job["tasks_total"], "tasks_done": job["tasks_done"],
-            "resources": job["resources"] or {},
-            "error": job["error"], "result_kind": job["result_kind"],
-            "result": job["result"], "result_dataset_id": job["result_dataset_id"],
-            "cached_from": job.get("cached_from"), "rerun_of": job.get("rerun_of"),
-            "depends_on": job.get("depends_on") or [],
-            "attempts": [{k: a[k] for k in ("number", "started_at", "ended_at", "outcome", "cause")}
-                         for a in self.store.attempts(job_id)],
-        })
-        if job["status"] == "pending" and wait is None:
-            view["pending_reason"] = "waiting for the next dispatch pass"
+        if job.status is JobStatus.PENDING:
+            view.update(queue_position=wait.position if wait else None,
+                        pending_reason=wait.reason if wait else "waiting for the next dispatch pass")
+        if wait and wait.estimated_start_at:
+            view["estimated_start_at"] = iso(wait.estimated_start_at)
+        view["attempts"] = [{k: a[k] for k in ("number", "started_at", "ended_at", "outcome", "cause")}
+                            for a in self.store.attempts(job_id)]
         return view
 
     def logs(self, job_id: str, since: int = 0, limit: int = 500) -> dict[str, Any]:
@@ -172,13 +158,8 @@ class JobViews(LiveViews):
                 "more": len(lines) == limit}
 
     def summary(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The contract's list entry."""
-        return {
-            "job_id": job["job_id"], "type": job["operation"], "operation": job["operation"],
-            "status": job["status"], "priority": job["priority"], "progress": job["progress"] or 0.0,
-            "created_at": job["created_at"], "started_at": job["started_at"],
-            "dataset_id": job["dataset_id"], "attempt_count": job["attempt_count"] or 0,
-        }
+        """The contract's list entry of a stored row (``Job.summary``)."""
+        return Job.from_row(job).summary()
 
     def list(self, status: list[str], priority: list[str], limit: int, offset: int, dataset_id: str | None = None,
              operation: str | None = None, newest_first: bool = True, q: str | None = None,
@@ -203,12 +184,12 @@ class JobViews(LiveViews):
         if q is not None and len(q) > MAX_SEARCH_CHARS:
             raise InvalidRequest(f"'q' is {len(q)} characters long; at most {MAX_SEARCH_CHARS} are accepted",
                                  {"field": "q", "limit": MAX_SEARCH_CHARS})
-        total, rows = self.store.list_job_summaries(
+        total, rows = self.store.jobs.summary_page(
             status or None, priority or None, limit, offset, newest_first, dataset_id=dataset_id, operation=operation,
             q=q or None, created_after=_iso_arg("created_after", created_after),
             created_before=_iso_arg("created_before", created_before))
         waiting = self.waiting
-        entries = [entry if job_status != "pending" or job_id not in waiting else self._waiting_entry(entry, job_id)
+        entries = [entry if job_status != JobStatus.PENDING or job_id not in waiting else self._waiting_entry(entry, job_id)
                    for job_id, job_status, entry in rows]
         head = f'"total": {int(total)}, "limit": {int(limit)}, "offset": {int(offset)}'
         return f'{{{head}, "jobs": [{", ".join(entries)}]}}'
@@ -225,8 +206,8 @@ class JobViews(LiveViews):
         """The contract's queue shape, with the reservations of running jobs."""
         from .models import PRIORITIES
 
-        by_status = self.store.count_jobs("status")
-        pending_by_priority = self.store.count_jobs("priority", ["pending"])
+        by_status = self.store.jobs.count("status")
+        pending_by_priority = self.store.jobs.count("priority", [JobStatus.PENDING.value])
         running = [r for r, _, _ in self.running.values()]
         cap = self.capacity()
         snap = self.sampler.latest
@@ -237,9 +218,10 @@ class JobViews(LiveViews):
         return {
             "scheduler_running": cap.running,
             "queue_status": {
-                "total_queued": by_status.get("pending", 0), "total_running": by_status.get("running", 0),
-                "total_completed": by_status.get("completed", 0), "total_failed": by_status.get("failed", 0),
-                "total_cancelled": by_status.get("cancelled", 0),
+                "total_queued": by_status.get(JobStatus.PENDING, 0), "total_running": by_status.get(JobStatus.RUNNING, 0),
+                "total_completed": by_status.get(JobStatus.COMPLETED, 0),
+                "total_failed": by_status.get(JobStatus.FAILED, 0),
+                "total_cancelled": by_status.get(JobStatus.CANCELLED, 0),
                 "priority_breakdown": {p: pending_by_priority[p] for p in reversed(PRIORITIES) if pending_by_priority.get(p)},
                 "running_by_priority": _count(r.priority for r in running),
                 "max_concurrent_jobs": self.settings.max_concurrent_jobs,
@@ -258,7 +240,7 @@ class JobViews(LiveViews):
     async def result(self, job_id: str, offset: int, limit: int) -> dict[str, Any]:
         """A page of a job's result: rows of its result dataset, or of the inline table."""
         job = self.get(job_id)
-        if job["status"] != "completed":
+        if job["status"] != JobStatus.COMPLETED:
             raise Conflict(f"job {job_id} is {job['status']}; results exist once it is completed",
                            {"status": job["status"]}, code="job_not_completed")
         base = {"job_id": job_id, "result_kind": job["result_kind"], "offset": offset, "limit": limit,
@@ -277,7 +259,7 @@ class JobViews(LiveViews):
     def download(self, job_id: str, fmt: str) -> ResultStream:
         """The completed job's result as a stream of ``fmt`` bytes (blocking: the read pool)."""
         job = self.get(job_id)
-        if job["status"] != "completed":
+        if job["status"] != JobStatus.COMPLETED:
             raise Conflict(f"job {job_id} is {job['status']}; results exist once it is completed",
                            {"status": job["status"]}, code="job_not_completed")
         if job["result_dataset_id"]:
@@ -299,7 +281,7 @@ class JobViews(LiveViews):
         return self.status(job_id)
 
     def uses_dataset(self, dataset_id: str) -> bool:
-        total, _ = self.store.list_jobs(["pending", "running"], None, 1, 0, dataset_id=dataset_id)
+        total, _ = self.store.jobs.page(ACTIVE, None, 1, 0, dataset_id=dataset_id, columns=["job_id"])
         return total > 0
 
 

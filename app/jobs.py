@@ -1,6 +1,8 @@
 """The job engine: validates submissions, keeps the priority queue, starts attempts
-on Dask, follows their progress from the scheduler, and records every change in the
-store before reporting it.
+on Dask, follows their progress from the scheduler (:mod:`app.job_progress`), and
+records every change in the store before reporting it: a job's status changes only by
+a named transition of its record (:class:`app.job_model.Job`), written through the job
+repository (``store.jobs``).
 
 Dispatch is event-driven (submit, completion, cancel, scale, cluster start and a
 new sample all ask for a pass); ``JOB_CHECK_INTERVAL`` is a safety net only.
@@ -23,13 +25,14 @@ from .operations import get as get_operation
 from .dependencies import Dependencies
 from .outcomes import AttemptOutcomes, job_error
 from .runner import Attempt, execute, is_transient
+from .job_model import Job
+from .job_progress import ProgressTracking
 from .job_views import JobViews
 from .journal import Journal
-from .lifecycle import Interrupt, JobStatus, check_transition
+from .lifecycle import Interrupt, JobStatus, Outcome
 from .ids import new_id
-from .store import iso
 from .times import epoch as _ts
-from .times import eta_seconds
+from .times import iso
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -40,14 +43,12 @@ if TYPE_CHECKING:
     from .store import Store
 
 log = logging.getLogger(__name__)
-ETA_MARKS = (25, 50)
-MEMORY_MARGIN = 1.5
 INCIDENT_WINDOW_S = 60.0  # /health stays degraded this long after the engine repaired something
 DISPATCH_WINDOW = 64  # jobs considered per pass; the rest keep their place (bounds loop time)
 DISPATCH_SHARE = 0.25  # at most this share of the loop's time goes to dispatch passes under a burst
 
 
-class JobEngine(AttemptOutcomes, Dependencies, JobViews):
+class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
     """Owns the queue and the running attempts of this process; reads are in ``JobViews``."""
 
     def __init__(self, *, settings: "Settings", store: "Store", cluster: "ClusterManager",
@@ -76,7 +77,7 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         self._dispatch_ready_at = 0.0  # monotonic time before which a new pass waits
         self._turns = Turns()  # validations of a burst share the loop with everything else
         self._inserts: BatchWriter[dict[str, Any], dict[str, Any]] = BatchWriter(
-            self.store.insert_jobs, self._accepted, name="job-writer")
+            self.store.jobs.insert, self._accepted, name="job-writer")
         self._safety: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
         self.watchdog = Watchdog(self)
@@ -88,14 +89,15 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
     # -- lifecycle ---------------------------------------------------------------
     def recover(self) -> None:
         """Re-queue what a crash interrupted: running → pending with a ``server_restart`` attempt."""
-        for job in self.store.unfinished_jobs():
-            if job["status"] == "running":
+        for job in self.store.jobs.unfinished():
+            if job["status"] == JobStatus.RUNNING:
                 for attempt in self.store.attempts(job["job_id"]):
                     if attempt["ended_at"] is None:
-                        self.store.end_attempt(attempt["id"], "server_restart", "the server stopped during the attempt")
-                        self.journal.attempt_ended(job["job_id"], attempt["number"], "server_restart",
+                        self.store.end_attempt(attempt["id"], Outcome.SERVER_RESTART.value,
+                                               "the server stopped during the attempt")
+                        self.journal.attempt_ended(job["job_id"], attempt["number"], Outcome.SERVER_RESTART,
                                                    "the server stopped during the attempt; it runs again")
-                self._set_status(job["job_id"], JobStatus.PENDING, eta_seconds=None, estimated_completion_at=None)
+                self._change(job["job_id"], Job.requeue)
             self.pending[job["job_id"]] = self._queued(job)
         if self.pending:
             log.info("recovered %d unfinished job(s)", len(self.pending))
@@ -178,7 +180,7 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         return await self._inserts.write({
             "job_id": f"job_{new_id()}", "operation": req.operation, "dataset_id": req.dataset_id,
             "parameters": req.parameters, "priority": req.priority, "max_memory_gb": req.max_memory_gb,
-            "max_cores": req.max_cores, "status": "pending", "progress": 0.0, "created_at": iso(self.clock()),
+            "max_cores": req.max_cores, "status": JobStatus.PENDING.value, "progress": 0.0, "created_at": iso(self.clock()),
             "no_cache": 0 if req.cache else 1, "rerun_of": rerun_of, "depends_on": req.depends_on or None,
             "notify_url": req.notify_url,
             "attempt_count": 0, "eta_history": {},
@@ -275,27 +277,28 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         except Exception as exc:  # noqa: BLE001 - a job must never be left between queue and attempt
             log.exception("job %s could not start", job_id)
             self.running.pop(job_id, None)
-            self._finish(job_id, "failed", error=job_error(exc, "start"))
+            self._finish(job_id, Job.fail, error=job_error(exc, "start"))
 
     def _start_attempt(self, job_id: str, queued: q.QueuedJob) -> None:
-        job = self.store.get_job(job_id)
+        job = self.store.jobs.get(job_id)
         try:
             source = self.resolve_source(job)
         except NotFound as exc:
-            self._finish(job_id, "failed", error={"type": "NotFound", "message": exc.message, "stage": "start"})
+            self._finish(job_id, Job.fail, error={"type": "NotFound", "message": exc.message, "stage": "start"})
             return
         if source != job["dataset_id"]:  # "@job_x": that job's result dataset, named from now on
-            self.store.update_job(job_id, dataset_id=source)
+            self.store.jobs.update(job_id, dataset_id=source)
             job["dataset_id"] = source
         ds = self.store.get_dataset(job["dataset_id"])
         if ds is None:
-            self._finish(job_id, "failed", error={"type": "NotFound", "message": f"dataset '{job['dataset_id']}' no longer exists"})
+            self._finish(job_id, Job.fail,
+                         error={"type": "NotFound", "message": f"dataset '{job['dataset_id']}' no longer exists"})
             return
         number = int(job["attempt_count"] or 0) + 1
         attempt = Attempt(job_id, number, job["operation"], job["parameters"] or {}, job["priority"], ds,
                           self.datasets.read_source(ds), self.settings.data_dir,
                           self.settings.result_inline_rows, started_at=self.clock(),
-                          use_cache=not job.get("no_cache"), cached=self.store.cached_result,
+                          use_cache=not job.get("no_cache"), cached=self.store.jobs.cached_result,
                           kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6),
                           max_memory_gb=float(job["max_memory_gb"] or 0), max_cores=float(job["max_cores"] or 0),
                           threads=int(self.capacity().total_cores))
@@ -303,7 +306,7 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         wait = self.waiting.get(job_id)
         attempt.attempt_id = self.store.add_attempt(job_id, number, now)
         self.journal.started(job, number, self.clock() - queued.submitted_at, wait.reason if wait else None)
-        self._set_status(job_id, JobStatus.RUNNING, attempt_count=number, started_at=job["started_at"] or now)
+        self._change(job_id, Job.start, number, now)
         running = q.RunningJob(job_id, queued.priority, queued.cores, queued.memory_gb, attempt.started_at)
         task = asyncio.get_running_loop().create_task(self._run(attempt))
         self.running[job_id] = (running, attempt, task)
@@ -359,41 +362,28 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
                     asyncio.get_running_loop().run_in_executor(None, old.close)
         return self._client
 
-    def _finish(self, job_id: str, status: str, **values: Any) -> None:
-        """Record a terminal state, then wake whoever waits for it."""
-        if status == "completed":
-            job = self.store.get_job(job_id) or {}
-            history = job.get("eta_history") or {}
-            values.update(progress=100.0, eta_seconds=0.0, estimated_completion_at=None,
-                          tasks_done=job.get("tasks_total"), eta_history={**history, "actual_end": iso(self.clock())})
-        self._set_status(job_id, JobStatus(status), completed_at=iso(self.clock()), **values)
-        job = self.store.get_job(job_id) or {"job_id": job_id}
-        began = _ts(job.get("started_at"))
-        self.journal.ended(job, status, None if began is None else self.clock() - began, values.get("error"))
+    def _finish(self, job_id: str, end: Callable[..., dict[str, Any]], **values: Any) -> None:
+        """Record a terminal state (``Job.complete``, ``Job.fail`` or ``Job.cancel``), then wake whoever waits for it."""
+        job = self._change(job_id, end, iso(self.clock()), **values)
+        began = _ts(job.started_at)
+        self.journal.ended(job, None if began is None else self.clock() - began)
         self._forget(job_id)
         event = self.done_events.pop(job_id, None)
         if event:
             event.set()
         self.forget_dependencies(job_id)
-        for waiting in self.dependency_ended(job_id, status):
-            self._dependency_failed(waiting, job_id, status)
+        for waiting in self.dependency_ended(job_id, job.status):
+            self._dependency_failed(waiting, job_id, job.status)
 
-    def _dependency_failed(self, job_id: str, dep: str | None = None, status: str | None = None) -> None:
-        """Cancel a waiting job whose dependency did not complete (and, through ``_finish``, its own waiters)."""
-        if dep is None:
-            _, dep = self.blocked_by(job_id)
-            status = (self.store.get_job(dep) or {}).get("status", "gone") if dep else "gone"
-        self.pending.pop(job_id, None)
-        self._finish(job_id, "cancelled", error={"type": "DependencyFailed", "stage": "queue",
-                                                 "message": f"cancelled because job {dep}, which it depends on, {status}"})
-
-    def _set_status(self, job_id: str, new: JobStatus, **values: Any) -> None:
-        """The one place a job's status changes: checked against the lifecycle, then written."""
-        job = self.store.get_job(job_id)
+    def _change(self, job_id: str, transition: Callable[..., dict[str, Any]], *args: Any, **values: Any) -> Job:
+        """The one place a job's status changes: a named transition of its record (``Job.start``,
+        ``requeue``, ``complete``, ``fail`` or ``cancel``, each checked against the lifecycle), written
+        through; returns the record as written."""
+        job = self.store.jobs.job(job_id)
         if job is None:
             raise NotFound(f"no job '{job_id}'", {"job_id": job_id}, code="job_not_found")
-        check_transition(job["status"], new)
-        self.store.update_job(job_id, status=new.value, **values)
+        self.store.jobs.update(job_id, **transition(job, *args, **values))
+        return job
 
     def _forget(self, job_id: str) -> None:
         self.pending.pop(job_id, None)
@@ -401,56 +391,3 @@ class JobEngine(AttemptOutcomes, Dependencies, JobViews):
         if not self._stopping:
             # every attempt's counts, including ones too short for any sample to have seen them
             self.sampler.forget_job(job_id)
-
-    # -- progress ------------------------------------------------------------------
-    def _on_sample(self, snap: dict[str, Any]) -> None:
-        """Per tick: progress and ETA of running jobs from the plugin's counts."""
-        counts = snap.get("jobs", {})
-        now = snap["ts"]
-        for job_id, (running, attempt, _) in list(self.running.items()):
-            stats = counts.get(attempt.annotation)
-            if not stats or not stats["total"]:
-                continue
-            self._progress(job_id, attempt, stats, now)
-        if self.pending:
-            self.kick()
-
-    def _progress(self, job_id: str, attempt: Attempt, stats: dict[str, Any], now: float) -> None:
-        job = self.store.get_job(job_id)
-        if job is None or job["status"] != "running":
-            return
-        share = 100.0 * stats["done"] / stats["total"]
-        progress = round(max(float(job["progress"] or 0.0), min(99.0, share)), 2)
-        elapsed = max(1e-3, now - attempt.started_at)
-        eta = eta_seconds(elapsed, share)
-        values: dict[str, Any] = {
-            "progress": progress, "tasks_total": stats["total"], "tasks_done": stats["done"],
-            "eta_seconds": round(eta, 2) if eta is not None else None,
-            "estimated_completion_at": iso(now + eta) if eta is not None else None,
-            "resources": {"peak_memory_bytes": stats["peak_held_bytes"], "held_memory_bytes": stats["held_bytes"],
-                          "task_cpu_seconds": round(stats["cpu_s"], 3), "tasks": stats["total"]},
-        }
-        history = dict(job.get("eta_history") or {})
-        for mark in ETA_MARKS:
-            if share >= mark and str(mark) not in history and eta is not None:
-                history[str(mark)] = {"at": iso(now), "eta_seconds": round(eta, 2), "predicted_end": iso(now + eta)}
-                values["eta_history"] = history
-        self.store.update_job(job_id, **values)
-        entry = self.running.get(job_id)
-        if entry and eta is not None:
-            self.running[job_id] = (q.RunningJob(entry[0].job_id, entry[0].priority, entry[0].cores,
-                                                 entry[0].memory_gb, entry[0].started_at, now + eta), *entry[1:])
-        limit = float(job["max_memory_gb"] or 0) * 1e9 * MEMORY_MARGIN
-        if self.settings.enforce_job_memory and limit and stats["held_bytes"] > limit:
-            self._memory_stop(job_id, attempt, stats["held_bytes"], float(job["max_memory_gb"]))
-
-    def _memory_stop(self, job_id: str, attempt: Attempt, held: int, declared: float) -> None:
-        log.warning("job %s holds %.2f GB, over its declared %.2f GB: stopping it", job_id, held / 1e9, declared)
-        self._interrupt_attempt(attempt, Interrupt.MEMORY)
-        attempt.recorded = True
-        self.running.pop(job_id, None)
-        message = (f"the job held {held / 1e9:.2f} GB of results on the workers, more than "
-                   f"{MEMORY_MARGIN}× its declared max_memory_gb={declared:g}; resubmit with more memory")
-        self._end_attempt(attempt, "failed", message)
-        self._finish(job_id, "failed", error={"type": "MemoryLimit", "message": message})
-        self.kick()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .lifecycle import NOT_FAILURES
+from .lifecycle import NOT_FAILURES, JobStatus, Outcome
+
+if TYPE_CHECKING:
+    from .job_model import Job
 
 log = logging.getLogger(__name__)
 TRACEBACK_LINES = 40
@@ -58,25 +61,28 @@ class Journal:
 
     def attempt_ended(self, job_id: str, number: int, outcome: str, cause: str | None,
                       exc: BaseException | None = None) -> None:
-        if outcome == "completed":
+        if outcome == Outcome.COMPLETED:
             return  # said by ``ended``, with the duration
-        level = "info" if outcome in NOT_FAILURES else ("warning" if outcome == "worker_lost" else "error")
+        outcome = str(outcome)
+        level = "info" if outcome in NOT_FAILURES else ("warning" if outcome == Outcome.WORKER_LOST else "error")
         self._line(job_id, "attempt_" + outcome, f"attempt {number} ended: {outcome}" + (f" — {cause}" if cause else ""),
                    level=level, attempt=number, outcome=outcome, traceback=_traceback(exc))
 
     def requeued(self, job_id: str) -> None:
         self._line(job_id, "requeued", "back in the queue; it runs again when its turn and room come")
 
-    def ended(self, job: dict[str, Any], status: str, duration_s: float | None, error: dict[str, Any] | None) -> None:
+    def ended(self, job: "Job", duration_s: float | None) -> None:
+        """The job's record as it ended (completed, failed with its error, or cancelled)."""
         took = f" in {duration_s:.2f} s" if duration_s is not None else ""
-        attempts = int(job.get("attempt_count") or 0)
-        if status == "completed":
-            cached = f", answered from {job['cached_from']}'s result" if job.get("cached_from") else ""
-            self._line(job["job_id"], "completed", f"completed{took} ({attempts} attempt(s)){cached}",
+        attempts = int(job.attempt_count or 0)
+        status, error = job.status.value, job.error if isinstance(job.error, dict) else {}
+        if job.status is JobStatus.COMPLETED:
+            cached = f", answered from {job.cached_from}'s result" if job.cached_from else ""
+            self._line(job.job_id, status, f"completed{took} ({attempts} attempt(s)){cached}",
                        duration_s=duration_s, attempts=attempts)
-        elif status == "failed":
-            message = (error or {}).get("message") or "failed"
-            self._line(job["job_id"], "failed", f"failed{took}: {message}", level="error", duration_s=duration_s,
-                       stage=(error or {}).get("stage"))
+        elif job.status is JobStatus.FAILED:
+            message = error.get("message") or "failed"
+            self._line(job.job_id, status, f"failed{took}: {message}", level="error", duration_s=duration_s,
+                       stage=error.get("stage"))
         else:
-            self._line(job["job_id"], status, f"{status}{took}", level="warning", duration_s=duration_s)
+            self._line(job.job_id, status, f"{status}{took}", level="warning", duration_s=duration_s)

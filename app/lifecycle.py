@@ -8,7 +8,8 @@
        ▼           ▼
     cancelled / failed      (terminal: nothing leaves them)
 
-Every status change the engine makes goes through :func:`check_transition`, so a bug
+Every status change the engine makes is a named transition of the job's record
+(:class:`app.job_model.Job`), checked by :func:`check_transition`, so a bug
 that would move a finished job, or skip ``running``, raises instead of writing.
 """
 from __future__ import annotations
@@ -16,7 +17,17 @@ from __future__ import annotations
 from enum import Enum
 
 
-class JobStatus(str, Enum):
+class Spelled(str, Enum):
+    """A name the API and the store spell as its value, in text too (``f"{JobStatus.FAILED}"`` is "failed")."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class JobStatus(Spelled):
     """The ``status`` of a job, as the API and the store spell it."""
 
     PENDING = "pending"
@@ -64,6 +75,17 @@ class Interrupt(str, Enum):
     CLUSTER_STOPPED = "cluster_stopped"
     SCALED_DOWN = "scaled_down"
     SHUTDOWN = "shutdown"
+
+
+class Outcome(Spelled):
+    """How an attempt ended (its ``outcome``), besides the requeues named by :class:`Interrupt`."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"  # a data or code error, or over its memory: the job fails
+    WORKER_LOST = "worker_lost"  # retried up to JOB_MAX_ATTEMPTS
+    OUT_OF_MEMORY = "out_of_memory"  # retried once with doubled memory
+    SERVER_RESTART = "server_restart"  # the server stopped during it: requeued at the next start
+    CANCELLED = "cancelled"
 
 
 # attempt outcomes that say nothing against the job: it is not charged an attempt for them

@@ -12,7 +12,8 @@ import logging
 from typing import Any
 
 from .errors import Conflict
-from .lifecycle import NOT_FAILURES, REQUEUED_BY, TERMINAL, Interrupt, JobStatus
+from .job_model import Job
+from .lifecycle import NOT_FAILURES, REQUEUED_BY, Interrupt, JobStatus, Outcome
 from .runner import Attempt, Stopped, is_transient
 from .times import iso
 
@@ -57,8 +58,8 @@ class AttemptOutcomes:
         result = outcome["result"]
         if isinstance(result, dict) and result_dataset_id:
             result = {**result, "result_dataset_id": result_dataset_id}
-        self._end_attempt(attempt, "completed")
-        self._finish(job_id, "completed", result=result, result_kind=outcome.get("kind"),
+        self._end_attempt(attempt, Outcome.COMPLETED)
+        self._finish(job_id, Job.complete, result=result, result_kind=outcome.get("kind"),
                      result_dataset_id=result_dataset_id, cache_key=outcome.get("cache_key"),
                      cached_from=outcome.get("cached_from"))
 
@@ -69,8 +70,7 @@ class AttemptOutcomes:
         except Exception:  # noqa: BLE001 - the store or a bug: the job must still end
             log.exception("recording the end of job %s attempt %d failed", attempt.job_id, attempt.number)
             try:
-                self._set_status(attempt.job_id, JobStatus.FAILED, completed_at=iso(self.clock()),
-                                 error=job_error(exc, attempt.stage))
+                self._change(attempt.job_id, Job.fail, iso(self.clock()), job_error(exc, attempt.stage))
             except Exception:  # noqa: BLE001 - the watchdog fails it once the store answers
                 log.exception("job %s could not be marked failed", attempt.job_id)
             self._forget(attempt.job_id)
@@ -100,9 +100,9 @@ class AttemptOutcomes:
         attempt.error = exc
         if is_transient(exc):
             return self._transient(attempt, error)
-        self._end_attempt(attempt, "failed", error["message"])
+        self._end_attempt(attempt, Outcome.FAILED, error["message"])
         log.info("job %s failed during %s: %s", job_id, attempt.stage, _short(error["message"]))
-        self._finish(job_id, "failed", error=error)
+        self._finish(job_id, Job.fail, error=error)
 
     def _transient(self, attempt: Attempt, error: dict[str, Any]) -> None:
         """Worker or scheduler loss: out of memory, a scale-down, or retried up to JOB_MAX_ATTEMPTS."""
@@ -114,65 +114,65 @@ class AttemptOutcomes:
         if self.clock() - self.scaled_down_at < SCALE_DOWN_GRACE_S:
             return self._requeue_attempt(attempt, Interrupt.SCALED_DOWN)
         failures = sum(1 for a in self.store.attempts(job_id) if a["outcome"] not in NOT_FAILURES) + 1
-        self._end_attempt(attempt, "worker_lost", error["message"])
+        self._end_attempt(attempt, Outcome.WORKER_LOST, error["message"])
         if failures < self.settings.job_max_attempts:
             log.warning("job %s attempt %d lost (%s); retrying", job_id, attempt.number, _short(error["message"]))
             return self._requeue(job_id)
         log.info("job %s failed after %d lost attempts", job_id, failures)
-        self._finish(job_id, "failed", error=error)
+        self._finish(job_id, Job.fail, error=error)
 
     def _out_of_memory(self, attempt: Attempt, error: dict[str, Any]) -> None:
         """A worker was restarted by its nanny for memory: retry once with double memory, or fail."""
         job = self.get(attempt.job_id)
         declared = float(job["max_memory_gb"] or 0)
         doubled = round(declared * 2, 3)
-        retried = any(a["outcome"] == "out_of_memory" for a in self.store.attempts(attempt.job_id))
+        retried = any(a["outcome"] == Outcome.OUT_OF_MEMORY for a in self.store.attempts(attempt.job_id))
         if not retried and doubled <= self.capacity().total_memory_gb:
             cause = (f"a worker ran out of memory ({attempt.oom_evidence}); retrying once with "
                      f"max_memory_gb={doubled:g} (doubled from {declared:g})")
-            self._end_attempt(attempt, "out_of_memory", cause)
-            self.store.update_job(attempt.job_id, max_memory_gb=doubled)
+            self._end_attempt(attempt, Outcome.OUT_OF_MEMORY, cause)
+            self.store.jobs.update(attempt.job_id, max_memory_gb=doubled)
             log.warning("job %s: %s", attempt.job_id, cause)
             return self._requeue(attempt.job_id)
         what = "after a retry with doubled memory" if retried else "and the cluster has no room to double it"
         message = (f"a worker ran out of memory running this job ({attempt.oom_evidence}) {what}; "
                    f"resubmit with a larger max_memory_gb than {declared:g}, or use bigger workers "
                    "(DASK_MEMORY_LIMIT)")
-        self._end_attempt(attempt, "out_of_memory", message)
-        self._finish(attempt.job_id, "failed", error={"type": "OutOfMemory", "message": message,
+        self._end_attempt(attempt, Outcome.OUT_OF_MEMORY, message)
+        self._finish(attempt.job_id, Job.fail, error={"type": "OutOfMemory", "message": message,
                                                       "stage": error.get("stage")})
 
     def _requeue_attempt(self, attempt: Attempt, reason: Interrupt) -> None:
         """End the attempt with an outcome that is not a failure and put the job back in line."""
         attempt.recorded = True
         self._end_attempt(attempt, reason.value, REQUEUED_BY[reason])
-        job = self.store.get_job(attempt.job_id)
-        if job is not None and job["status"] == "running":
+        job = self.store.jobs.get(attempt.job_id)
+        if job is not None and job["status"] == JobStatus.RUNNING:
             self._requeue(attempt.job_id)
 
     def _end_attempt(self, attempt: Attempt, outcome: str, cause: str | None = None) -> None:
         """Record the attempt's end in the store and in the job's log."""
-        self.store.end_attempt(attempt.attempt_id, outcome, cause)
+        self.store.end_attempt(attempt.attempt_id, str(outcome), cause)
         self.journal.attempt_ended(attempt.job_id, attempt.number, outcome, cause, attempt.error)
 
     def _requeue(self, job_id: str) -> None:
         self.journal.requeued(job_id)
-        self._set_status(job_id, JobStatus.PENDING, eta_seconds=None, estimated_completion_at=None)
-        self.pending[job_id] = self._queued(self.store.get_job(job_id))
+        self._change(job_id, Job.requeue)
+        self.pending[job_id] = self._queued(self.store.jobs.get(job_id))
 
     # -- cancel and preemption -----------------------------------------------------
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job at once, or a running one (its futures are cancelled)."""
         job = self.get(job_id)
-        if job["status"] in TERMINAL:
+        if JobStatus(job["status"]).terminal:
             raise Conflict(f"job {job_id} is already {job['status']}; only pending or running jobs can be cancelled",
                            {"status": job["status"]}, code="job_finished")
         if job_id in self.running:
             _, attempt, _ = self.running.pop(job_id)
             self._interrupt_attempt(attempt, Interrupt.CANCELLED)
             attempt.recorded = True
-            self._end_attempt(attempt, "cancelled", "cancelled by request")
-        self._finish(job_id, "cancelled", error=None)
+            self._end_attempt(attempt, Outcome.CANCELLED, "cancelled by request")
+        self._finish(job_id, Job.cancel)
         self.kick()
         return self.status(job_id)
 
@@ -206,10 +206,10 @@ class AttemptOutcomes:
         message = "the job was marked running but no attempt of it was alive in the engine; failed by the watchdog"
         for attempt in self.store.attempts(job_id):
             if attempt["ended_at"] is None:
-                self.store.end_attempt(attempt["id"], "failed", message)
-                self.journal.attempt_ended(job_id, attempt["number"], "failed", message)
+                self.store.end_attempt(attempt["id"], Outcome.FAILED.value, message)
+                self.journal.attempt_ended(job_id, attempt["number"], Outcome.FAILED, message)
         self.report(f"job {job_id} was running with no live attempt; failed")
-        self._finish(job_id, "failed", error={"type": "Orphaned", "message": message, "stage": "watchdog"})
+        self._finish(job_id, Job.fail, error={"type": "Orphaned", "message": message, "stage": "watchdog"})
 
     def report(self, message: str) -> None:
         """Something the engine repaired: logged, and shown by /health for a while."""

@@ -18,7 +18,7 @@ import param
 
 from .errors import InvalidRequest, NotFound, ProcessingError
 from .ids import new_id
-from .lifecycle import TERMINAL
+from .lifecycle import TERMINAL, JobStatus
 from .models import PRIORITIES, build
 from .operations import get as get_operation
 from .times import utcnow
@@ -171,22 +171,22 @@ class Pipelines:
             raise NotFound(f"no pipeline '{pipeline_id}'", {"pipeline_id": pipeline_id}, code="pipeline_not_found")
         steps = []
         for step in record["steps"]:
-            job = self.engine.get(step["job_id"]) if self.store.get_job(step["job_id"]) else {}
+            job = self.store.jobs.get(step["job_id"]) or {}
             wait = self.engine.waiting.get(step["job_id"])
             steps.append({**step, "status": job.get("status", "unknown"), "progress": job.get("progress") or 0.0,
-                          "pending_reason": wait.reason if wait and job.get("status") == "pending" else None,
+                          "pending_reason": wait.reason if wait and job.get("status") == JobStatus.PENDING else None,
                           "error": job.get("error"), "result_dataset_id": job.get("result_dataset_id")})
         statuses = {s["status"] for s in steps}
-        if statuses <= {"completed"}:
-            overall = "completed"
-        elif "failed" in statuses:
-            overall = "failed" if statuses <= set(TERMINAL) else "failing"
+        if statuses <= {JobStatus.COMPLETED}:
+            overall = JobStatus.COMPLETED.value
+        elif JobStatus.FAILED in statuses:
+            overall = JobStatus.FAILED.value if statuses <= set(TERMINAL) else "failing"
         elif statuses <= set(TERMINAL):
-            overall = "cancelled"
-        elif "running" in statuses:
-            overall = "running"
+            overall = JobStatus.CANCELLED.value
+        elif JobStatus.RUNNING in statuses:
+            overall = JobStatus.RUNNING.value
         else:
-            overall = "pending"
+            overall = JobStatus.PENDING.value
         return {**{k: record[k] for k in ("pipeline_id", "name", "priority", "created_at")}, "status": overall,
                 "steps": steps}
 

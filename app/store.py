@@ -1,5 +1,6 @@
 """The record of truth: jobs, attempts, datasets, metrics and cluster events in
-SQLite. With ``store_schema`` and ``store_reads``, the only place that holds SQL.
+SQLite. With ``store_schema``, ``store_reads`` and ``job_repository`` (``store.jobs``,
+which holds all the SQL about jobs), the only place that holds SQL.
 
 One writer: every write (and the point reads the writes depend on) takes the one lock
 on the one read-write connection, so it may be called from the server loop (calls are
@@ -18,15 +19,24 @@ from typing import Any, Callable, Iterable
 
 import sqlite_utils
 
-from .job_records import JobRecords
-from .lifecycle import TERMINAL
+from .job_repository import JobRepository
 from .store_log import JobLogStore
 from .store_reads import ReadPool, StoreReads, decode
 from .store_schema import JSON_COLUMNS, SCHEMA, migrate
 from .times import iso, utcnow
 
 log = logging.getLogger(__name__)
-JobEndListener = Callable[[dict[str, Any]], None]
+
+
+def _on_jobs(name: str, method: str) -> Callable[..., Any]:
+    """``Store.<name>``: ``store.jobs.<method>``, the name the callers outside the engine use."""
+    def delegate(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.jobs, method)(*args, **kwargs)
+
+    delegate.__name__ = delegate.__qualname__ = name
+    delegate.__doc__ = f"``store.jobs.{method}`` (see :class:`app.job_repository.JobRepository`)."
+    return delegate
+
 
 def _check_columns(table: str, names: Iterable[str]) -> None:
     """Refuse column names the schema does not have (they are put into SQL text)."""
@@ -46,13 +56,12 @@ class Store(StoreReads, JobLogStore):
         self._lock = threading.RLock()
         self._closed = False
         self._dataset_rows: dict[str, dict[str, Any]] = {}  # raw rows; the store is their only writer
-        self._job_end_listeners: list[JobEndListener] = []
-        self._records = JobRecords()  # live and recent jobs, written through (see app.job_records)
         self.db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives a killed process (not a power cut).
         self.db.execute("PRAGMA synchronous=NORMAL")
         migrate(self.db)
         self._pool = ReadPool(self.path)
+        self.jobs = JobRepository(self.db, self._lock, self._pool)  # every job read and write
 
     def close(self) -> None:
         """Close the connections and the read pool; safe to call twice."""
@@ -96,75 +105,21 @@ class Store(StoreReads, JobLogStore):
             self.db.conn.commit()
         return True
 
-    # -- jobs ------------------------------------------------------------
+    # -- jobs: the repository's, under the names callers outside the engine use ------
+    insert_jobs = _on_jobs("insert_jobs", "insert")
+    get_job = _on_jobs("get_job", "get")
+    update_job = _on_jobs("update_job", "update")
+    watch_job_ends = _on_jobs("watch_job_ends", "watch_ends")
+    list_jobs = _on_jobs("list_jobs", "page")
+    count_jobs = _on_jobs("count_jobs", "count")
+    job_counts = _on_jobs("job_counts", "counts")
+    oldest_pending_created_at = _on_jobs("oldest_pending_created_at", "oldest_pending_created_at")
+    completed_since = _on_jobs("completed_since", "completed_since")
+    memory_suspects = _on_jobs("memory_suspects", "memory_suspects")
+
     def insert_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """Insert a new job, giving it the next FIFO sequence number."""
-        return self.insert_jobs([job])[0]
-
-    def insert_jobs(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Insert new jobs in one transaction, in order, with consecutive sequence numbers.
-
-        Returns the jobs as inserted (with ``seq`` and ``updated_at``); all or none are written.
-        """
-        columns = SCHEMA["jobs"][0]
-        _check_columns("jobs", {k for job in jobs for k in job})
-        rows = []
-        with self._lock, self.db.conn:
-            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
-            for offset, job in enumerate(jobs, start=1):
-                rows.append({**{c: None for c in columns}, **job, "seq": seq + offset,
-                             "updated_at": job.get("created_at")})
-            names = list(columns)
-            values = [[encoded[c] for c in names] for encoded in (self._encode("jobs", row) for row in rows)]
-            self.db.conn.executemany(
-                f"INSERT INTO jobs ({', '.join(f'[{c}]' for c in names)}) VALUES ({', '.join('?' * len(names))})",
-                values)
-        with self._lock:  # committed: now readable from memory
-            for row in rows:
-                self._records.inserted(row)
-        return rows
-
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
-        """The job's row: from memory when this process holds it, else from SQLite."""
-        with self._lock:
-            held = self._records.get(job_id)
-            if held is not None:
-                return held
-            rows = self._rows("jobs", "SELECT * FROM jobs WHERE job_id = ?", [job_id])
-            if rows:
-                self._records.loaded(rows[0])
-        return rows[0] if rows else None
-
-    def update_job(self, job_id: str, **values: Any) -> None:
-        """Write fields of a job, committing before returning; a new terminal status is told to listeners."""
-        values["updated_at"] = utcnow()
-        with self._lock:  # the write and who hears of it, in one hold (see watch_job_ends)
-            self._update("jobs", job_id, values)
-            self._records.updated(job_id, values)
-            listeners = list(self._job_end_listeners) if values.get("status") in TERMINAL else []
-            ended = self._rows("jobs", "SELECT job_id, status, created_at, started_at, completed_at FROM jobs "
-                                       "WHERE job_id = ?", [job_id]) if listeners else []
-        for listener in listeners if ended else []:
-            try:
-                listener(ended[0])
-            except Exception:  # a listener's fault must not fail the write that happened
-                log.exception("job-end listener failed for %s", job_id)
-
-    def watch_job_ends(self, listener: JobEndListener, seed: Callable[[], None]) -> None:
-        """Call ``listener`` with each job that reaches a terminal status from now on.
-
-        ``seed`` (which reads what ended before) runs under the writer's lock with the
-        registration, so no job end falls between the two or is counted twice.
-        """
-        with self._lock:
-            seed()
-            self._job_end_listeners.append(listener)
-
-    def cached_result(self, cache_key: str) -> dict[str, Any] | None:
-        """The newest completed job with this cache key (any thread: reads under the lock)."""
-        rows = self._rows("jobs", "SELECT * FROM jobs WHERE cache_key = ? AND status = 'completed' "
-                                  "ORDER BY completed_at DESC LIMIT 1", [cache_key])
-        return rows[0] if rows else None
+        return self.jobs.insert([job])[0]
 
     # -- attempts --------------------------------------------------------
     def add_attempt(self, job_id: str, number: int, started_at: str) -> int:

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .lifecycle import JobStatus
+
 if TYPE_CHECKING:
     from .jobs import JobEngine
     from .runner import Attempt
@@ -63,7 +65,7 @@ class Watchdog:
 
     def _orphans(self) -> None:
         engine = self.engine
-        _, rows = engine.store.list_jobs(["running"], None, 1000, 0)
+        _, rows = engine.store.jobs.page([JobStatus.RUNNING.value], None, 1000, 0, columns=["job_id"])
         for row in rows:
             job_id = row["job_id"]
             if job_id in engine.running or job_id in engine.pending:

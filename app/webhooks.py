@@ -2,7 +2,7 @@
 POSTed to the job's ``notify_url`` (or the server-wide ``WEBHOOK_URL``), signed with
 HMAC-SHA256 under ``WEBHOOK_SECRET``.
 
-Job ends are heard through :meth:`app.store.Store.watch_job_ends`, from any thread; each
+Job ends are heard through :meth:`app.job_repository.JobRepository.watch_ends`, from any thread; each
 delivery is an asyncio task on the server loop, so nothing waits for a receiver. Failures
 are retried with exponential backoff; each failure and the outcome go to the job's log.
 URLs pass the remote-URL policy of dataset sources (:func:`app.sources.check_remote`).
@@ -86,7 +86,7 @@ class WebhookSender:
         """Hear every job end from now on, and resume the deliveries a previous run left owed."""
         self._loop = asyncio.get_running_loop()
         self._client = AsyncHTTPClient(force_instance=True)
-        self.store.watch_job_ends(self._ended, lambda: None)
+        self.store.jobs.watch_ends(self._ended, lambda: None)
         for job_id in self.store.pending_deliveries():
             self.store.log_job(job_id, "webhook_resumed", "webhook delivery resumed after a server restart")
             self._schedule(job_id)
@@ -105,7 +105,7 @@ class WebhookSender:
         webhook in the store at once, then deliver it from the loop."""
         if self._loop is None or self._stopping:
             return
-        job = self.store.get_job(row["job_id"])
+        job = self.store.jobs.get(row["job_id"])
         url = (job or {}).get("notify_url") or self.settings.webhook_url
         if not url:
             return
@@ -123,7 +123,7 @@ class WebhookSender:
         """POST the job's status to the URL owed, retrying with backoff from the tries already made
         (before a restart too); True once a receiver took it. The debt ends either way."""
         owed = self.store.delivery(job_id)
-        job = self.store.get_job(job_id)
+        job = self.store.jobs.get(job_id)
         if owed is None or job is None:
             self.store.end_delivery(job_id)
             return False

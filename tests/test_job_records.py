@@ -26,7 +26,7 @@ def test_a_job_read_from_memory_is_the_row_sqlite_holds(tmp_path):
         assert store.get_job("job_a") == from_disk(path)
         store.update_job("job_a", status="completed", result={"value": 1.5, "rows": [[1, "é"]]}, error=None)
         assert store.get_job("job_a") == from_disk(path)
-        assert store._records.get("job_a") is not None  # an ended job is still held...
+        assert store.jobs.records.get("job_a") is not None  # an ended job is still held...
         held = store.get_job("job_a")
         held["status"] = "failed"  # ...and what a caller does to its copy stays with the caller
         assert store.get_job("job_a")["status"] == "completed"
@@ -41,9 +41,9 @@ def test_ended_jobs_are_held_up_to_a_bound_and_then_read_from_sqlite(tmp_path, m
         for name in ("job_a", "job_b", "job_c"):
             store.insert_job(job(name))
             store.update_job(name, status="cancelled")
-        assert store._records.get("job_a") is None  # the oldest ended job left memory
+        assert store.jobs.records.get("job_a") is None  # the oldest ended job left memory
         assert store.get_job("job_a")["status"] == "cancelled"  # and is read from SQLite
-        assert store._records.get("job_c")["status"] == "cancelled"
+        assert store.jobs.records.get("job_c")["status"] == "cancelled"
     finally:
         store.close()
 
@@ -55,10 +55,10 @@ def test_a_job_written_by_an_earlier_process_is_loaded_once_read(tmp_path):
     first.close()
     store = Store(path)
     try:
-        assert store._records.get("job_a") is None
+        assert store.jobs.records.get("job_a") is None
         assert store.get_job("job_a")["status"] == "pending"
         store.update_job("job_a", status="running")
-        assert store._records.get("job_a")["status"] == "running"
+        assert store.jobs.records.get("job_a")["status"] == "running"
         assert store.get_job("job_a") == from_disk(path)
     finally:
         store.close()

@@ -12,7 +12,7 @@ import pytest
 from tornado.testing import AsyncHTTPTestCase
 
 from app.store import Store
-from app.store_reads import match_expression
+from app.job_repository import match_expression
 from tests import test_api_inprocess as inprocess  # its helpers (the module: its tests stay there)
 from tests.test_upgrade import write_old_data_dir
 
