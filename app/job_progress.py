@@ -15,7 +15,7 @@ from . import queue as q
 from .job_model import Job
 from .lifecycle import Interrupt, JobStatus, Outcome
 from .runner import Attempt
-from .times import eta_seconds, iso
+from .times import eta_at, iso
 
 log = logging.getLogger("app.jobs")
 ETA_MARKS = (25, 50)
@@ -48,8 +48,7 @@ class ProgressTracking:
             return
         share = 100.0 * stats["done"] / stats["total"]
         progress = round(max(float(job["progress"] or 0.0), min(99.0, share)), 2)
-        elapsed = max(1e-3, now - attempt.started_at)
-        eta = eta_seconds(elapsed, share)
+        eta = eta_at(now, attempt.started_at, share, stats.get("since_done"))
         values: dict[str, Any] = {
             "progress": progress, "tasks_total": stats["total"], "tasks_done": stats["done"],
             "eta_seconds": round(eta, 2) if eta is not None else None,
