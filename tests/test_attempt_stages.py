@@ -84,7 +84,7 @@ def _inject(stage: str, service: ProcessingService, monkeypatch: pytest.MonkeyPa
     elif stage == "build":  # the kernels' task graph
         monkeypatch.setattr(app.kernels, "graph", _boom)
     elif stage == "compute":  # a task that raises on the worker
-        monkeypatch.setattr(app.kernels, "graph", lambda frags, plan, small: dask.delayed(operator.truediv)(1, 0))
+        monkeypatch.setattr(app.kernels, "graph", lambda frags, plan, small, threads=1: dask.delayed(operator.truediv)(1, 0))
     elif stage == "finalize":
         monkeypatch.setattr(op, "finalize", _boom)
     elif stage == "write":  # a result over RESULT_INLINE_ROWS is written as a dataset
