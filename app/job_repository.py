@@ -20,7 +20,7 @@ import sqlite_utils
 from .job_model import Job
 from .job_records import JobRecords
 from .lifecycle import ALL, TERMINAL, JobStatus
-from .store_pool import ReadPool, decode
+from .store_pool import ReadPool, check_off_loop, decode
 from .store_reads import fetch_all, fetch_dicts, json_number, json_number_or_zero
 from .store_schema import BLOCK_SEQS, JSON_COLUMNS, SCHEMA
 from .times import utcnow
@@ -94,6 +94,7 @@ class JobRepository:
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Rows on the writer's connection: point reads a write is about to depend on."""
+        check_off_loop()
         with self._lock:
             rows = list(self.db.query(sql, list(params)))
         return [decode("jobs", r) for r in rows]

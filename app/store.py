@@ -22,6 +22,7 @@ import sqlite_utils
 from .job_repository import JobRepository
 from .store_log import JobLogStore
 from .store_reads import ReadPool, StoreReads, decode
+from .store_pool import check_off_loop
 from .store_schema import JSON_COLUMNS, SCHEMA, migrate
 from .times import iso, utcnow
 
@@ -93,6 +94,7 @@ class Store(StoreReads, JobLogStore):
 
     def _rows(self, table: str, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Rows on the writer's connection: point reads a write is about to depend on."""
+        check_off_loop()
         with self._lock:
             rows = list(self.db.query(sql, list(params)))
         return [self._decode(table, r) for r in rows]  # type: ignore[misc]
@@ -145,6 +147,7 @@ class Store(StoreReads, JobLogStore):
         with self._lock:
             raw = self._dataset_rows.get(dataset_id)
             if raw is None:
+                check_off_loop()
                 rows = list(self.db.query("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id]))
                 if not rows:
                     return None
