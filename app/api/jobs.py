@@ -34,8 +34,9 @@ class SubmitHandler(BaseHandler):
 class StatusHandler(BaseHandler):
     openapi = {"get": Endpoint("A job's status, progress, ETA, queue position, attempts and result", tags=("jobs",))}
 
-    def get(self, job_id: str) -> None:
-        self.write_json(self.service.jobs.status(job_id))
+    async def get(self, job_id: str) -> None:
+        # the attempts (and an older job's row) come from SQLite: read on the store's pool
+        self.write_json(await self.service.reading(self.service.jobs.status, job_id))
 
 
 class CancelHandler(BaseHandler):
