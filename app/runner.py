@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import kernels, readers
+from . import kernels, readers, task_graph
 from .json_text import json_kind
 from .errors import ProcessingError
 from .expr_lock import GRAPH_LOCK
@@ -136,7 +136,7 @@ def _run_operation(client: Any, attempt: Attempt, op: Operation, p: Any, schema:
         if frags is not None:
             plan, frags, small = frags
             attempt.stage = "build"
-            graph = kernels.graph(frags, plan, small, int(attempt.max_cores or 1))
+            graph = task_graph.graph(frags, plan, small, int(attempt.max_cores or 1))
             attempt.stage = "compute"
             value = _compute(client, attempt, graph, weight)
             attempt.stage = "finalize"
@@ -187,12 +187,12 @@ def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -
 
 
 def _compute(client: Any, attempt: Attempt, graph: Any, weight: int) -> Any:
-    """Submit ``graph`` (a collection, or a :class:`kernels.OneTask`) and wait for its value."""
+    """Submit ``graph`` (a collection, or a :class:`task_graph.OneTask`) and wait for its value."""
     attempt.stage = "compute"
     _check_stopped(attempt)
     with GRAPH_LOCK:  # Client.compute optimizes the expression (see app.expr_lock); submit builds one too
-        if isinstance(graph, kernels.OneTask):
-            submitted = client.submit(kernels.run_all, graph.frags, graph.plan, graph.threads, priority=weight,
+        if isinstance(graph, task_graph.OneTask):
+            submitted = client.submit(task_graph.run_all, graph.frags, graph.plan, graph.threads, priority=weight,
                                       pure=False, key=f"run_all-{attempt.annotation}")
         else:
             submitted = client.compute(graph, priority=weight)
@@ -303,7 +303,7 @@ def _write_kernels(client: Any, attempt: Attempt, plan: Any, frags: list[Any], w
     import dask
 
     if plan.before:  # statistics first (one graph), then every fragment's rows with them
-        first = [kernels.as_delayed(kernels.graph(frags, step, False)) for step in plan.before]
+        first = [task_graph.as_delayed(task_graph.graph(frags, step, False)) for step in plan.before]
         plan = replace(plan, args={**plan.args, "before": list(_compute(client, attempt, first, weight))})
     out = results_dir(attempt.data_dir, attempt.job_id)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Iterator
 import dask
 import pytest
 
-import app.kernels
+import app.task_graph
 import app.readers
 import app.runner
 from app.operations import get as get_operation
@@ -82,9 +82,9 @@ def _inject(stage: str, service: ProcessingService, monkeypatch: pytest.MonkeyPa
     elif stage == "metadata":  # listing the dataset's files
         monkeypatch.setattr(app.readers, "list_files", _boom)
     elif stage == "build":  # the kernels' task graph
-        monkeypatch.setattr(app.kernels, "graph", _boom)
+        monkeypatch.setattr(app.task_graph, "graph", _boom)
     elif stage == "compute":  # a task that raises on the worker
-        monkeypatch.setattr(app.kernels, "graph", lambda frags, plan, small, threads=1: dask.delayed(operator.truediv)(1, 0))
+        monkeypatch.setattr(app.task_graph, "graph", lambda frags, plan, small, threads=1: dask.delayed(operator.truediv)(1, 0))
     elif stage == "finalize":
         monkeypatch.setattr(op, "finalize", _boom)
     elif stage == "write":  # a result over RESULT_INLINE_ROWS is written as a dataset

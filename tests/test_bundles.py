@@ -8,7 +8,7 @@ from pathlib import Path
 import dask
 import pytest
 
-from app import json_text, kernels, readers
+from app import json_text, kernels, readers, task_graph
 from app.operations import get
 from tests.test_kernels import HOSTILE, both_paths, close, make_frame, write
 
@@ -48,7 +48,7 @@ def test_a_bundle_gives_what_its_files_give(tmp_path: Path, op_name: str, params
     op = get(op_name)
     p = op.parse(params, schema)
     plan = op.plan(p, schema)
-    one_by_one = kernels.graph(kernels.fragments(files, "parquet", {}, schema), plan, small=False)
+    one_by_one = task_graph.graph(kernels.fragments(files, "parquet", {}, schema), plan, small=False)
     kernels_min = kernels.MIN_BUNDLE_ROWS
     try:
         kernels.MIN_BUNDLE_ROWS = 1
@@ -56,7 +56,7 @@ def test_a_bundle_gives_what_its_files_give(tmp_path: Path, op_name: str, params
     finally:
         kernels.MIN_BUNDLE_ROWS = kernels_min
     assert any(f.more for f in frags)
-    bundled = kernels.graph(frags, plan, small=False)
+    bundled = task_graph.graph(frags, plan, small=False)
     a, b = dask.compute(one_by_one, bundled, scheduler="sync")
     assert close(op.finalize(a, p), op.finalize(b, p))
 

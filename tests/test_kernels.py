@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import kernels, readers
+from app import kernels, readers, task_graph
 from app.operations import get
 
 HOSTILE = 'we"ird; DROP TABLE x;--`ç'
@@ -75,9 +75,9 @@ def both_paths(op_name: str, params: dict[str, Any], folder: Path, fmt: str) -> 
     plan = op.plan(p, schema)
     assert plan is not None
     frags = kernels.fragments(readers.list_files(source, fmt), fmt, {}, schema)
-    one = op.finalize(kernels.run_all(frags, plan), p)
-    graph = kernels.graph(frags, plan, small=False)  # one fragment: the one task, else the tree
-    tree = op.finalize(graph() if isinstance(graph, kernels.OneTask) else dask.compute(graph, scheduler="threads")[0], p)
+    one = op.finalize(task_graph.run_all(frags, plan), p)
+    graph = task_graph.graph(frags, plan, small=False)  # one fragment: the one task, else the tree
+    tree = op.finalize(graph() if isinstance(graph, task_graph.OneTask) else dask.compute(graph, scheduler="threads")[0], p)
     ddf = readers.read_ddf(source, fmt, {}, columns=op.columns(op.parse(params, schema)))
     graph = op.build(ddf, p)
     reference = op.finalize(dask.compute(graph, scheduler="sync")[0] if not isinstance(graph, tuple)
@@ -232,11 +232,11 @@ def test_a_merge_of_value_counts_is_spread_over_bucket_tasks(tmp_path: Path, par
     p = op.parse(params, schema)
     plan = op.plan(p, schema)
     frags = kernels.fragments(readers.list_files(source, "parquet"), "parquet", {}, schema)
-    graph = kernels.graph(frags, plan, small=False, threads=2)
+    graph = task_graph.graph(frags, plan, small=False, threads=2)
     names = [str(key) for key in dict(graph.__dask_graph__())]
     assert sum(name.startswith("reduce_bucket") for name in names) == 4, names
     spread = op.finalize(dask.compute(graph, scheduler="threads")[0], p)
-    one = op.finalize(kernels.run_all(frags, plan), p)
+    one = op.finalize(task_graph.run_all(frags, plan), p)
     column = frame.groupby("k")["x"] if "group_by" in params else frame["x"]
     expected = getattr(column, params["operation"])()
     assert close(spread, one)
@@ -282,7 +282,7 @@ def written_rows(name: str, cases: list[dict[str, Any]], folder: Path, fmt: str)
     for params in cases:
         p = op.parse(params, schema)
         plan = op.plan(p, schema)
-        before = [kernels.run_all(frags, step) for step in plan.before]  # a transform's statistics
+        before = [task_graph.run_all(frags, step) for step in plan.before]  # a transform's statistics
         plan = dataclasses.replace(plan, args={**plan.args, "before": before}) if before else plan
         got = pd.concat([kernels.run_fragment(f, plan).to_pandas() for f in frags], ignore_index=True)
         reference = dask.compute(op.build(readers.read_ddf(source, fmt, {}), p), scheduler="sync")[0]
