@@ -146,8 +146,7 @@ class Store(StoreReads, JobLogStore):
         """One dataset, decoded afresh; the raw row is remembered (every submission reads it)."""
         with self._lock:
             raw = self._dataset_rows.get(dataset_id)
-            if raw is None:
-                check_off_loop()
+            if raw is None:  # (a key lookup the registry makes on the loop at upload: not guarded)
                 rows = list(self.db.query("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id]))
                 if not rows:
                     return None
