@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any, Callable, TypeVar
 import requests
 
 from app.demo import generate_expression, write_dataset
+from app.store_pool import decode
 from tests.server import ServerProcess
 
 AGG_MEAN = {"column": "expression_level", "operation": "mean"}
@@ -208,3 +210,14 @@ def check_shared_cluster(request, fixture: str, what: str, hint: str) -> None:
     assert status["status"] == "running" and status.get("adaptive") is None, (
         f"{request.node.nodeid} changed the {what}'s cluster ({hint}): {status}")
 
+
+
+def job_on_disk(path: Path, job_id: str) -> dict:
+    """The job's row as SQLite holds it (JSON columns decoded), read on a read-only connection of its own."""
+    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        cursor = conn.execute("SELECT * FROM jobs WHERE job_id = ?", [job_id])
+        names = [d[0] for d in cursor.description]
+        return decode("jobs", dict(zip(names, cursor.fetchone())))
+    finally:
+        conn.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,8 @@ from app.job_model import FIELDS, Job
 from app.jsonsafe import json_safe
 from app.lifecycle import ALLOWED, InvalidTransition, JobStatus
 from app.store import Store
-from app.store_pool import decode
 from app.store_schema import SCHEMA
-from tests.helpers import submit, wait_job
+from tests.helpers import job_on_disk, submit, wait_job
 
 NOW = "2026-01-01T00:00:10.000Z"
 LATER = "2026-01-01T00:00:20.000Z"
@@ -97,17 +95,6 @@ def test_a_stored_row_and_its_record_agree(tmp_path):
         store.close()
 
 
-def on_disk(path: Path, job_id: str) -> dict:
-    """The job's row as SQLite holds it, read on a connection of its own (read-only)."""
-    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        cursor = conn.execute("SELECT * FROM jobs WHERE job_id = ?", [job_id])
-        names = [d[0] for d in cursor.description]
-        return decode("jobs", dict(zip(names, cursor.fetchone())))
-    finally:
-        conn.close()
-
-
 def test_the_repository_writes_each_transition_through_to_sqlite_and_memory(tmp_path):
     path = tmp_path / "s.db"
     store = Store(path)
@@ -121,12 +108,12 @@ def test_the_repository_writes_each_transition_through_to_sqlite_and_memory(tmp_
             job = repo.job("job_a")
             repo.update("job_a", **step(job))
             held = repo.records.get("job_a")
-            assert held is not None and held == on_disk(path, "job_a") == repo.get("job_a")
+            assert held is not None and held == job_on_disk(path, "job_a") == repo.get("job_a")
             assert Job.from_row(held).status is job.status
         assert repo.get("job_a")["status"] == "completed" and repo.get("job_a")["attempt_count"] == 2
         with pytest.raises(InvalidTransition):  # nothing leaves a finished job, and nothing is written
             repo.update("job_a", **repo.job("job_a").requeue())
-        assert on_disk(path, "job_a")["status"] == "completed"
+        assert job_on_disk(path, "job_a")["status"] == "completed"
     finally:
         store.close()
 
@@ -135,7 +122,7 @@ def test_the_api_status_of_a_job_is_its_records_to_dict(server):
     job_id = submit(server)
     api = wait_job(server, job_id)
     assert api["status"] == "completed", api
-    job = Job.from_row(on_disk(server.data_dir / "processing.db", job_id))
+    job = Job.from_row(job_on_disk(server.data_dir / "processing.db", job_id))
     # a finished job has no place in the queue: its status is the record's, with its attempts
     want = json.loads(json.dumps(json_safe({**job.to_dict(), "attempts": api["attempts"]})))
     assert list(api) == list(want)

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from app import job_records
 from app.store import Store
+from tests.helpers import job_on_disk
 from tests.test_store import job
-
-
-def from_disk(path) -> dict:
-    other = Store(path)
-    try:
-        return other._rows("jobs", "SELECT * FROM jobs WHERE job_id = ?", ["job_a"])[0]
-    finally:
-        other.close()
 
 
 def test_a_job_read_from_memory_is_the_row_sqlite_holds(tmp_path):
@@ -20,12 +13,12 @@ def test_a_job_read_from_memory_is_the_row_sqlite_holds(tmp_path):
     store = Store(path)
     try:
         store.insert_job(job("job_a", parameters={"column": "x", "bins": (1, 2)}, depends_on=["job_z"]))
-        assert store.get_job("job_a") == from_disk(path)
+        assert store.get_job("job_a") == job_on_disk(path, "job_a")
         store.update_job("job_a", status="running", progress=12.5, resources={"tasks": 3}, no_cache=True)
         store.update_job("job_a", eta_history={"25": {"at": "t", "eta_seconds": 1.0}}, tasks_total=None)
-        assert store.get_job("job_a") == from_disk(path)
+        assert store.get_job("job_a") == job_on_disk(path, "job_a")
         store.update_job("job_a", status="completed", result={"value": 1.5, "rows": [[1, "é"]]}, error=None)
-        assert store.get_job("job_a") == from_disk(path)
+        assert store.get_job("job_a") == job_on_disk(path, "job_a")
         assert store.jobs.records.get("job_a") is not None  # an ended job is still held...
         held = store.get_job("job_a")
         held["status"] = "failed"  # ...and what a caller does to its copy stays with the caller
@@ -59,6 +52,6 @@ def test_a_job_written_by_an_earlier_process_is_loaded_once_read(tmp_path):
         assert store.get_job("job_a")["status"] == "pending"
         store.update_job("job_a", status="running")
         assert store.jobs.records.get("job_a")["status"] == "running"
-        assert store.get_job("job_a") == from_disk(path)
+        assert store.get_job("job_a") == job_on_disk(path, "job_a")
     finally:
         store.close()
