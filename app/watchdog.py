@@ -6,7 +6,8 @@ Every ``interval`` seconds it compares three records of the same thing:
   engine is failed, with the reason;
 - the scheduler: an attempt whose submitted tasks the scheduler no longer knows
   (seen on two checks in a row), or that has made no progress while the scheduler
-  had nothing to do for ``idle_after_s``, is requeued with the outcome
+  had nothing to do for ``idle_after_s`` (none of its tasks processing or waiting
+  for a worker to come back), is requeued with the outcome
   ``lost_tasks`` — not a failure of the job;
 - each repair is logged with the job and the attempt, counted by outcome in
   Prometheus (``processing_job_attempts``), and named by ``/health`` for a while.
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STUCK_BEFORE_SUBMIT_S = 120.0  # an attempt that never got its tasks to the scheduler, on an idle cluster
+# Task states in which the scheduler is working on a task, whatever the sampled worker metrics say
+# (a worker restarted by its nanny reports no activity for a while; its task waits as "no-worker").
+WORKED_ON = frozenset({"processing", "no-worker"})
 
 
 @dataclass
@@ -110,6 +114,8 @@ class Watchdog:
                 return f"the scheduler does not know {len(unknown)} of its task(s) (e.g. {unknown[0]!r})"
         else:
             seen.unknown_since = None
+        if any(known.get(f.key) in WORKED_ON for f in futures):
+            seen.since = now  # the scheduler has it running, or waits for a worker (a nanny restarting one)
         idle = now - max(self._busy_at, seen.since)
         if attempt.stage != "compute" or idle < self.idle_after_s or not self._has_workers():
             return None

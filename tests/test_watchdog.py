@@ -1,0 +1,44 @@
+"""The watchdog's verdict on one attempt, from what the scheduler and the sampler report.
+
+An attempt whose task the scheduler holds as processing, or as waiting for a worker
+(a nanny restarting one killed for memory), is not lost however quiet the sampled
+worker metrics are; the same attempt with its task only waiting is."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from app.watchdog import Watchdog
+
+
+def _watchdog() -> Watchdog:
+    engine = SimpleNamespace(sampler=SimpleNamespace(latest={"n_workers": 1}))
+    dog = Watchdog(engine, idle_after_s=5.0)  # type: ignore[arg-type]
+    dog._busy_at = 0.0
+    return dog
+
+
+ATTEMPT = SimpleNamespace(job_id="job_a", number=1, annotation="job_a-1", stage="compute")
+FUTURE = SimpleNamespace(key="task-0")
+
+
+@pytest.mark.parametrize("state", ["processing", "no-worker"])
+def test_a_task_the_scheduler_works_on_is_not_lost(state: str) -> None:
+    dog = _watchdog()
+    for now in (100.0, 110.0, 130.0):
+        assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": state}, {}, now) is None  # type: ignore[arg-type]
+
+
+def test_a_task_left_waiting_with_nothing_running_is_lost() -> None:
+    dog = _watchdog()
+    assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, {}, 100.0) is None  # type: ignore[arg-type]
+    reason = dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, {}, 106.0)  # type: ignore[arg-type]
+    assert reason and reason.startswith("no progress for 6 s"), reason
+
+
+def test_a_task_the_scheduler_forgot_is_lost_on_the_second_look() -> None:
+    dog = _watchdog()
+    assert dog._verdict(ATTEMPT, [FUTURE], {}, {}, 100.0) is None  # type: ignore[arg-type]
+    reason = dog._verdict(ATTEMPT, [FUTURE], {}, {}, 105.0)  # type: ignore[arg-type]
+    assert reason and "does not know 1 of its task(s)" in reason, reason
