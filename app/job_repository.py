@@ -138,6 +138,11 @@ class JobRepository:
                 self.records.loaded(rows[0])
         return rows[0] if rows else None
 
+    def held(self, job_id: str) -> dict[str, Any] | None:
+        """The job's row if this process holds it in memory (live or recently ended), else None: no SQL."""
+        with self._lock:
+            return self.records.get(job_id)
+
     def job(self, job_id: str) -> Job | None:
         """The job's record (see ``get``)."""
         row = self.get(job_id)

@@ -87,9 +87,11 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
         self.scaled_down_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
-    def recover(self) -> None:
-        """Re-queue what a crash interrupted: running → pending with a ``server_restart`` attempt."""
-        for job in self.store.jobs.unfinished():
+    def recover(self) -> list[dict[str, Any]]:
+        """Re-queue in the store what a crash interrupted: running → pending with a ``server_restart``
+        attempt. Runs off the loop (it reads and writes SQLite); returns every unfinished job."""
+        jobs = self.store.jobs.unfinished()
+        for job in jobs:
             if job["status"] == JobStatus.RUNNING:
                 for attempt in self.store.attempts(job["job_id"]):
                     if attempt["ended_at"] is None:
@@ -98,12 +100,17 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
                         self.journal.attempt_ended(job["job_id"], attempt["number"], Outcome.SERVER_RESTART,
                                                    "the server stopped during the attempt; it runs again")
                 self._change(job["job_id"], Job.requeue)
-            self.pending[job["job_id"]] = self._queued(job)
+            self.store.jobs.get(job["job_id"])  # held in memory from now on: the loop reads it there
+        return jobs
+
+    async def start(self) -> None:
+        """Recover what a crash interrupted (in the executor), then dispatch and watch."""
+        for job in await asyncio.get_running_loop().run_in_executor(self.executor, self.recover):
+            now = self.store.jobs.get(job["job_id"])
+            if now is not None and now["status"] == JobStatus.PENDING:  # not cancelled meanwhile
+                self.pending[job["job_id"]] = self._queued(now)
         if self.pending:
             log.info("recovered %d unfinished job(s)", len(self.pending))
-
-    def start(self) -> None:
-        self.recover()
         self.sampler.listeners.append(self._on_sample)
         loop = asyncio.get_running_loop()
         self._safety = loop.create_task(self._safety_net())

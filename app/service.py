@@ -71,7 +71,7 @@ class ProcessingService:
         loop = asyncio.get_running_loop()
         self.sampler.start()
         self.webhooks.start()
-        self.jobs.start()
+        await self.jobs.start()
         self._tasks.append(loop.create_task(self._demo()))
         if self.settings.autostart:
             self._tasks.append(loop.create_task(self._autostart()))

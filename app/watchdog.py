@@ -64,17 +64,20 @@ class Watchdog:
     async def check(self) -> None:
         """One pass over the store and the scheduler."""
         self.checks += 1
-        self._orphans()
+        await self._orphans()
         await self._lost()
 
-    def _orphans(self) -> None:
+    async def _orphans(self) -> None:
         engine = self.engine
-        _, rows = engine.store.jobs.page([JobStatus.RUNNING.value], None, 1000, 0, columns=["job_id"])
-        for row in rows:
+        jobs = engine.store.jobs
+        _, rows = await engine.store.reading(jobs.page, [JobStatus.RUNNING.value], None, 1000, 0, columns=["job_id"])
+        for row in rows:  # read on the read pool: a job may have ended or been requeued since
             job_id = row["job_id"]
             if job_id in engine.running or job_id in engine.pending:
                 continue
-            engine.fail_orphan(job_id)
+            held = jobs.held(job_id)
+            if held is None or held["status"] == JobStatus.RUNNING:
+                engine.fail_orphan(job_id)
 
     async def _lost(self) -> None:
         engine = self.engine

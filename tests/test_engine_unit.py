@@ -84,7 +84,7 @@ async def running_engine(parts: Parts) -> AsyncIterator[JobEngine]:
     await parts.cluster.start()
     parts.sampler.start()
     engine = parts.engine()
-    engine.start()
+    await engine.start()
     try:
         yield engine
     finally:
@@ -246,7 +246,7 @@ def test_recovery_requeues_what_a_crash_interrupted(tmp_path: Path, dask_cluster
         await parts.cluster.start()
         parts.sampler.start()
         crashed = parts.engine()
-        crashed.start()
+        await crashed.start()
         await register_levels(parts)
         with paused(workers(dask_cluster)):
             job = (await crashed.submit(submission()))["job_id"]
@@ -254,7 +254,7 @@ def test_recovery_requeues_what_a_crash_interrupted(tmp_path: Path, dask_cluster
             # the engine goes away recording nothing, as in a crash: the attempt stays open
             await crashed.stop()
         again = parts.engine()
-        again.start()
+        await again.start()
         try:
             assert again.get(job)["status"] in ("pending", "running")
             done = await again.wait(job, 60)
