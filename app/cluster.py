@@ -139,6 +139,17 @@ class ClusterManager:
             return self.client.scheduler.address
         return None
 
+    def planned(self) -> tuple[int, int] | None:
+        """(cores, memory bytes) of the embedded cluster as planned: its spec's workers, counting
+        one whose nanny is restarting it (after an out-of-memory kill, say) and one still
+        starting. None for a cluster this server does not size (external, factory) or none."""
+        if self.mode != "local" or self.cluster is None:
+            return None
+        from dask.utils import parse_bytes
+
+        n = len(getattr(self.cluster, "worker_spec", None) or {})  # SpecCluster's public plan, kept by scale()
+        return n * self.settings.threads_per_worker, n * parse_bytes(self.settings.memory_limit)
+
     def _make_local(self) -> Any:
         """Scheduler and nanny workers as child processes of this server."""
         from distributed import SpecCluster

@@ -148,10 +148,15 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
                           max_concurrent=self.settings.max_concurrent_jobs, running=up)
 
     def _ceiling(self) -> q.Capacity | None:
-        """What the cluster could give a job: now when running, else the configured size."""
+        """What the cluster could give a job: now when running (or, for the embedded cluster,
+        its planned workers, when one is away restarting), else the configured size."""
         cap = self.capacity()
         if cap.running:
-            return cap
+            planned = self.cluster.planned()
+            if planned is None:
+                return cap
+            return q.Capacity(max(cap.total_cores, planned[0]), max(cap.total_memory_gb, planned[1] / 1e9),
+                              cap.max_concurrent, running=True)
         if self.cluster.mode != "local":
             return None
         from dask.utils import parse_bytes

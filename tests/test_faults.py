@@ -93,6 +93,24 @@ def test_killed_worker_mid_job_still_gives_the_right_result(pool):
     assert rows_by_id(final, rows) == expected_nunique(ROWS)
 
 
+def test_a_job_sized_for_the_whole_cluster_is_accepted_while_a_worker_restarts(pool):
+    """A worker away for a moment (killed; its nanny starts it again) does not make a job that
+    asks for every core of the embedded cluster "invalid": it waits for the worker."""
+    srv = shared(pool, "kills", KILLS)
+    ds = register_generated(srv, 2000, 2, "csv")
+    worker = worker_processes(srv)[0]
+    nanny = worker.parent()
+    nanny.send_signal(signal.SIGSTOP)  # holds the restart until SIGCONT
+    try:
+        worker.send_signal(signal.SIGKILL)
+        srv.wait_for(lambda: srv.get("/api/processing/queue/status").json()
+                     ["resource_usage"]["cluster_resources"]["total_cores"] == 1, 30)
+        job = submit(srv, "aggregate", ds["dataset_id"], AGG_MEAN, max_cores=2)
+    finally:
+        nanny.send_signal(signal.SIGCONT)
+    assert wait_job(srv, job, 120)["status"] == "completed"
+
+
 def test_killed_server_mid_job_resumes_after_restart(pool):
     srv = shared(pool, "kills", KILLS)
     ds = register_generated(srv, ROWS, 8, "csv")
