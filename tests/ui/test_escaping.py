@@ -95,7 +95,7 @@ def test_markup_is_text_on_every_page(srv: ServerProcess, planted: dict[str, Any
         page.goto(srv.url + path)
         if marker:
             page.get_by_test_id(marker).first.wait_for(timeout=30_000)
-        page.wait_for_timeout(1500)  # an injected image's onerror fires within this
+        page.wait_for_timeout(800)  # an injected image's onerror fires within this (src=x: a 404 from this server)
         for text in texts:
             try:
                 expect(page.get_by_text(text, exact=False).first).to_be_visible(timeout=10_000)
