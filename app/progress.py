@@ -32,7 +32,8 @@ class JobProgressPlugin(SchedulerPlugin):
         stats = self.jobs.get(job)
         if stats is None and create:
             stats = self.jobs[job] = {
-                "keys": set(), "done": set(), "erred": 0, "held": 0, "peak_held": 0, "cpu_s": 0.0,
+                "keys": set(), "done": set(), "processing": set(), "erred": 0, "held": 0, "peak_held": 0,
+                "cpu_s": 0.0,
             }
         return stats
 
@@ -51,6 +52,10 @@ class JobProgressPlugin(SchedulerPlugin):
         if stats is None:
             return
         stats["keys"].add(key)
+        if finish == "processing":  # on a worker (or sent to one that is stopped, or restarting)
+            stats["processing"].add(key)
+        elif start == "processing":
+            stats["processing"].discard(key)
         if finish == "memory":
             stats["done"].add(key)
             stats["last_done"] = time.time()
@@ -75,6 +80,7 @@ class JobProgressPlugin(SchedulerPlugin):
             "jobs": {
                 job: {
                     "total": len(s["keys"]), "done": len(s["done"]), "erred": s["erred"],
+                    "processing": len(s["processing"]),
                     "held_bytes": s["held"], "peak_held_bytes": s["peak_held"], "cpu_s": s["cpu_s"],
                     "since_done": max(0.0, now - s["last_done"]) if "last_done" in s else None,
                 }

@@ -117,8 +117,10 @@ class Watchdog:
                 return f"the scheduler does not know {len(unknown)} of its task(s) (e.g. {unknown[0]!r})"
         else:
             seen.unknown_since = None
-        if any(known.get(f.key) in WORKED_ON for f in futures):
-            seen.since = now  # the scheduler has it running, or waits for a worker (a nanny restarting one)
+        if any(known.get(f.key) in WORKED_ON for f in futures) or _processing(counts, attempt.annotation):
+            # the scheduler has a task of it on a worker (one may be stopped, or restarting and
+            # silent), or waits for a worker (a nanny restarting one): not lost
+            seen.since = now
         idle = now - max(self._busy_at, seen.since)
         if attempt.stage != "compute" or idle < self.idle_after_s or not self._has_workers():
             return None
@@ -131,3 +133,11 @@ class Watchdog:
     def _has_workers(self) -> bool:
         """Idle without workers is waiting for them, not lost."""
         return bool(self.engine.sampler.latest.get("n_workers", 0))
+
+
+def _processing(counts: dict[str, Any], annotation: str) -> bool:
+    """Whether the progress plugin counts a task of the attempt (its fragments, or its merges
+    annotated ``…/merge``) as processing: the futures the engine holds are only the graph's
+    root, which waits while those run."""
+    return any(int((counts.get(key) or {}).get("processing") or 0) > 0
+               for key in (annotation, f"{annotation}/merge"))

@@ -42,3 +42,32 @@ def test_a_task_the_scheduler_forgot_is_lost_on_the_second_look() -> None:
     assert dog._verdict(ATTEMPT, [FUTURE], {}, {}, 100.0) is None  # type: ignore[arg-type]
     reason = dog._verdict(ATTEMPT, [FUTURE], {}, {}, 105.0)  # type: ignore[arg-type]
     assert reason and "does not know 1 of its task(s)" in reason, reason
+
+
+@pytest.mark.parametrize("counted", ["job_a-1", "job_a-1/merge"])
+def test_a_graph_whose_root_waits_while_its_tasks_are_processing_is_not_lost(counted: str) -> None:
+    """The engine holds only the root of a kernel graph: it waits while fragments (or merges)
+    run, e.g. on a worker stopped or slow to report; the progress plugin counts those."""
+    dog = _watchdog()
+    counts = {counted: {"done": 0, "processing": 2}}
+    for now in (100.0, 110.0, 130.0):
+        assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, counts, now) is None  # type: ignore[arg-type]
+    idle = {counted: {"done": 0, "processing": 0}}
+    reason = dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, idle, 136.0)  # type: ignore[arg-type]
+    assert reason and reason.startswith("no progress for 6 s"), reason
+
+
+def test_the_progress_plugin_counts_a_jobs_tasks_on_workers() -> None:
+    from app.progress import JobProgressPlugin
+
+    plugin = JobProgressPlugin()
+    plugin.scheduler = SimpleNamespace(tasks={k: SimpleNamespace(annotations={"job": "job_a/1"}, nbytes=8)
+                                              for k in ("f0", "f1")})
+    for key in ("f0", "f1"):
+        plugin.transition(key, "released", "waiting")
+        plugin.transition(key, "waiting", "processing")
+    assert plugin.snapshot()["jobs"]["job_a/1"]["processing"] == 2
+    plugin.transition("f0", "processing", "memory")
+    plugin.transition("f1", "processing", "released")  # its worker died: back to waiting next
+    stats = plugin.snapshot()["jobs"]["job_a/1"]
+    assert stats["processing"] == 0 and stats["done"] == 1, stats
