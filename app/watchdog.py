@@ -31,6 +31,10 @@ STUCK_BEFORE_SUBMIT_S = 120.0  # an attempt that never got its tasks to the sche
 # Task states in which the scheduler is working on a task, whatever the sampled worker metrics say
 # (a worker restarted by its nanny reports no activity for a while; its task waits as "no-worker").
 WORKED_ON = frozenset({"processing", "no-worker"})
+# ...but for a bounded time: a task held "processing" by a worker that never runs it (paused
+# for memory, say) would keep the job running forever. Past this long with no task of the
+# attempt ending, the usual rule applies again (idle scheduler -> lost_tasks, requeued).
+WORKED_ON_GRACE_S = 30.0
 
 
 @dataclass
@@ -38,8 +42,9 @@ class _Seen:
     """What the previous check saw of one attempt."""
 
     done: int
-    since: float  # when ``done`` last changed
+    since: float  # when ``done`` last changed, or the scheduler was last seen working on it
     unknown_since: float | None = None
+    progressed: float = 0.0  # when ``done`` last changed (or the attempt was first seen)
 
 
 class Watchdog:
@@ -106,9 +111,9 @@ class Watchdog:
                  counts: dict[str, Any], now: float) -> str | None:
         """Why this attempt is lost, or None while it is fine."""
         done = int((counts.get(attempt.annotation) or {}).get("done", 0))
-        seen = self._seen.setdefault((attempt.job_id, attempt.number), _Seen(done, now))
+        seen = self._seen.setdefault((attempt.job_id, attempt.number), _Seen(done, now, progressed=now))
         if done != seen.done:
-            seen.done, seen.since = done, now
+            seen.done, seen.since, seen.progressed = done, now, now
         unknown = [f.key for f in futures if known.get(f.key) is None]
         if unknown:
             if seen.unknown_since is None:
@@ -117,9 +122,10 @@ class Watchdog:
                 return f"the scheduler does not know {len(unknown)} of its task(s) (e.g. {unknown[0]!r})"
         else:
             seen.unknown_since = None
-        if any(known.get(f.key) in WORKED_ON for f in futures) or _processing(counts, attempt.annotation):
+        worked_on = any(known.get(f.key) in WORKED_ON for f in futures) or _processing(counts, attempt.annotation)
+        if worked_on and now - seen.progressed < WORKED_ON_GRACE_S:
             # the scheduler has a task of it on a worker (one may be stopped, or restarting and
-            # silent), or waits for a worker (a nanny restarting one): not lost
+            # silent), or waits for a worker (a nanny restarting one): not lost, for a while
             seen.since = now
         idle = now - max(self._busy_at, seen.since)
         if attempt.stage != "compute" or idle < self.idle_after_s or not self._has_workers():

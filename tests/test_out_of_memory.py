@@ -37,4 +37,8 @@ def test_a_job_that_runs_a_worker_out_of_memory_fails_as_out_of_memory(make_serv
     assert done["status"] == "failed", done
     assert done["error"]["type"] == "OutOfMemory", done["error"]
     assert "max_memory_gb" in done["error"]["message"], done["error"]
-    assert [a["outcome"] for a in done["attempts"]] == ["out_of_memory"], done["attempts"]
+    outcomes = [a["outcome"] for a in done["attempts"]]
+    # one attempt, ended as out of memory; on a loaded machine an attempt whose task a worker
+    # held without running it may first be requeued by the watchdog (lost_tasks, not a failure)
+    assert outcomes[-1] == "out_of_memory" and set(outcomes[:-1]) <= {"lost_tasks"}, done["attempts"]
+    assert outcomes.count("out_of_memory") == 1, done["attempts"]

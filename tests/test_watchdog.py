@@ -26,7 +26,7 @@ FUTURE = SimpleNamespace(key="task-0")
 @pytest.mark.parametrize("state", ["processing", "no-worker"])
 def test_a_task_the_scheduler_works_on_is_not_lost(state: str) -> None:
     dog = _watchdog()
-    for now in (100.0, 110.0, 130.0):
+    for now in (100.0, 110.0, 125.0):
         assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": state}, {}, now) is None  # type: ignore[arg-type]
 
 
@@ -50,11 +50,29 @@ def test_a_graph_whose_root_waits_while_its_tasks_are_processing_is_not_lost(cou
     run, e.g. on a worker stopped or slow to report; the progress plugin counts those."""
     dog = _watchdog()
     counts = {counted: {"done": 0, "processing": 2}}
-    for now in (100.0, 110.0, 130.0):
+    for now in (100.0, 110.0, 125.0):
         assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, counts, now) is None  # type: ignore[arg-type]
     idle = {counted: {"done": 0, "processing": 0}}
-    reason = dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, idle, 136.0)  # type: ignore[arg-type]
+    reason = dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, idle, 131.0)  # type: ignore[arg-type]
     assert reason and reason.startswith("no progress for 6 s"), reason
+
+
+def test_a_task_held_processing_with_no_progress_is_lost_after_the_grace() -> None:
+    """A worker that holds a task without running it (paused for memory, say) does not keep
+    the job running forever: past WORKED_ON_GRACE_S with no task ended, the idle rule applies."""
+    from app.watchdog import WORKED_ON_GRACE_S
+
+    dog = _watchdog()
+    assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": "processing"}, {}, 100.0) is None  # type: ignore[arg-type]
+    assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": "processing"}, {}, 100.0 + WORKED_ON_GRACE_S - 1) is None  # type: ignore[arg-type]
+    late = 100.0 + WORKED_ON_GRACE_S + 10
+    reason = dog._verdict(ATTEMPT, [FUTURE], {"task-0": "processing"}, {}, late)  # type: ignore[arg-type]
+    assert reason and reason.startswith("no progress for"), reason
+    # a task of it ending starts the grace again
+    counts = {ATTEMPT.annotation: {"done": 1, "processing": 1}}
+    fresh = _watchdog()
+    fresh._verdict(ATTEMPT, [FUTURE], {"task-0": "processing"}, {}, 100.0)  # type: ignore[arg-type]
+    assert fresh._verdict(ATTEMPT, [FUTURE], {"task-0": "processing"}, counts, late) is None  # type: ignore[arg-type]
 
 
 def test_the_progress_plugin_counts_a_jobs_tasks_on_workers() -> None:
