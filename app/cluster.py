@@ -140,15 +140,16 @@ class ClusterManager:
         return None
 
     def planned(self) -> tuple[int, int] | None:
-        """(cores, memory bytes) of the embedded cluster as planned: its spec's workers, counting
-        one whose nanny is restarting it (after an out-of-memory kill, say) and one still
-        starting. None for a cluster this server does not size (external, factory) or none."""
-        if self.mode != "local" or self.cluster is None:
+        """(cores, memory bytes) of the embedded cluster as planned: its spec's workers (counting
+        one whose nanny is restarting it, or one still starting), or the configured size while
+        it is stopped. None for a cluster this server does not size (external, factory)."""
+        if self.mode != "local":
             return None
         from dask.utils import parse_bytes
 
-        n = len(getattr(self.cluster, "worker_spec", None) or {})  # SpecCluster's public plan, kept by scale()
-        return n * self.settings.threads_per_worker, n * parse_bytes(self.settings.memory_limit)
+        s = self.settings
+        n = s.n_workers if self.cluster is None else len(getattr(self.cluster, "worker_spec", None) or {})
+        return n * s.threads_per_worker, n * parse_bytes(s.memory_limit)  # worker_spec: SpecCluster's public plan
 
     def _make_local(self) -> Any:
         """Scheduler and nanny workers as child processes of this server."""

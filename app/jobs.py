@@ -148,22 +148,15 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
                           max_concurrent=self.settings.max_concurrent_jobs, running=up)
 
     def _ceiling(self) -> q.Capacity | None:
-        """What the cluster could give a job: now when running (or, for the embedded cluster,
-        its planned workers, when one is away restarting), else the configured size."""
+        """What the cluster could give a job: the embedded cluster's planned size (a worker away
+        restarting still counts; the configured size while stopped) or more if it has more now;
+        another cluster's capacity now, or None while it is not running."""
         cap = self.capacity()
-        if cap.running:
-            planned = self.cluster.planned()
-            if planned is None:
-                return cap
-            return q.Capacity(max(cap.total_cores, planned[0]), max(cap.total_memory_gb, planned[1] / 1e9),
-                              cap.max_concurrent, running=True)
-        if self.cluster.mode != "local":
-            return None
-        from dask.utils import parse_bytes
-
-        s = self.settings
-        return q.Capacity(s.n_workers * s.threads_per_worker, s.n_workers * parse_bytes(s.memory_limit) / 1e9,
-                          s.max_concurrent_jobs)
+        planned = self.cluster.planned()
+        if planned is None:
+            return cap if cap.running else None
+        return q.Capacity(max(cap.total_cores, planned[0]), max(cap.total_memory_gb, planned[1] / 1e9),
+                          self.settings.max_concurrent_jobs)
 
     async def rerun(self, job_id: str) -> dict[str, Any]:
         """A new job with the same operation, dataset, parameters, priority and reservation
