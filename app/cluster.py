@@ -32,6 +32,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 WORKERS_JOIN_S = 60.0  # how long a start waits for the embedded workers to register
+HEAL_EVERY_S = 5.0  # how often the embedded cluster's plan is compared with its worker processes
 STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
 
 
@@ -106,7 +107,10 @@ class ClusterManager:
         self.started_at: float | None = None
         self.error: str | None = None
         self.adaptive: dict[str, int] | None = None
+        self.healed = 0  # workers of the plan started again after their process was gone
         self._lock = asyncio.Lock()
+        self._healer: asyncio.Task | None = None
+        self._absent: set[Any] = set()  # names of the plan with no worker process at the last check
 
     @property
     def mode(self) -> str:
@@ -202,7 +206,57 @@ class ClusterManager:
                 await self._close(loop)
                 raise Conflict(f"the cluster could not start: {self.error}", code="cluster_start_failed") from None
             self.state, self.started_at = RUNNING, time.time()
+            if self.mode == "local":
+                self._healer = loop.create_task(self._keep_planned())
             return True
+
+    def _missing(self) -> list[Any]:
+        """Names in the embedded cluster's plan (``worker_spec``) with no worker process on
+        this check and the one before (a scale-up has its processes within milliseconds).
+
+        A nanny restarts its worker after a crash; but when the worker is still away
+        ``distributed.deploy.lost-worker-timeout`` after it left (a nanny in a restart loop
+        for memory, say), ``SpecCluster`` closes the whole nanny process and forgets it, and
+        nothing starts it again: the cluster stayed one worker short for good, and a job
+        waiting for that worker waited forever. Runs on the executor: the cluster's own
+        loop thread changes these dicts."""
+        cluster = self.cluster
+        if cluster is None:
+            return []
+        for _ in range(3):
+            try:
+                absent = set(cluster.worker_spec) - set(cluster.workers)
+                break
+            except RuntimeError:  # changed size while read
+                continue
+        else:
+            return []
+        gone = absent & self._absent
+        self._absent = absent - gone  # one started again below is judged afresh
+        return sorted(gone, key=str)
+
+    async def heal(self) -> list[Any]:
+        """Start again the planned workers whose process is gone; returns their names."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if not self.running or self.mode != "local" or self.cluster is None:
+                return []
+            missing = await loop.run_in_executor(None, self._missing)
+            if missing:
+                log.warning("embedded worker(s) %s: the process is gone (closed after %s away); starting again",
+                            ", ".join(map(str, missing)), "distributed.deploy.lost-worker-timeout")
+                cluster = self.cluster
+                await loop.run_in_executor(None, lambda: cluster.scale(len(cluster.worker_spec)))
+                self.healed += len(missing)
+            return missing
+
+    async def _keep_planned(self) -> None:
+        while True:
+            await asyncio.sleep(HEAL_EVERY_S)
+            try:
+                await self.heal()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("restarting the embedded cluster's missing workers failed")
 
     async def _wait_for_workers(self) -> None:
         """The embedded workers are processes of their own: answer "started" once they joined.
@@ -216,6 +270,10 @@ class ClusterManager:
             log.warning("only some of the %d workers joined within %.0f s", self.settings.n_workers, WORKERS_JOIN_S)
 
     async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._healer is not None:
+            self._healer.cancel()
+            self._healer = None
+        self._absent = set()
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
         if client is not None:

@@ -9,6 +9,7 @@ import time
 
 from typing import Iterator
 
+import psutil
 import pytest
 import requests
 
@@ -33,7 +34,15 @@ def expected_nunique(rows: int) -> dict[str, int]:
 
 
 def worker_processes(srv: ServerProcess) -> list:
-    return [p for p in srv.descendants() if "multiprocessing" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+    found = []
+    for proc in srv.descendants():
+        try:
+            line = " ".join(proc.cmdline())
+        except psutil.Error:  # a zombie (a killed nanny not yet reaped by the server) or gone
+            continue
+        if "multiprocessing" in line and "resource_tracker" not in line:
+            found.append(proc)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +118,29 @@ def test_a_job_sized_for_the_whole_cluster_is_accepted_while_a_worker_restarts(p
     finally:
         nanny.send_signal(signal.SIGCONT)
     assert wait_job(srv, job, 120)["status"] == "completed"
+
+
+def test_a_worker_whose_nanny_process_died_is_started_again(pool):
+    """A nanny gone for good (killed here; distributed closes one whose worker stays away past
+    its lost-worker timeout, as in a restart loop for memory) is started again from the
+    cluster's plan: the cluster gets back to its size and a job sized for all of it runs."""
+    srv = shared(pool, "kills", KILLS)
+    ds = register_generated(srv, 2000, 2, "csv")
+    worker = worker_processes(srv)[0]
+    nanny = worker.parent()
+    nanny.send_signal(signal.SIGKILL)
+    worker.send_signal(signal.SIGKILL)
+    wait_until(lambda: not nanny.is_running() or nanny.status() == "zombie", 10, 0.1, "the nanny gone")
+
+    def cores() -> int:
+        return srv.get("/api/processing/queue/status").json()["resource_usage"]["cluster_resources"]["total_cores"]
+
+    wait_until(lambda: cores() == 1, 30, 0.2, "the scheduler to see one worker")
+    # back without anyone scaling: distributed forgets the nanny ~15 s after, the server restarts it
+    wait_until(lambda: len(worker_processes(srv)) == 2 and cores() == 2, 90, 0.5, "2 workers again")
+    job = submit(srv, "aggregate", ds["dataset_id"], AGG_MEAN, max_cores=2)
+    assert wait_job(srv, job, 120)["status"] == "completed"
+    assert "starting again" in srv.log_tail(100000)
 
 
 def test_killed_server_mid_job_resumes_after_restart(pool):
