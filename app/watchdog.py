@@ -6,8 +6,9 @@ Every ``interval`` seconds it compares three records of the same thing:
   engine is failed, with the reason;
 - the scheduler: an attempt whose submitted tasks the scheduler no longer knows
   (seen on two checks in a row), or that has made no progress while the scheduler
-  had nothing to do for ``idle_after_s`` (none of its tasks processing or waiting
-  for a worker to come back), is requeued with the outcome
+  had nothing to do for ``idle_after_s`` (no worker thread running a task, no other
+  job's task processing, none of its own tasks processing or waiting for a worker to
+  come back, for at most ``WORKED_ON_GRACE_S``), is requeued with the outcome
   ``lost_tasks`` — not a failure of the job;
 - each repair is logged with the job and the attempt, counted by outcome in
   Prometheus (``processing_job_attempts``), and named by ``/health`` for a while.
@@ -45,6 +46,7 @@ class _Seen:
     since: float  # when ``done`` last changed, or the scheduler was last seen working on it
     unknown_since: float | None = None
     progressed: float = 0.0  # when ``done`` last changed (or the attempt was first seen)
+    others_busy_at: float = 0.0  # when another job's task was last seen processing
 
 
 class Watchdog:
@@ -92,9 +94,8 @@ class Watchdog:
             return
         now = time.time()
         snap = engine.sampler.latest
-        if snap.get("active_tasks", 0) or snap.get("processing", 0):
-            self._busy_at = now
         counts = snap.get("jobs", {})
+        self.note_busy(snap, now)
         attempts = [attempt for _, attempt, _ in engine.running.values()]
         live = {(a.job_id, a.number) for a in attempts}
         self._seen = {k: v for k, v in self._seen.items() if k in live}
@@ -107,11 +108,23 @@ class Watchdog:
                 self._seen.pop((attempt.job_id, attempt.number), None)
                 engine.lost_tasks(attempt.job_id, attempt, reason)
 
+    def note_busy(self, snap: dict[str, Any], now: float) -> None:
+        """Remember when a worker was last seen running a task (its thread executing one).
+
+        Not the workers' queued tasks: a worker paused for memory holds the ones sent to it
+        as "ready" without running them, and counting those kept an attempt stuck on such a
+        worker alive forever. Other jobs' tasks processing count per attempt (see ``_verdict``)."""
+        if any(int(w.get("executing") or 0) for w in snap.get("workers") or []):
+            self._busy_at = now
+
     def _verdict(self, attempt: "Attempt", futures: list[Any], known: dict[Any, Any],
                  counts: dict[str, Any], now: float) -> str | None:
         """Why this attempt is lost, or None while it is fine."""
         done = int((counts.get(attempt.annotation) or {}).get("done", 0))
         seen = self._seen.setdefault((attempt.job_id, attempt.number), _Seen(done, now, progressed=now))
+        own = (attempt.annotation, f"{attempt.annotation}/merge")
+        if any(int((c or {}).get("processing") or 0) > 0 for key, c in counts.items() if key not in own):
+            seen.others_busy_at = now  # the scheduler works on other jobs' tasks: this one may wait its turn
         if done != seen.done:
             seen.done, seen.since, seen.progressed = done, now, now
         unknown = [f.key for f in futures if known.get(f.key) is None]
@@ -127,7 +140,7 @@ class Watchdog:
             # the scheduler has a task of it on a worker (one may be stopped, or restarting and
             # silent), or waits for a worker (a nanny restarting one): not lost, for a while
             seen.since = now
-        idle = now - max(self._busy_at, seen.since)
+        idle = now - max(self._busy_at, seen.others_busy_at, seen.since)
         if attempt.stage != "compute" or idle < self.idle_after_s or not self._has_workers():
             return None
         if futures:

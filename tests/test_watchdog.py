@@ -75,6 +75,29 @@ def test_a_task_held_processing_with_no_progress_is_lost_after_the_grace() -> No
     assert fresh._verdict(ATTEMPT, [FUTURE], {"task-0": "processing"}, counts, late) is None  # type: ignore[arg-type]
 
 
+def test_a_task_queued_on_a_paused_worker_is_not_work_but_a_running_one_is() -> None:
+    """The sampled workers say whether one runs a task: a paused worker holding the attempt's
+    task as "ready" (active, not executing) keeps nothing alive past the grace; a worker
+    executing a task does (the attempt's own long task, or another job's), and so does
+    another job's task processing (this one waits its turn)."""
+    from app.watchdog import WORKED_ON_GRACE_S
+
+    paused = {"workers": [{"executing": 0, "active_tasks": 1, "status": "paused"}]}
+    running = {"workers": [{"executing": 1, "active_tasks": 1}]}
+    own = {ATTEMPT.annotation: {"done": 0, "processing": 1}}
+    late = 100.0 + WORKED_ON_GRACE_S + 10
+    for snap, others, lost in ((paused, {}, True), (running, {}, False),
+                               (paused, {"job_b/1": {"done": 3, "processing": 2}}, False)):
+        dog = _watchdog()
+        counts = {**own, **others}
+        for now in (100.0, 110.0, 120.0, 100.0 + WORKED_ON_GRACE_S - 1, late):
+            dog.note_busy(snap, now)
+            reason = dog._verdict(ATTEMPT, [FUTURE], {"task-0": "processing"}, counts, now)  # type: ignore[arg-type]
+            if now < late:
+                assert reason is None, (snap, now, reason)
+        assert bool(reason) is lost, (snap, others, reason)
+
+
 def test_the_progress_plugin_counts_a_jobs_tasks_on_workers() -> None:
     from app.progress import JobProgressPlugin
 
