@@ -29,6 +29,7 @@ log = logging.getLogger("app.store")
 JobEndListener = Callable[[dict[str, Any]], None]
 COLUMNS = tuple(SCHEMA["jobs"][0])
 ACTIVE = tuple(s for s in ALL if s not in TERMINAL)
+ENDED_FIELDS = ("job_id", "status", "created_at", "started_at", "completed_at")  # what an end listener hears
 LIST_FILTERS = ("status", "priority", "dataset_id", "operation")  # each has an index (column, seq)
 MAX_SEARCH_CHARS = 200  # a job list search (q=); longer ones are refused by the views
 
@@ -159,13 +160,20 @@ class JobRepository:
                 self.db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*encoded.values(), job_id])
             self.records.updated(job_id, values)
             listeners = list(self._end_listeners) if values.get("status") in TERMINAL else []
-            ended = self._rows("SELECT job_id, status, created_at, started_at, completed_at FROM jobs "
-                               "WHERE job_id = ?", [job_id]) if listeners else []
+            ended = self._ended_row(job_id) if listeners else []
         for listener in listeners if ended else []:
             try:
                 listener(ended[0])
             except Exception:  # a listener's fault must not fail the write that happened
                 log.exception("job-end listener failed for %s", job_id)
+
+    def _ended_row(self, job_id: str) -> list[dict[str, Any]]:
+        """What an end listener hears of a job just written: from memory when held (the loop
+        finishes jobs: no SQL read there), else read back on the writer's connection."""
+        held = self.records.get(job_id)
+        if held is not None:
+            return [{k: held.get(k) for k in ENDED_FIELDS}]
+        return self._rows(f"SELECT {', '.join(ENDED_FIELDS)} FROM jobs WHERE job_id = ?", [job_id])
 
     def watch_ends(self, listener: JobEndListener, seed: Callable[[], None]) -> None:
         """Call ``listener`` with each job that reaches a terminal status from now on.

@@ -201,10 +201,11 @@ class AttemptOutcomes:
         self._interrupt(job_id, Interrupt.LOST_TASKS)
         self.kick()
 
-    def fail_orphan(self, job_id: str) -> None:
-        """A job the store says is running, with no live attempt: fail it with the reason."""
+    def fail_orphan(self, job_id: str, attempts: list[dict[str, Any]]) -> None:
+        """A job the store says is running, with no live attempt: fail it with the reason.
+        ``attempts``: its attempt rows, read off the loop by the caller."""
         message = "the job was marked running but no attempt of it was alive in the engine; failed by the watchdog"
-        for attempt in self.store.attempts(job_id):
+        for attempt in attempts:
             if attempt["ended_at"] is None:
                 self.store.end_attempt(attempt["id"], Outcome.FAILED.value, message)
                 self.journal.attempt_ended(job_id, attempt["number"], Outcome.FAILED, message)

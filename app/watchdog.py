@@ -84,7 +84,10 @@ class Watchdog:
                 continue
             held = jobs.held(job_id)
             if held is None or held["status"] == JobStatus.RUNNING:
-                engine.fail_orphan(job_id)
+                attempts = await engine.store.reading(engine.store.attempts, job_id)
+                if job_id in engine.running or job_id in engine.pending:
+                    continue  # requeued or started while its attempts were read
+                engine.fail_orphan(job_id, attempts)
 
     async def _lost(self) -> None:
         engine = self.engine

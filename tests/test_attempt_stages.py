@@ -6,6 +6,8 @@ so each stage's code can be made to raise; nothing else is replaced.
 """
 from __future__ import annotations
 
+import logging
+
 import asyncio
 import operator
 import threading
@@ -126,18 +128,28 @@ def test_after_the_faults_jobs_still_complete(engine: tuple[Loop, ProcessingServ
     assert status["status"] == "completed", status
 
 
-def test_watchdog_fails_a_running_job_with_no_live_attempt(engine: tuple[Loop, ProcessingService]) -> None:
-    """A row left "running" with nothing behind it (as a bug once did) is failed and reported."""
+def test_watchdog_fails_a_running_job_with_no_live_attempt(engine: tuple[Loop, ProcessingService],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A row left "running" with nothing behind it (as a bug once did) is failed and reported;
+    its attempts are read off the event loop."""
+    from app.store_pool import set_loop_guard
+
     loop, service = engine
 
     async def orphan() -> str:
         job = await service.jobs.submit(AGG)
         await service.jobs.wait(job["job_id"], 30)
         service.store.update_job(job["job_id"], status="running", completed_at=None)
-        await service.jobs.watchdog.check()
+        set_loop_guard(True)
+        try:
+            with caplog.at_level(logging.ERROR, logger="app.store_pool"):
+                await service.jobs.watchdog.check()
+        finally:
+            set_loop_guard(None)
         return job["job_id"]
 
     job_id = loop.run(orphan())
+    assert "store read on the event loop" not in caplog.text, caplog.text
     status = service.jobs.status(job_id)
     assert status["status"] == "failed" and status["error"]["type"] == "Orphaned", status
     assert any(job_id in reason for reason in service.health()["reasons"]), service.health()
