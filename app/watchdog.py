@@ -58,6 +58,7 @@ class Watchdog:
         self.idle_after_s = idle_after_s
         self._seen: dict[tuple[str, int], _Seen] = {}
         self._busy_at = time.time()  # the last moment the scheduler was seen with work
+        self._workers: frozenset[str] = frozenset()  # the workers' addresses at the last check
         self.checks = 0
 
     async def run(self) -> None:
@@ -117,8 +118,13 @@ class Watchdog:
         Not the workers' queued tasks: a worker paused for memory holds the ones sent to it
         as "ready" without running them, and counting those kept an attempt stuck on such a
         worker alive forever. Other jobs' tasks processing count per attempt (see ``_verdict``)."""
-        if any(int(w.get("executing") or 0) for w in snap.get("workers") or []):
+        workers = snap.get("workers") or []
+        present = frozenset(str(w.get("address")) for w in workers)
+        if any(int(w.get("executing") or 0) for w in workers) or present != self._workers:
+            # a worker joined or left (a nanny restarting one killed for memory, say): the
+            # scheduler moves that worker's tasks meanwhile, which is not idleness either
             self._busy_at = now
+        self._workers = present
 
     def _verdict(self, attempt: "Attempt", futures: list[Any], known: dict[Any, Any],
                  counts: dict[str, Any], now: float) -> str | None:

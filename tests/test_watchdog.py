@@ -82,8 +82,8 @@ def test_a_task_queued_on_a_paused_worker_is_not_work_but_a_running_one_is() -> 
     another job's task processing (this one waits its turn)."""
     from app.watchdog import WORKED_ON_GRACE_S
 
-    paused = {"workers": [{"executing": 0, "active_tasks": 1, "status": "paused"}]}
-    running = {"workers": [{"executing": 1, "active_tasks": 1}]}
+    paused = {"workers": [{"address": "w1", "executing": 0, "active_tasks": 1, "status": "paused"}]}
+    running = {"workers": [{"address": "w1", "executing": 1, "active_tasks": 1}]}
     own = {ATTEMPT.annotation: {"done": 0, "processing": 1}}
     late = 100.0 + WORKED_ON_GRACE_S + 10
     for snap, others, lost in ((paused, {}, True), (running, {}, False),
@@ -96,6 +96,21 @@ def test_a_task_queued_on_a_paused_worker_is_not_work_but_a_running_one_is() -> 
             if now < late:
                 assert reason is None, (snap, now, reason)
         assert bool(reason) is lost, (snap, others, reason)
+
+
+def test_a_worker_that_comes_and_goes_is_not_idleness() -> None:
+    """A nanny restarting its worker again and again (killed for memory each time) gives the
+    worker a new address each time: the cluster is in flux, and an attempt whose task waits
+    to be sent again is not lost meanwhile; once the workers stay the same, the idle rule applies."""
+    dog = _watchdog()
+    waiting = {ATTEMPT.annotation: {"done": 0, "processing": 0}}
+    for i, now in enumerate((100.0, 104.0, 108.0, 112.0, 116.0)):
+        dog.note_busy({"workers": [{"address": f"w{i}", "executing": 0}]}, now)
+        assert dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, waiting, now) is None, now  # type: ignore[arg-type]
+    for now in (118.0, 122.0):
+        dog.note_busy({"workers": [{"address": "w4", "executing": 0}]}, now)
+    reason = dog._verdict(ATTEMPT, [FUTURE], {"task-0": "waiting"}, waiting, 122.0)  # type: ignore[arg-type]
+    assert reason and reason.startswith("no progress for 6 s"), reason
 
 
 def test_the_progress_plugin_counts_a_jobs_tasks_on_workers() -> None:
