@@ -107,7 +107,6 @@ class ClusterManager:
         self.started_at: float | None = None
         self.error: str | None = None
         self.adaptive: dict[str, int] | None = None
-        self.healed = 0  # workers of the plan started again after their process was gone
         self._lock = asyncio.Lock()
         self._healer: asyncio.Task | None = None
         self._absent: set[Any] = set()  # names of the plan with no worker process at the last check
@@ -243,11 +242,10 @@ class ClusterManager:
                 return []
             missing = await loop.run_in_executor(None, self._missing)
             if missing:
-                log.warning("embedded worker(s) %s: the process is gone (closed after %s away); starting again",
-                            ", ".join(map(str, missing)), "distributed.deploy.lost-worker-timeout")
+                log.warning("embedded worker(s) %s: the process is gone (closed after "
+                            "distributed.deploy.lost-worker-timeout away); starting again", ", ".join(map(str, missing)))
                 cluster = self.cluster
                 await loop.run_in_executor(None, lambda: cluster.scale(len(cluster.worker_spec)))
-                self.healed += len(missing)
             return missing
 
     async def _keep_planned(self) -> None:
