@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Any
 
+from .aio import within
+
 log = logging.getLogger(__name__)
 CHECK_EVERY_S = 0.5
 _watches: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
@@ -21,7 +23,7 @@ async def _watch(server: Any, parent: int) -> None:
         await asyncio.sleep(CHECK_EVERY_S)
     log.warning("the server process %d is gone: closing %s", parent, type(server).__name__)
     try:
-        await asyncio.wait_for(server.close(), 10)
+        await within(server.close(), 10, f"closing {type(server).__name__}")
     finally:
         os._exit(0)  # whatever close left running (threads, a worker process) must not keep us alive
 

@@ -26,6 +26,7 @@ from distributed import Client
 from distributed.deploy.spec import ProcessInterface
 from distributed.deploy.subprocess import SubprocessWorker
 
+from .aio import within
 from .errors import ClusterNotRunning, Conflict, InvalidRequest
 from .settings import Settings
 
@@ -276,12 +277,12 @@ class ClusterManager:
         self.client = self.cluster = None
         if client is not None:
             try:
-                await asyncio.wait_for(client.close(), 5)
+                await within(client.close(), 5, "closing the Dask client")
             except Exception:
                 log.warning("closing the Dask client failed", exc_info=True)
         if cluster is not None:
             try:
-                await asyncio.wait_for(loop.run_in_executor(None, cluster.close), 15)
+                await within(loop.run_in_executor(None, cluster.close), 15, "closing the Dask cluster")
             except Exception:
                 log.warning("closing the Dask cluster failed", exc_info=True)
 

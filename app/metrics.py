@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import psutil
 
+from .aio import within
 from .cluster import ClusterManager
 from .progress import read_snapshot
 from .store import Store, iso
@@ -214,13 +215,15 @@ class Sampler:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Cancel the sampling task; a reading stuck in a Dask call is left behind after 5 s."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             try:
-                await self._task
+                await within(task, 5, "stopping the metrics sampler")
             except asyncio.CancelledError:
-                pass
-            self._task = None
+                if not task.cancelled():  # the caller was cancelled, not the sampler
+                    raise
 
     def poke(self) -> None:
         """Take a sample now (after start, scale or stop) instead of at the next tick."""

@@ -221,3 +221,33 @@ def job_on_disk(path: Path, job_id: str) -> dict:
         return decode("jobs", dict(zip(names, cursor.fetchone())))
     finally:
         conn.close()
+
+
+def run_async(coro: Any, dump_after: float = 150.0) -> Any:
+    """``asyncio.run(coro)``; still running after ``dump_after`` s, every asyncio task's stack is
+    printed (pytest-timeout's dump shows threads only: a loop idle in ``select`` while a
+    coroutine awaits something that never comes says nothing) and the main task is cancelled."""
+    import asyncio
+    import sys
+    import threading
+
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+
+        def dump() -> None:
+            print(f"--- asyncio tasks after {dump_after:.0f} s ---", file=sys.stderr)
+            for task in asyncio.all_tasks(loop):
+                print(f"{task!r} awaits {getattr(task, '_fut_waiter', None)!r}", file=sys.stderr)
+                task.print_stack(limit=40, file=sys.stderr)
+            main = getattr(runner, "_main_task", None)
+            for task in asyncio.all_tasks(loop):
+                if task.get_coro() is coro or task is main:
+                    task.cancel()
+
+        timer = threading.Timer(dump_after, lambda: loop.call_soon_threadsafe(dump))
+        timer.daemon = True
+        timer.start()
+        try:
+            return runner.run(coro)
+        finally:
+            timer.cancel()

@@ -27,6 +27,7 @@ from app.lifecycle import JobStatus
 from app.metrics import Sampler
 from app.settings import Settings
 from app.store import Store
+from tests.helpers import run_async
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,7 @@ def test_dispatch_runs_jobs_in_priority_order(tmp_path: Path, dask_cluster: Loca
             assert started[first] <= started[high] <= started[low], started
             assert done[0]["result"]["value"] == pytest.approx(sum(i * 0.5 for i in range(2_000)) / 2_000)
 
-    asyncio.run(scenario())
+    run_async(scenario(), dump_after=100)
 
 
 def test_clock_ages_a_waiting_job(tmp_path: Path, dask_cluster: LocalCluster) -> None:
@@ -175,7 +176,7 @@ def test_clock_ages_a_waiting_job(tmp_path: Path, dask_cluster: LocalCluster) ->
             for j in (first, low, high):
                 assert (await engine.wait(j, 60))["status"] == "completed"
 
-    asyncio.run(scenario())
+    run_async(scenario(), dump_after=100)
 
 
 def test_critical_preempts_and_the_victim_runs_again(tmp_path: Path, dask_cluster: LocalCluster) -> None:
@@ -194,7 +195,7 @@ def test_critical_preempts_and_the_victim_runs_again(tmp_path: Path, dask_cluste
             assert (await engine.wait(victim, 60))["status"] == "completed"
             assert outcomes(engine, victim) == ["preempted", "completed"]
 
-    asyncio.run(scenario())
+    run_async(scenario(), dump_after=100)
 
 
 def test_cancel_pending_and_running(tmp_path: Path, dask_cluster: LocalCluster) -> None:
@@ -215,7 +216,7 @@ def test_cancel_pending_and_running(tmp_path: Path, dask_cluster: LocalCluster) 
             assert (await engine.wait(after, 60))["status"] == "completed"
             assert engine.get(running)["status"] == JobStatus.CANCELLED.value
 
-    asyncio.run(scenario())
+    run_async(scenario(), dump_after=100)
 
 
 def test_a_killed_worker_is_retried(tmp_path: Path, dask_cluster: LocalCluster) -> None:
@@ -236,7 +237,7 @@ def test_a_killed_worker_is_retried(tmp_path: Path, dask_cluster: LocalCluster) 
             assert outcomes(engine, job)[0] == "worker_lost" and outcomes(engine, job)[-1] == "completed", outcomes(
                 engine, job)
 
-    asyncio.run(scenario())
+    run_async(scenario(), dump_after=100)
 
 
 def test_recovery_requeues_what_a_crash_interrupted(tmp_path: Path, dask_cluster: LocalCluster) -> None:
@@ -265,4 +266,4 @@ def test_recovery_requeues_what_a_crash_interrupted(tmp_path: Path, dask_cluster
             await parts.sampler.stop()
             await parts.cluster.stop()
 
-    asyncio.run(scenario())
+    run_async(scenario(), dump_after=100)
