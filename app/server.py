@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .aio import within
 from .batching import FairSelector
 from .connections import ConnectionLimiter, guarded_http_server
 from .guard import is_loopback, served_hosts, websocket_origins
@@ -141,6 +142,14 @@ def describe_access(settings: Settings) -> list[str]:
     return lines
 
 
+def session_expiry(settings: Settings) -> dict[str, int]:
+    """Bokeh's sweep of sessions whose tab closed: dropped ``SESSION_EXPIRY_S`` after their last
+    websocket went, looked for every ``min(17 s, SESSION_EXPIRY_S / 2)`` (Bokeh's defaults: 15 s, 17 s)."""
+    lifetime_ms = int(settings.session_expiry_s * 1000)
+    return {"unused_session_lifetime_milliseconds": lifetime_ms,
+            "check_unused_sessions_milliseconds": max(500, min(17_000, lifetime_ms // 2))}
+
+
 def serve(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env(host=args.host, port=args.port)
@@ -187,6 +196,7 @@ def serve(argv: list[str]) -> int:
             PAGES, port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
             show=False, start=False, title="Processing Cluster", extra_patterns=api_routes(service),
             static_dirs={"assets": str(STATIC_DIR)}, verbose=False, http_server_kwargs=http_server_options(settings),
+            **session_expiry(settings),
             **dashboard_auth(settings),
         )
     if not guarded:  # pragma: no cover - the guard and the caps are not optional
@@ -204,7 +214,7 @@ def serve(argv: list[str]) -> int:
         started = time.perf_counter()
         log.info("%s received: stopping the service", signame)
         try:
-            await asyncio.wait_for(service.stop(), 10)
+            await within(service.stop(), 10, "stopping the service")
         except Exception:
             log.exception("service stop did not finish cleanly")
         server.stop()

@@ -100,6 +100,8 @@ class Settings:
         help="Seconds between metric rows written to SQLite.")
     live_interval: float = setting("LIVE_INTERVAL", 1.0, valid=lambda x: x > 0,
         help="Seconds between samples of the live view (one sampler per process).")
+    session_expiry_s: float = setting("SESSION_EXPIRY_S", 15.0, valid=lambda x: 1 <= x <= 3600,
+        help="Seconds a dashboard session is kept after its tab closed (its websocket gone) before its memory is freed; a tab's page must connect its websocket within this (1-3600).")
     stale_heartbeat_s: float = setting("STALE_HEARTBEAT_S", 30.0, valid=lambda x: x > 0,
         help="A worker whose last heartbeat is older than this many seconds makes health degraded (Dask workers beat every 0.5-2 s; a busy one may lag, a frozen one stops).")
     metrics_retention_hours: float = setting("METRICS_RETENTION_HOURS", 72.0,

@@ -42,8 +42,9 @@ def test_closing_tabs_logs_no_traceback(server, browser):
         own.close()
     for job_id in jobs:
         wait_job(server, job_id, timeout=120)
-    # Bokeh drops a session some 15-30 s after its socket closed; repeated log lines are rate
-    # limited (counted, not each written), so wait for the line saying no session is left
+    # Bokeh drops a session SESSION_EXPIRY_S (5 s for test servers) to 1.5x that after its socket
+    # closed; repeated log lines are rate limited (counted, not each written), so wait for the
+    # line saying no session is left
     deadline = time.time() + 90
     while time.time() < deadline and "(0 still active)" not in _log(server, start):
         time.sleep(1)
