@@ -28,8 +28,11 @@ def test_a_closed_socket_is_quiet_and_other_errors_are_not(caplog) -> None:
         gc.collect()
         await asyncio.sleep(0.05)
 
+    gc.collect()  # unretrieved futures other tests left behind are reported now, not in main()
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "a real fault" in str(errors[0].exc_info or errors[0].getMessage()), errors
+    # only this test's two tasks count: a collection may still report another test's garbage
+    errors = [str(r.exc_info or "") + r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("a real fault" in e for e in errors) == 1, errors
+    assert not any("WebSocketClosedError" in e for e in errors), errors
     assert any("went away" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,5 @@
-"""No third-party requests: every page, in both themes, loads everything (scripts, styles, fonts) from the server."""
+"""No third-party requests: every page, in both themes, loads everything (scripts, styles, fonts) from the server
+(the default theme's pages but /docs are checked by tests/ui/test_escaping.py's walk)."""
 from __future__ import annotations
 
 import pytest
@@ -18,13 +19,16 @@ def srv(ui_server: ServerProcess) -> ServerProcess:
     return ui_server  # shared by the browser tests that keep its cluster as it is (ui/conftest.py)
 
 
-@pytest.mark.parametrize("theme", ["default", "dark"])
-def test_pages_request_only_the_server(srv: ServerProcess, page, theme: str) -> None:
+# The default theme's pages but /docs are walked with the same guard by
+# tests/ui/test_escaping.py (test_markup_is_text_on_every_page): here the dark theme's, and /docs.
+@pytest.mark.parametrize("theme,paths", [("dark", list(PAGES)), ("default", ["/docs"])], ids=["dark", "default"])
+def test_pages_request_only_the_server(srv: ServerProcess, page, theme: str, paths: list[str]) -> None:
     guard = PageGuard(page, srv.url)
     seen: list[str] = []
     page.on("request", lambda r: seen.append(r.url))
     problems = []
-    for path, marker in PAGES.items():
+    for path in paths:
+        marker = PAGES[path]
         guard.clear()
         query = "&" if "?" in path else "?"
         page.goto(f"{srv.url}{path}{query}theme={theme}" + ("&dataset=demo_expression" if path == "/data" else ""))
