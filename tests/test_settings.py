@@ -63,3 +63,15 @@ def test_each_declared_default_is_what_its_table_text_parses_to():
 def test_tokens_are_kept_out_of_the_repr():
     text = repr(Settings(api_token="s3cret-a", read_token="s3cret-b", wall_token="s3cret-c"))
     assert "s3cret" not in text and "port=8001" in text
+
+
+def test_session_expiry_reaches_bokeh_as_its_two_intervals():
+    from app.server import session_expiry
+
+    assert session_expiry(Settings()) == {"unused_session_lifetime_milliseconds": 15_000,
+                                          "check_unused_sessions_milliseconds": 7_500}
+    assert session_expiry(Settings(session_expiry_s=5)) == {"unused_session_lifetime_milliseconds": 5_000,
+                                                            "check_unused_sessions_milliseconds": 2_500}
+    assert session_expiry(Settings(session_expiry_s=3600))["check_unused_sessions_milliseconds"] == 17_000
+    with pytest.raises(ValueError, match="SESSION_EXPIRY_S"):
+        Settings.from_env({"SESSION_EXPIRY_S": "0"})
