@@ -145,6 +145,9 @@ def test_dispatch_runs_jobs_in_priority_order(tmp_path: Path, dask_cluster: Loca
                 low = (await engine.submit(submission("LOW")))["job_id"]
                 high = (await engine.submit(submission("HIGH")))["job_id"]
                 await until(lambda: engine.status(low)["pending_reason"], what="a wait reason")
+                # positions come with a dispatch pass, which may follow the wait reason's (seen under load)
+                await until(lambda: engine.status(high)["queue_position"] and engine.status(low)["queue_position"],
+                            what="queue positions")
                 assert engine.status(high)["queue_position"] == 1 and engine.status(low)["queue_position"] == 2
             done = [await engine.wait(j, 60) for j in (first, high, low)]
             assert [d["status"] for d in done] == ["completed"] * 3, done
@@ -170,7 +173,8 @@ def test_clock_ages_a_waiting_job(tmp_path: Path, dask_cluster: LocalCluster) ->
                 clock.now += 250  # two aging steps: LOW -> HIGH
                 high = (await engine.submit(submission("HIGH")))["job_id"]
                 engine.kick()
-                await until(lambda: engine.status(high)["queue_position"], what="positions")
+                await until(lambda: engine.status(high)["queue_position"] and engine.status(low)["queue_position"],
+                            what="positions")
                 # aged to HIGH, the older job is ahead of the new HIGH one
                 assert engine.status(low)["queue_position"] == 1, engine.status(low)
             for j in (first, low, high):
