@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 WORKERS_JOIN_S = 60.0  # how long a start waits for the embedded workers to register
 HEAL_EVERY_S = 5.0  # how often the embedded cluster's plan is compared with its worker processes
+# Closing: the client, then the cluster. A cluster whose scheduler is already gone (Ctrl-C in a
+# terminal, or systemd's stop, signals the whole process group at once) keeps trying to reach it
+# for distributed's 30 s connect timeout, more than once: the close gives up after this long,
+# on the thread it runs on too (a thread still closing held the process's exit for over a minute).
+CLIENT_CLOSE_S = 3.0
+CLUSTER_CLOSE_S = 6.0
 STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
 
 
@@ -89,6 +95,20 @@ class NamedWorker(SubprocessWorker):
         super().__init__(scheduler, worker_class, name, {**(worker_kwargs or {}), "name": name})
 
 
+def _close_cluster(cluster: Any) -> bool:
+    """``cluster.close`` within ``CLUSTER_CLOSE_S`` (a ``Cluster``'s own timeout); False if it
+    did not end (logged: its processes are left to the child watch)."""
+    try:
+        cluster.close(timeout=CLUSTER_CLOSE_S)
+    except TypeError:  # a factory's cluster object whose close takes no timeout
+        cluster.close()
+    except (TimeoutError, asyncio.TimeoutError):
+        log.warning("the Dask cluster did not close within %.0f s (its scheduler gone?); left to the "
+                    "child watch, which ends its processes when this one exits", CLUSTER_CLOSE_S)
+        return False
+    return True
+
+
 def load_factory(path: str) -> Callable[..., Any]:
     """Import ``module:function`` (or ``module.function``)."""
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
@@ -111,6 +131,9 @@ class ClusterManager:
         self._lock = asyncio.Lock()
         self._healer: asyncio.Task | None = None
         self._absent: set[Any] = set()  # names of the plan with no worker process at the last check
+        # a cluster whose close gave up (see CLUSTER_CLOSE_S): distributed's own exit hook would
+        # try again for 10 s, so the server ends its process without the exit hooks
+        self.left_open = False
 
     @property
     def mode(self) -> str:
@@ -277,14 +300,19 @@ class ClusterManager:
         self.client = self.cluster = None
         if client is not None:
             try:
-                await within(client.close(), 5, "closing the Dask client")
+                await within(client.close(), CLIENT_CLOSE_S, "closing the Dask client")
             except Exception:
                 log.warning("closing the Dask client failed", exc_info=True)
         if cluster is not None:
+            closed = False
             try:
-                await within(loop.run_in_executor(None, cluster.close), 15, "closing the Dask cluster")
-            except Exception:
-                log.warning("closing the Dask cluster failed", exc_info=True)
+                _, closed = await within(loop.run_in_executor(None, lambda: _close_cluster(cluster)),
+                                         CLUSTER_CLOSE_S + 1, "closing the Dask cluster")
+            except Exception as exc:  # its scheduler gone, typically: nothing left to retire workers with
+                log.warning("closing the Dask cluster failed: %s: %s", type(exc).__name__, str(exc)[:300])
+                log.debug("closing the Dask cluster failed", exc_info=True)
+            if not closed:
+                self.left_open = True
 
     async def stop(self) -> bool:
         """Stop the embedded cluster (or detach from an external one)."""

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import resource
 import signal
 import sys
@@ -205,7 +206,7 @@ def serve(argv: list[str]) -> int:
     # printed, not logged, so a LOG_LEVEL of WARNING still says it
     print(f"listening on http://{settings.host}:{server.port}/", flush=True)
     loop = IOLoop.current()
-    stopping = {"flag": False}
+    stopping = {"flag": False, "clean": True}
 
     async def shutdown(signame: str) -> None:
         if stopping["flag"]:
@@ -214,9 +215,11 @@ def serve(argv: list[str]) -> int:
         started = time.perf_counter()
         log.info("%s received: stopping the service", signame)
         try:
-            await within(service.stop(), 10, "stopping the service")
+            stopped, _ = await within(service.stop(), 10, "stopping the service")
         except Exception:
+            stopped = False
             log.exception("service stop did not finish cleanly")
+        stopping["clean"] = stopped and not service.cluster.left_open
         server.stop()
         loop.stop()
         log.info("stopped in %.2f s", time.perf_counter() - started)
@@ -241,6 +244,15 @@ def serve(argv: list[str]) -> int:
     server.start()
     loop.add_callback(boot)
     loop.start()
+    if not stopping["clean"]:
+        # What did not close (a cluster whose scheduler was signalled with us, say) would hold the
+        # exit: the interpreter joins executor threads still closing it, and distributed's exit
+        # hook closes every cluster again for up to 10 s. The store is closed, logs are flushed,
+        # and the children end themselves once this process is gone (app.child_watch).
+        log.warning("exiting without waiting for what did not close")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

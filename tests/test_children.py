@@ -60,3 +60,24 @@ def test_children_die_with_the_server_on_sigterm_and_kill_and_a_restart_replaces
     again.proc.kill()  # SIGKILL: the server gets no chance to close anything
     again.proc.wait(10)
     assert _gone_within(new_kids, 15) == []
+
+
+def test_ctrl_c_signals_the_whole_group_and_the_server_still_exits_promptly(make_server: Any) -> None:
+    """Ctrl-C in a terminal (and systemd's stop) signals every process of the group at once: the
+    scheduler is gone before the server closes its cluster. The close used to retry the dead
+    scheduler for distributed's 30 s connect timeout, and then once more from distributed's exit
+    hook: the server took 42 s to over a minute to exit. It gives up after CLUSTER_CLOSE_S now."""
+    import os
+    import signal
+
+    srv = make_server()
+    srv.wait_workers(2)
+    kids = srv.descendants()
+    _assert_cluster_children(kids)
+    started = time.time()
+    os.killpg(srv.proc.pid, signal.SIGINT)  # the server runs in a session (and group) of its own
+    srv.proc.wait(60)
+    elapsed = time.time() - started
+    assert srv.proc.returncode == 0, srv.log_tail()
+    assert elapsed < 20, f"exit took {elapsed:.1f} s:\n{srv.log_tail()}"
+    assert _gone_within(kids, 15) == []
