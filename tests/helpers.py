@@ -237,11 +237,10 @@ def run_async(coro: Any, dump_after: float = 150.0) -> Any:
         def dump() -> None:
             print(f"--- asyncio tasks after {dump_after:.0f} s ---", file=sys.stderr)
             for task in asyncio.all_tasks(loop):
-                print(f"{task!r} awaits {getattr(task, '_fut_waiter', None)!r}", file=sys.stderr)
+                print(repr(task), file=sys.stderr)  # its repr names the future it waits for
                 task.print_stack(limit=40, file=sys.stderr)
-            main = getattr(runner, "_main_task", None)
             for task in asyncio.all_tasks(loop):
-                if task.get_coro() is coro or task is main:
+                if task.get_coro() is coro:  # Runner.run wraps the coroutine itself in its task
                     task.cancel()
 
         timer = threading.Timer(dump_after, lambda: loop.call_soon_threadsafe(dump))
