@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that installs what the tests need and runs the whole suite:
 # .venv with the project and its test extras, Debian's chromium for browser tests.
-#   ./run_tests.sh [pytest args]
+#   ./run_tests.sh [pytest args]     (TEST_WORKERS=N: N worker processes, default 2)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -14,4 +14,6 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
-exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
+# Two pytest-xdist workers take whole modules (their shared servers stay per module), the
+# browser modules last (tests/conftest.py says why); TEST_WORKERS=0 runs in one process.
+exec .venv/bin/python -m pytest -p no:cacheprovider -q -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
