@@ -32,6 +32,16 @@ hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The browser modules that take longest (40-115 s each beside the other worker's tests) start
+# first among the browser modules, so that the two workers end at about the same time.
+LONG_BROWSER_MODULES = ("test_escaping.py", "test_analyst.py", "test_jobs_table.py", "test_data_list_and_rows.py",
+                        "test_log_noise.py", "test_wall.py")
+# Session servers ended when the browser tests begin (if no browser test uses them), and the
+# ones of them started so far; the paths of the browser modules.
+RETIRED_AT_BROWSER: set[str] = {"token_server", "_scratch"}
+STARTED: dict[str, ServerProcess] = {}
+BROWSER_MODULES: set[Path] = set()
+
 # What starts a server or Dask processes, in a test's own code or in a fixture it uses
 # (pytest's fixture closure reaches fixtures used through other fixtures).
 STARTERS = ("ServerProcess(", "ServerPool(", "make_server(", "module_server(", "subprocess.Popen(", "Popen(", "_spawn(")
@@ -69,7 +79,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     with them.
     """
     browser_modules = {item.path for item in items if item.get_closest_marker("ui")}
-    items.sort(key=lambda item: item.path in browser_modules)  # stable: else as collected
+    items.sort(key=lambda item: (item.path in browser_modules, item.path.name not in LONG_BROWSER_MODULES))
+    RETIRED_AT_BROWSER.difference_update(name for item in items if item.path in browser_modules
+                                         for name in getattr(item, "fixturenames", ()))
+    BROWSER_MODULES.update(browser_modules)
     for item in items:
         if item.get_closest_marker("ui") or item.get_closest_marker("slow"):
             continue
@@ -79,9 +92,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before the test's fixtures: may it start a server? (ServerProcess.start checks.)"""
+    """Before the test's fixtures: may it start a server? (ServerProcess.start checks.)
+
+    At the first browser test, the session's servers that no browser test uses are ended:
+    every test after it is a browser test, and an idle server costs ~5 % of a core."""
     marked = item.get_closest_marker("slow") or item.get_closest_marker("ui")
     server_module.FAST_TEST = None if marked else item.nodeid
+    if item.path in BROWSER_MODULES:
+        for name in list(RETIRED_AT_BROWSER):
+            srv = STARTED.pop(name, None)
+            if srv is not None:
+                srv.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +129,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     srv = ServerProcess(tmp_path_factory.mktemp("token-server"),
                         {"PROCESSING_API_TOKEN": TOKEN, "DASK_N_WORKERS": "1", "DEMO_DATASET": "0",
                          "AUTH_MAX_FAILURES": "1000"}).start()  # wrong tokens on purpose: no lockout
+    STARTED["token_server"] = srv
     yield srv
     srv.cleanup()
 
@@ -115,7 +137,8 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 @pytest.fixture(scope="session")
 def _scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("scratch-server"), {"DASK_N_WORKERS": "1", "DEMO_ROWS": "2000"})
-    yield srv.start()
+    STARTED["_scratch"] = srv.start()
+    yield srv
     srv.cleanup()
 
 

@@ -195,8 +195,9 @@ class ServerProcess:
         A teardown does not wait for the graceful exit (some seconds per server, with its
         cluster): where SIGTERM's exit is the subject, the test calls ``terminate`` itself
         (tests/test_children.py), and children that outlive a killed server are a test too."""
-        if self.proc is None:
-            return
+        if self.proc is None or getattr(self, "_cleaned", False):
+            return  # never started, or ended already (its PID may belong to another process now)
+        self._cleaned = True
         kids = self.descendants()
         if self.proc.poll() is None:
             self.proc.kill()
