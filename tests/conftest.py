@@ -69,14 +69,13 @@ def _starts_a_server(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark ``slow`` every non-browser test that starts a server or Dask processes, and run
-    the browser tests last.
+    the modules with browser tests last, the longest of them first.
 
-    Last, because Playwright's sync API keeps an event loop running in the main thread from
-    the first browser test to the end of the session: a test after it that runs a loop of
-    its own (``asyncio.run``, Tornado's ``AsyncTestCase``) would fail. ``./run_tests.sh``
-    runs two pytest-xdist workers that take whole modules in this order (``--dist loadfile
-    --no-loadscope-reorder``), so neither runs a module without browser tests after one
-    with them.
+    ``./run_tests.sh`` runs two pytest-xdist workers that take whole modules in this order
+    (``--dist loadfile --no-loadscope-reorder``). So once a worker is at its first browser
+    test, every test after it is a browser test: the session's servers no browser test uses
+    are ended there (``pytest_runtest_setup``), and the longest browser modules started first
+    let the two workers end together.
     """
     browser_modules = {item.path for item in items if item.get_closest_marker("ui")}
     items.sort(key=lambda item: (item.path in browser_modules, item.path.name not in LONG_BROWSER_MODULES))

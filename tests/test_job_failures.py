@@ -86,7 +86,11 @@ def test_a_job_holding_more_than_its_memory_is_stopped(srv):
         stopped.send_signal(signal.SIGCONT)
     assert final["status"] == "failed", final
     assert final["error"]["type"] == "MemoryLimit" and "max_memory_gb=0.05" in final["error"]["message"]
-    assert [a["outcome"] for a in final["attempts"]] == ["failed"]
+    # its first attempt may be requeued by the watchdog as lost: the frozen worker holds its
+    # tasks with none ending, and on a busy machine the grace (WORKED_ON_GRACE_S) can run out
+    # before the memory check stops it; the attempt that ends it fails, and is not retried
+    outcomes = [a["outcome"] for a in final["attempts"]]
+    assert outcomes[-1] == "failed" and set(outcomes[:-1]) <= {"lost_tasks"}, outcomes
     assert srv.wait_workers(2), "stopping a job leaves the cluster as it was"
 
 

@@ -19,8 +19,11 @@ from tests.ui.helpers import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, bar_value, fil
 LOOP_GUARD = {"STORE_LOOP_GUARD": "1"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    """Chromium, one per module. Not one per session: Playwright's sync API runs an event
+    loop in the main thread while it is open, and a test of another module that runs a loop
+    of its own (``asyncio.run``, Tornado's ``AsyncTestCase``) fails inside it."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run the README's test command, which installs Debian's chromium")
     from playwright.sync_api import sync_playwright
