@@ -84,8 +84,8 @@ def test_cpu_figure_matches_psutil_under_load(cpu_server, page):
         t1 = series[-1][0]
         assert not any(t.done() for t in tasks)
         page.wait_for_timeout(1500)  # the last samples reach the page
-        samples = [(s["ts"], s["cpu_percent"])
-                   for s in srv.get("/api/processing/metrics/live", params={"seconds": 60}).json()["samples"]]
+        live = srv.get("/api/processing/metrics/live", params={"seconds": 60}).json()["samples"]
+        samples = [(s["ts"], s["cpu_percent"]) for s in live]
         api_percent, (a, b) = spanned_mean(samples, t0, t1)
         # the OS's figure over the same span: mean over the cores, the card's definition
         os_percent = 100.0 * (cpu_at(series, b) - cpu_at(series, a)) / (b - a) / len(procs)
