@@ -80,6 +80,7 @@ class ServerProcess:
         self.env = {**os.environ, **TEST_ENV, "PROCESSING_DATA_DIR": str(self.data_dir),
                     "PROCESSING_HOST": "127.0.0.1", **(env or {}), "PROCESSING_PORT": str(port or 0)}
         self.proc: subprocess.Popen | None = None
+        self._cleaned = False  # cleanup() ended this proc (a second call must not: its PID may be reused)
         self._url: str | None = None
         self.host = "127.0.0.1"  # where to reach it: the bound address unless that is a wildcard
         self._log_start = 0
@@ -104,6 +105,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
+        self._cleaned = False
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self.env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -195,7 +197,7 @@ class ServerProcess:
         A teardown does not wait for the graceful exit (some seconds per server, with its
         cluster): where SIGTERM's exit is the subject, the test calls ``terminate`` itself
         (tests/test_children.py), and children that outlive a killed server are a test too."""
-        if self.proc is None or getattr(self, "_cleaned", False):
+        if self.proc is None or self._cleaned:
             return  # never started, or ended already (its PID may belong to another process now)
         self._cleaned = True
         kids = self.descendants()
