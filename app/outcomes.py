@@ -34,6 +34,7 @@ class AttemptOutcomes:
     pending: dict[str, Any]
     incidents: Any
     scaled_down_at: float
+    sampler: Any
 
     # -- outcomes ----------------------------------------------------------------
     async def _succeeded(self, attempt: Attempt, outcome: dict[str, Any]) -> None:
@@ -192,14 +193,39 @@ class AttemptOutcomes:
             self._interrupt(job_id, reason)
         return len(jobs)
 
-    def lost_tasks(self, job_id: str, attempt: Attempt, reason: str) -> None:
-        """The watchdog found an attempt with no work behind it: requeue it (outcome ``lost_tasks``)."""
+    def lost_tasks(self, job_id: str, attempt: Attempt, reason: str, earlier: int = 0) -> None:
+        """The watchdog found an attempt with no work behind it: requeue it (outcome ``lost_tasks``),
+        or fail the job when ``earlier`` attempts just before it ended so too (``JOB_MAX_LOST_TASKS``
+        in a row): nothing runs its tasks, and requeueing again would loop forever."""
         entry = self.running.get(job_id)
         if entry is None or entry[1] is not attempt:
             return
-        self.report(f"job {job_id} attempt {attempt.number} lost its tasks ({reason}); requeued")
-        self._interrupt(job_id, Interrupt.LOST_TASKS)
+        if earlier + 1 < self.settings.job_max_lost_tasks:
+            self.report(f"job {job_id} attempt {attempt.number} lost its tasks ({reason}); requeued")
+            self._interrupt(job_id, Interrupt.LOST_TASKS)
+            return self.kick()
+        message = (f"{earlier + 1} attempts in a row had no worker running their tasks (the last: {reason}); "
+                   f"the job failed instead of being requeued again (JOB_MAX_LOST_TASKS="
+                   f"{self.settings.job_max_lost_tasks}){self._paused_workers()}")
+        self.running.pop(job_id, None)
+        self._interrupt_attempt(attempt, Interrupt.LOST_TASKS)
+        attempt.recorded = True
+        self._end_attempt(attempt, Interrupt.LOST_TASKS.value, message)
+        self.report(f"job {job_id} attempt {attempt.number} lost its tasks ({reason}); failed after "
+                    f"{earlier + 1} in a row")
+        self._finish(job_id, Job.fail, error={"type": "LostTasks", "message": message, "stage": "watchdog"})
         self.kick()
+
+    def _paused_workers(self) -> str:
+        """Why no worker may be running anything: the workers paused for memory, as the scheduler last said."""
+        workers = self.sampler.latest.get("workers") or []
+        paused = [w for w in workers if w.get("status") == "paused"]
+        if not paused:
+            return ""
+        named = ", ".join(f"{w.get('name')} ({float(w.get('memory_bytes') or 0) / 1e9:.2f} of "
+                          f"{float(w.get('memory_limit_bytes') or 0) / 1e9:.2f} GB)" for w in paused[:5])
+        return (f"; {len(paused)} of {len(workers)} workers are paused for memory: {named}. Give the workers "
+                "more memory (DASK_MEMORY_LIMIT) or fewer per host")
 
     def fail_orphan(self, job_id: str, attempts: list[dict[str, Any]]) -> None:
         """A job the store says is running, with no live attempt: fail it with the reason.

@@ -95,6 +95,12 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("processing_sampler_last_sample_age_seconds",
                                 "Seconds since the metrics sampler last read the scheduler.",
                                 value=round(time.time() - last, 3) if last else float("nan"))
+        lag = self.service.loop_lag.figures()
+        for key, doc in (("loop_lag_ms", "How late the server's event loop last woke up (s)."),
+                         ("loop_lag_max_ms", "The largest event-loop lag over the last minute (s).")):
+            value = lag[key]
+            yield GaugeMetricFamily(f"processing_event_{key.replace('_ms', '')}_seconds", doc,
+                                    value=float("nan") if value is None else value / 1000)
         yield from self._sampler()
 
     def _sampler(self) -> Iterator[Metric]:

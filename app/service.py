@@ -18,6 +18,7 @@ from .cluster import RUNNING, ClusterManager
 from .datasets import DatasetRegistry
 from .jobs import INCIDENT_WINDOW_S, JobEngine
 from .lifecycle import Interrupt
+from .loop_lag import LoopLag
 from .errors import InvalidRequest
 from .metrics import Sampler, fmt_gb
 from .partition import plan_partitions
@@ -60,6 +61,7 @@ class ProcessingService:
         self.sampler.extra = self._queue_figures
         self.webhooks = WebhookSender(settings, self.store, self.jobs.status)
         self.started_at = time.time()
+        self.loop_lag = LoopLag(settings.loop_lag_interval)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._store_checked_at: tuple[float, str | None] = (0.0, None)
@@ -72,6 +74,7 @@ class ProcessingService:
         self.sampler.start()
         self.webhooks.start()
         await self.jobs.start()
+        self._tasks.append(loop.create_task(self.loop_lag.run()))
         self._tasks.append(loop.create_task(self._demo()))
         if self.settings.autostart:
             self._tasks.append(loop.create_task(self._autostart()))
@@ -295,4 +298,5 @@ class ProcessingService:
             "cluster_status": self.cluster.state,
             "reasons": reasons,
             "uptime_s": round(now - self.started_at, 1),
+            **self.loop_lag.figures(),
         }

@@ -86,6 +86,8 @@ class Settings:
         help="CRITICAL jobs requeue lower-priority running jobs when they need room.")
     job_max_attempts: int = setting("JOB_MAX_ATTEMPTS", 3,
         help="Attempts for transient failures (worker or scheduler loss).")
+    job_max_lost_tasks: int = setting("JOB_MAX_LOST_TASKS", 5, valid=lambda n: n >= 1,
+        help="Attempts in a row the watchdog may requeue for lost tasks (no worker ran them) before the job fails.")
     enforce_job_memory: bool = setting("ENFORCE_JOB_MEMORY", True,
         help="Stop a job holding 1.5× more memory on the workers than its max_memory_gb.")
     result_inline_rows: int = setting("RESULT_INLINE_ROWS", 1000,
@@ -100,6 +102,8 @@ class Settings:
         help="Seconds between metric rows written to SQLite.")
     live_interval: float = setting("LIVE_INTERVAL", 1.0, valid=lambda x: x > 0,
         help="Seconds between samples of the live view (one sampler per process).")
+    loop_lag_interval: float = setting("LOOP_LAG_INTERVAL", 0.1, valid=lambda x: 0.001 <= x <= 10,
+        help="Seconds between the server's checks of its event loop's lag (/health); a stall shows when it spans a check, so a smaller value catches shorter ones, at more CPU (0.3 % of a core at 0.1, 1.3 % at 0.02).")
     session_expiry_s: float = setting("SESSION_EXPIRY_S", 15.0, valid=lambda x: 1 <= x <= 3600,
         help="Seconds a dashboard session is kept after its tab closed (its websocket gone) before its memory is freed; a tab's page must connect its websocket within this (1-3600).")
     stale_heartbeat_s: float = setting("STALE_HEARTBEAT_S", 30.0, valid=lambda x: x > 0,

@@ -9,7 +9,9 @@ Every ``interval`` seconds it compares three records of the same thing:
   had nothing to do for ``idle_after_s`` (no worker thread running a task, no other
   job's task processing, none of its own tasks processing or waiting for a worker to
   come back, for at most ``WORKED_ON_GRACE_S``), is requeued with the outcome
-  ``lost_tasks`` — not a failure of the job;
+  ``lost_tasks`` — not a failure of the job, unless ``JOB_MAX_LOST_TASKS`` attempts in a
+  row ended so (a worker paused for memory by its own baseline runs nothing, forever):
+  then the job fails, naming the paused workers;
 - each repair is logged with the job and the attempt, counted by outcome in
   Prometheus (``processing_job_attempts``), and named by ``/health`` for a while.
 """
@@ -21,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .lifecycle import JobStatus
+from .lifecycle import Interrupt, JobStatus
 
 if TYPE_CHECKING:
     from .jobs import JobEngine
@@ -47,6 +49,16 @@ class _Seen:
     unknown_since: float | None = None
     progressed: float = 0.0  # when ``done`` last changed (or the attempt was first seen)
     others_busy_at: float = 0.0  # when another job's task was last seen processing
+
+
+def lost_in_a_row(attempts: list[dict[str, Any]], number: int) -> int:
+    """How many attempts just before attempt ``number`` ended as ``lost_tasks``, in a row."""
+    streak = 0
+    for row in sorted((a for a in attempts if a["number"] < number), key=lambda a: a["number"], reverse=True):
+        if row["outcome"] != Interrupt.LOST_TASKS.value:
+            break
+        streak += 1
+    return streak
 
 
 class Watchdog:
@@ -110,7 +122,8 @@ class Watchdog:
             reason = self._verdict(attempt, pending[attempt.annotation], known, counts, now)
             if reason:
                 self._seen.pop((attempt.job_id, attempt.number), None)
-                engine.lost_tasks(attempt.job_id, attempt, reason)
+                earlier = await engine.store.reading(engine.store.attempts, attempt.job_id)
+                engine.lost_tasks(attempt.job_id, attempt, reason, lost_in_a_row(earlier, attempt.number))
 
     def note_busy(self, snap: dict[str, Any], now: float) -> None:
         """Remember when a worker was last seen running a task (its thread executing one).

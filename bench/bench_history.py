@@ -7,7 +7,8 @@ temporary data dir with sqlite-utils' bulk insert, starts the real server on it 
 times each query (median and p99 of ``--repeat`` calls, one at a time). Meanwhile a
 thread polls ``/api/processing/health`` every 5 ms: its longest answer is the longest
 the event loop was kept from answering (the loop stall, plus one health request).
-Then, with nothing else asking, each query again: the server process's CPU time per call
+Each health answer also carries the server's own event-loop lag (a 5 ms timer inside
+the server, ``LOOP_LAG_INTERVAL``): its maximum is the stall, free of the client's scheduling. Then, with nothing else asking, each query again: the server process's CPU time per call
 (its idle CPU over the same time taken off), which the machine's load does not inflate as it
 does the latencies. A query the server refuses (a filter an older release does not have) shows as ``n/a``.
 Prints figures; asserts nothing. ``--cache`` keeps the seeded databases for the next run
@@ -130,13 +131,18 @@ class HealthPoller(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.latencies, self.stop = url + "/api/processing/health", [], threading.Event()
         self.errors = 0  # a refused or dropped poll counts with the time it took to fail
+        self.lags: list[float] = []  # the server's own loop lag (ms) as each answer reported it
+        self.lag_at: list[tuple[float, float]] = []  # (perf_counter when answered, lag ms)
 
     def run(self) -> None:
         s = requests.Session()
         while not self.stop.is_set():
             t0 = time.perf_counter()
             try:
-                s.get(self.url, timeout=30)
+                lag = s.get(self.url, timeout=30).json().get("loop_lag_ms")
+                if lag is not None:
+                    self.lags.append(lag)
+                    self.lag_at.append((time.perf_counter(), lag))
             except requests.RequestException:
                 self.errors += 1
                 s.close()
@@ -169,7 +175,7 @@ def cpu_per_call(url: str, pid: int, n: int, repeat: int) -> dict[str, float]:
     return out
 
 
-def measure(url: str, n: int, repeat: int) -> tuple[list[tuple], list[float], list[float], int]:
+def measure(url: str, n: int, repeat: int) -> tuple[list[tuple], "HealthPoller", "HealthPoller"]:
     rows: list[tuple] = []
     idle = HealthPoller(url)
     idle.start()
@@ -185,14 +191,23 @@ def measure(url: str, n: int, repeat: int) -> tuple[list[tuple], list[float], li
                 rows.append((name, "n/a", "n/a", first.status_code))
                 continue
             times = []
+            began = time.perf_counter()
             for _ in range(repeat):
                 t0 = time.perf_counter()
                 s.get(url + path, timeout=120).raise_for_status()
                 times.append((time.perf_counter() - t0) * 1000)
-            rows.append((name, f"{median(times):.1f}", f"{pct(times, 0.99):.1f}", 200))
+            rows.append((name, f"{median(times):.1f}", f"{pct(times, 0.99):.1f}", 200, (began, time.perf_counter())))
         busy.stop.set()
         busy.join()
-    return rows, idle.latencies, busy.latencies, busy.errors
+    return rows, idle, busy
+
+
+def _lag_within(poller: "HealthPoller", span: tuple[float, float] | None = None) -> str:
+    """The largest loop lag the server reported while one query was being repeated."""
+    if span is None:
+        return "n/a"
+    lags = [lag for at, lag in poller.lag_at if span[0] <= at <= span[1] + 0.05]
+    return f"{max(lags):.1f}" if lags else "n/a"
 
 
 def run(n: int, repeat: int, cache: Path | None) -> None:
@@ -202,23 +217,30 @@ def run(n: int, repeat: int, cache: Path | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-history-"))
     for f in template.glob("processing.db*"):
         shutil.copy(f, work / f.name)
-    srv = ServerProcess(work, {"DEMO_DATASET": "0"})
+    srv = ServerProcess(work, {"DEMO_DATASET": "0", "LOOP_LAG_INTERVAL": "0.005"})
     try:
         t0 = time.perf_counter()
         srv.start(wait=True, timeout=600)
         print(f"\n{n} jobs: server healthy after {time.perf_counter() - t0:.1f} s; load average {os.getloadavg()}")
-        rows, idle, busy, errors = measure(srv.url, n, repeat)
+        rows, idle, busy = measure(srv.url, n, repeat)
         cpu = cpu_per_call(srv.url, srv.proc.pid, n, repeat)
     finally:
         srv.cleanup()
         shutil.rmtree(work, ignore_errors=True)
         if cache is None:
             shutil.rmtree(template, ignore_errors=True)
-    rows = [(*row, f"{cpu[row[0]]:.1f}" if row[0] in cpu else "n/a") for row in rows]
-    print(table(rows, ("query", "median ms", "p99 ms", "http", "server CPU ms/call")))
-    print(f"health while idle: median {median(idle):.1f} ms, max {max(idle):.1f} ms ({len(idle)} polls)")
-    print(f"health during the queries: median {median(busy):.1f} ms, p99 {pct(busy, 0.99):.1f} ms, "
-          f"max {max(busy):.1f} ms ({len(busy)} polls, {errors} failed); load average {os.getloadavg()}")
+    rows = [(*row[:4], f"{cpu[row[0]]:.1f}" if row[0] in cpu else "n/a", _lag_within(busy, *row[4:]))
+            for row in rows]
+    print(table(rows, ("query", "median ms", "p99 ms", "http", "server CPU ms/call", "max loop lag ms")))
+    print(f"health while idle: median {median(idle.latencies):.1f} ms, max {max(idle.latencies):.1f} ms "
+          f"({len(idle.latencies)} polls)")
+    print(f"health during the queries: median {median(busy.latencies):.1f} ms, p99 {pct(busy.latencies, 0.99):.1f} ms, "
+          f"max {max(busy.latencies):.1f} ms ({len(busy.latencies)} polls, {busy.errors} failed); "
+          f"load average {os.getloadavg()}")
+    for name, poller in (("idle", idle), ("during the queries", busy)):
+        if poller.lags:  # an older release does not measure it
+            print(f"event-loop lag inside the server, {name}: median {median(poller.lags):.1f} ms, "
+                  f"max {max(poller.lags):.1f} ms")
 
 
 def main() -> None:

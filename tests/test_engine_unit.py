@@ -271,3 +271,47 @@ def test_recovery_requeues_what_a_crash_interrupted(tmp_path: Path, dask_cluster
             await parts.cluster.stop()
 
     run_async(scenario(), dump_after=100)
+
+
+def test_lost_in_a_row_counts_only_the_latest_streak() -> None:
+    from app.watchdog import lost_in_a_row
+
+    rows = [{"number": n, "outcome": o} for n, o in
+            enumerate(["lost_tasks", "worker_lost", "lost_tasks", "lost_tasks", None], start=1)]
+    assert lost_in_a_row(rows, 5) == 2
+    assert lost_in_a_row(rows, 2) == 1
+    assert lost_in_a_row(rows, 3) == 0
+    assert lost_in_a_row([], 1) == 0
+
+
+def test_a_job_no_worker_will_run_fails_after_the_lost_tasks_bound(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every worker paused for memory from the start (as one whose own imports sit above
+    Dask's pause threshold): the watchdog requeues the job as ``lost_tasks`` up to
+    JOB_MAX_LOST_TASKS in a row, then fails it naming the paused workers, instead of
+    requeueing it forever."""
+    from app import watchdog
+
+    monkeypatch.setattr(watchdog, "WORKED_ON_GRACE_S", 2.0)  # the test's patience, not the rule
+    pause_at_once = {"distributed.worker.memory.pause": 0.001, "distributed.worker.memory.spill": False,
+                     "distributed.worker.memory.target": False, "distributed.worker.memory.terminate": False}
+    with dask.config.set(pause_at_once), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                      host="127.0.0.1", dashboard_address=None,
+                                                      memory_limit="1GiB") as cluster:
+        parts = Parts(tmp_path / "data", cluster.scheduler_address, Clock(), job_max_lost_tasks=2)
+
+        async def scenario() -> None:
+            async with running_engine(parts) as engine:
+                engine.watchdog.idle_after_s = 1.0
+                await register_levels(parts)
+                await until(lambda: any(w.get("status") == "paused"
+                                        for w in parts.sampler.latest.get("workers") or []), 30, "a paused worker")
+                job = (await engine.submit(submission()))["job_id"]
+                done = await engine.wait(job, 90)
+                assert done["status"] == "failed", done
+                assert done["error"]["type"] == "LostTasks", done["error"]
+                message = done["error"]["message"]
+                assert "2 attempts in a row" in message and "paused for memory" in message, message
+                assert outcomes(engine, job) == ["lost_tasks", "lost_tasks"]
+
+        run_async(scenario(), dump_after=120)
