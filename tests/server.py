@@ -36,6 +36,7 @@ TEST_ENV = {
     "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "500ms",
     "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "2s",
     "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "false",
+    "LOOP_LAG_INTERVAL": "1",  # the server's loop-lag timer: 0.3 % of a core at its 0.1 s default
     "SESSION_EXPIRY_S": "5",  # a closed tab's session goes in 5-7.5 s, not 15-32 s (tests/ui/test_log_noise.py waits for it)
 }
 

@@ -15,7 +15,7 @@ def test_health_has_contract_shape(server):
     assert body["status"] in {"healthy", "degraded"}
     assert body["cluster_running"] is True
     assert body["timestamp"].endswith("Z")
-    # how late the loop wakes, measured inside the server (a 100 ms timer): present once it has run
+    # how late the loop wakes, measured inside the server (a LOOP_LAG_INTERVAL timer): present once it has run
     server.wait_for(lambda: server.get("/api/processing/health").json()["loop_lag_max_ms"] is not None, 10)
     lag = server.get("/api/processing/health").json()
     assert 0 <= lag["loop_lag_ms"] <= lag["loop_lag_max_ms"], lag
