@@ -48,7 +48,7 @@ class ProgressTracking:
             return
         share = 100.0 * stats["done"] / stats["total"]
         progress = round(max(float(job["progress"] or 0.0), min(99.0, share)), 2)
-        eta = eta_at(now, attempt.started_at, share, stats.get("since_done"))
+        eta = eta_at(now, attempt.started_at, share, stats.get("since_done"), stats.get("since_first_processing"))
         values: dict[str, Any] = {
             "progress": progress, "tasks_total": stats["total"], "tasks_done": stats["done"],
             "eta_seconds": round(eta, 2) if eta is not None else None,

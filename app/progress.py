@@ -54,6 +54,7 @@ class JobProgressPlugin(SchedulerPlugin):
         stats["keys"].add(key)
         if finish == "processing":  # on a worker (or sent to one that is stopped, or restarting)
             stats["processing"].add(key)
+            stats.setdefault("first_processing", time.time())
         elif start == "processing":
             stats["processing"].discard(key)
         if finish == "memory":
@@ -72,7 +73,8 @@ class JobProgressPlugin(SchedulerPlugin):
     def snapshot(self) -> dict[str, Any]:
         """Counts only (no key sets), cheap to send to the client. ``since_done``: seconds
         since the job's latest task ended, by this host's clock (the server subtracts it from
-        its own: the count is as of then, not of the sample, which comes up to an interval later)."""
+        its own: the count is as of then, not of the sample, which comes up to an interval later);
+        ``since_first_processing``: since its first task went to a worker, when its work began."""
         now = time.time()
         return {
             "done_total": self.done_total,
@@ -83,6 +85,8 @@ class JobProgressPlugin(SchedulerPlugin):
                     "processing": len(s["processing"]),
                     "held_bytes": s["held"], "peak_held_bytes": s["peak_held"], "cpu_s": s["cpu_s"],
                     "since_done": max(0.0, now - s["last_done"]) if "last_done" in s else None,
+                    "since_first_processing": (max(0.0, now - s["first_processing"])
+                                               if "first_processing" in s else None),
                 }
                 for job, s in self.jobs.items()
             },

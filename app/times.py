@@ -35,10 +35,15 @@ def eta_seconds(elapsed: float, percent_done: float) -> float | None:
     return elapsed * (100.0 - percent_done) / percent_done if percent_done > 0 else None
 
 
-def eta_at(now: float, started_at: float, percent_done: float, since_done: float | None) -> float | None:
+def eta_at(now: float, started_at: float, percent_done: float, since_done: float | None,
+           since_began: float | None = None) -> float | None:
     """Seconds left, seen at ``now``, for a job started at ``started_at`` whose counts say
     ``percent_done`` as of ``since_done`` seconds ago (its latest task's end, which a sample
-    reports up to an interval late): the rate is what was done by then over the time it took."""
+    reports up to an interval late): the rate is what was done by then over the time it took.
+    ``since_began``: seconds since its first task went to a worker, when known. The rate is
+    timed from then: what came before (queueing on the scheduler, planning, reading the
+    files' metadata) is not repeated by the tasks still to run."""
     seen = now - min(max(0.0, float(since_done or 0.0)), max(0.0, now - started_at))
-    left = eta_seconds(max(1e-3, seen - started_at), percent_done)
+    began = started_at if since_began is None else min(seen, max(started_at, now - float(since_began)))
+    left = eta_seconds(max(1e-3, seen - began), percent_done)
     return None if left is None else max(0.0, seen + left - now)

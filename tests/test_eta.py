@@ -29,3 +29,21 @@ def test_without_lag_it_is_the_plain_rate_and_a_lag_never_reaches_before_the_sta
     assert eta is not None and eta >= 0.0
     if not lag:
         assert math.isclose(eta, eta_seconds(max(1e-3, now - started), share), rel_tol=1e-9, abs_tol=1e-6)
+
+
+def test_the_rate_is_timed_from_the_first_task_on_a_worker() -> None:
+    # started at 100, its first task reached a worker at 102 (planning, metadata, a queue);
+    # 25 % was done at 103: 1 s of work for a quarter, 3 s left, so the end is at 106
+    assert math.isclose(eta_at(103.0, 100.0, 25.0, 0.0, since_began=1.0), 3.0)
+    # timed from the start instead, the same counts said 9 s left: the 2 s before work thrice over
+    assert math.isclose(eta_at(103.0, 100.0, 25.0, 0.0), 9.0)
+
+
+@given(now=st.floats(0, 1e6), elapsed=st.floats(0, 1e4), share=st.floats(0.1, 100),
+       lag=st.one_of(st.none(), st.floats(0, 1e5)), began=st.one_of(st.none(), st.floats(0, 1e5)))
+def test_a_first_task_time_out_of_range_is_clamped(now: float, elapsed: float, share: float,
+                                                   lag: float | None, began: float | None) -> None:
+    """Clocks of another host, or a count older than the attempt: never a negative ETA, never
+    more than timing from the attempt's start gives."""
+    eta = eta_at(now, now - elapsed, share, lag, since_began=began)
+    assert eta is not None and 0.0 <= eta <= eta_at(now, now - elapsed, share, lag) + 1e-6
