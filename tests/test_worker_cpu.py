@@ -1,4 +1,4 @@
-"""The CPU figure's reader of local worker processes (app.metrics.WorkerCpu): a worker that
+"""The CPU figure's reader of local worker processes (app.worker_cpu.WorkerCpu): a worker that
 does not say who it is in time is asked again, not taken for one on another host."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from app.metrics import WorkerCpu, process_identity
+from app.worker_cpu import WorkerCpu, process_identity
 
 ADDRESS = "tcp://127.0.0.1:1"
 
