@@ -38,7 +38,7 @@ LONG_BROWSER_MODULES = ("test_escaping.py", "test_analyst.py", "test_jobs_table.
                         "test_log_noise.py", "test_wall.py")
 # Session servers ended when the browser tests begin (if no browser test uses them), and the
 # ones of them started so far; the paths of the browser modules.
-RETIRED_AT_BROWSER: set[str] = {"token_server", "_scratch"}
+RETIRED_AT_BROWSER: set[str] = {"server", "token_server", "_scratch"}
 STARTED: dict[str, ServerProcess] = {}
 BROWSER_MODULES: set[Path] = set()
 
@@ -109,6 +109,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The shared server: cluster started, demo dataset registered. Tests must not change
     its cluster (scale, stop): they take ``make_server`` for that."""
     srv = ServerProcess(tmp_path_factory.mktemp("shared-server")).start()
+    STARTED["server"] = srv
     srv.wait_workers(2)
     yield srv
     srv.cleanup()

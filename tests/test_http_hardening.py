@@ -556,7 +556,7 @@ def test_pages_render_under_the_policy_with_no_violation(open_server, csp_browse
         rendered = {"/": page.get_by_test_id("cluster-status"), "/wall": page.get_by_test_id("wall-status"),
                     "/docs": page.get_by_text("Distributed Processing Cluster API")}
         rendered.get(path, page.locator(".bk-Column, .bk-Row").first).wait_for(timeout=60_000)
-        page.wait_for_timeout(3000)  # the websocket's updates render too
+        page.wait_for_timeout(1500)  # the websocket's updates render too (three pushes at the test servers' LIVE_INTERVAL)
         violations = page.evaluate("window.__violations")
     finally:
         context.close()

@@ -11,14 +11,14 @@ from tests.ui.helpers import shot
 pytestmark = pytest.mark.ui
 
 
-def test_short_job_has_no_chart_and_no_unknown_counts(server, page):
-    r = server.post("/api/processing/jobs/submit", json={
+def test_short_job_has_no_chart_and_no_unknown_counts(ui_server, page):
+    r = ui_server.post("/api/processing/jobs/submit", json={
         "operation": "aggregate", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.25,
         "parameters": {"column": "expression_level", "operation": "mean"}})
     assert r.status_code == 201, r.text
-    job = wait_job(server, r.json()["job_id"])
+    job = wait_job(ui_server, r.json()["job_id"])
     ran_s = epoch(job["completed_at"]) - epoch(job["started_at"])
-    page.goto(f"{server.url}/jobs?job={job['job_id']}")
+    page.goto(f"{ui_server.url}/jobs?job={job['job_id']}")
     expect(page.get_by_test_id("job-status")).to_have_text("completed", timeout=30_000)
     chart = page.locator(".job-progress-chart")
     if ran_s < 2:  # what the job's own timestamps say, not a guess about this machine's speed

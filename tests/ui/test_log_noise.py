@@ -19,9 +19,9 @@ def _log(srv, start: int) -> str:
     return srv.log_path.read_bytes()[start:].decode(errors="replace")
 
 
-def test_closing_tabs_logs_no_traceback(server, browser):
-    start = server.log_path.stat().st_size
-    jobs = [server.post("/api/processing/jobs/submit", json={
+def test_closing_tabs_logs_no_traceback(ui_server, browser):
+    start = ui_server.log_path.stat().st_size
+    jobs = [ui_server.post("/api/processing/jobs/submit", json={
         "operation": "aggregate", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.25,
         "parameters": {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}}).json()["job_id"]
         for _ in range(3)]
@@ -33,7 +33,7 @@ def test_closing_tabs_logs_no_traceback(server, browser):
         own = chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         for path in PAGES:
             page = own.new_context(viewport={"width": 1280, "height": 800}).new_page()
-            page.goto(server.url + path)
+            page.goto(ui_server.url + path)
             opened += 1
         time.sleep(2.5)  # the pages stream samples meanwhile
         if not round_ % 2:
@@ -41,17 +41,17 @@ def test_closing_tabs_logs_no_traceback(server, browser):
                 context.close()
         own.close()
     for job_id in jobs:
-        wait_job(server, job_id, timeout=120)
+        wait_job(ui_server, job_id, timeout=120)
     # Bokeh drops a session SESSION_EXPIRY_S (5 s for test servers) to 1.5x that after its socket
     # closed; repeated log lines are rate limited (counted, not each written), so wait for the
     # line saying no session is left
     deadline = time.time() + 90
-    while time.time() < deadline and "(0 still active)" not in _log(server, start):
+    while time.time() < deadline and "(0 still active)" not in _log(ui_server, start):
         time.sleep(1)
-    text = _log(server, start)
+    text = _log(ui_server, start)
     assert "(0 still active)" in text, text[-3000:]
     assert opened == ROUNDS * len(PAGES)
     assert "Traceback" not in text and "never retrieved" not in text, text[-6000:]
     assert "out-of-band" not in text
-    scheduler_log = server.data_dir / "dask-scratch" / "scheduler.log"
+    scheduler_log = ui_server.data_dir / "dask-scratch" / "scheduler.log"
     assert "out-of-band" not in scheduler_log.read_text(errors="replace")

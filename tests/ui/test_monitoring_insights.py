@@ -62,15 +62,15 @@ def poll(page, check, tries: int = 75) -> None:
         page.wait_for_timeout(200)
 
 
-def test_recommendations_outcomes_workers_and_histograms(server, page):
-    done = wait_job(server, server.post("/api/processing/jobs/submit", json=JOB).json()["job_id"])
+def test_recommendations_outcomes_workers_and_histograms(ui_server, page):
+    done = wait_job(ui_server, ui_server.post("/api/processing/jobs/submit", json=JOB).json()["job_id"])
     assert done["status"] == "completed"
-    cancelled = server.post("/api/processing/jobs/submit", json={**JOB, "priority": "LOW"}).json()["job_id"]
-    server.post(f"/api/processing/jobs/{cancelled}/cancel")
-    page.goto(server.url + "/monitoring")
+    cancelled = ui_server.post("/api/processing/jobs/submit", json={**JOB, "priority": "LOW"}).json()["job_id"]
+    ui_server.post(f"/api/processing/jobs/{cancelled}/cancel")
+    page.goto(ui_server.url + "/monitoring")
     recs = page.get_by_test_id("recommendations")
     expect(recs).to_be_visible(timeout=30_000)
-    api = server.get("/api/processing/recommendations").json()["recommendations"]
+    api = ui_server.get("/api/processing/recommendations").json()["recommendations"]
     if api:  # its figures (minutes idle, say) may have moved on since: any number in their place
         figures_free = re.sub(r"\d+(?:\\\.\d+)?", r"[\\d.]+", re.escape(api[0]["reason"][:60]))
         expect(recs).to_contain_text(re.compile(figures_free))
@@ -78,14 +78,14 @@ def test_recommendations_outcomes_workers_and_histograms(server, page):
         expect(recs).to_contain_text("Nothing to recommend")
     for css in ("chart-throughput", "chart-per-worker", "chart-hist-wait", "chart-hist-run"):
         expect(page.locator(f".{css}")).to_be_visible(timeout=20_000)
-    workers = server.get("/api/processing/metrics/workers").json()
+    workers = ui_server.get("/api/processing/metrics/workers").json()
     workers = workers.get("workers", workers) if isinstance(workers, dict) else workers
     names = sorted(str(w["name"]) for w in workers)
     poll(page, lambda: sorted(bokeh_data(page, "worker")) == names)
     assert sorted(bokeh_data(page, "worker")) == names
     cpu = bokeh_data(page, "cpu", "worker")
     assert len(cpu) == len(names) and all(0 <= c <= 100 * 64 for c in cpu)
-    status = server.get(f"/api/processing/jobs/{cancelled}/status").json()["status"]
+    status = ui_server.get(f"/api/processing/jobs/{cancelled}/status").json()["status"]
     poll(page, lambda: sum(bokeh_data(page, "count", "bucket")) >= 2)
     assert sum(bokeh_data(page, "count", "bucket")) >= 2  # the completed job's wait and run
     assert any(label.startswith("≤") for label in bokeh_data(page, "bucket"))
