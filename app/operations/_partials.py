@@ -64,8 +64,7 @@ def merge_moments(parts: list[pd.DataFrame], keys: Sequence[str]) -> pd.DataFram
     if df.empty:
         return df
     if not keys:
-        df = df.assign(_g=0)
-        keys = ["_g"]
+        return _merge_one_group(df)
     group = df.groupby(list(keys), sort=False, dropna=False)
     n = df["n"].astype("float64")
     total_n = group["n"].transform("sum").astype("float64")
@@ -74,8 +73,22 @@ def merge_moments(parts: list[pd.DataFrame], keys: Sequence[str]) -> pd.DataFram
     group = df.assign(m2=spread).groupby(list(keys), sort=False, dropna=False)
     out = group.agg(n=("n", "sum"), s=("s", "sum"), m2=("m2", "sum"), mn=("mn", "min"), mx=("mx", "max"))
     out["m"] = out["s"].astype("float64") / out["n"].where(out["n"] > 0)
-    out = out.reset_index()
-    return out.drop(columns=["_g"]) if "_g" in out.columns else out
+    return out.reset_index()
+
+
+def _merge_one_group(df: pd.DataFrame) -> pd.DataFrame:
+    """``merge_moments`` without keys (one partial row per fragment), by column reductions:
+    the same formula and the same skipping of nulls as the grouped path, without its
+    groupby, which cost ~10 ms per merge however few the rows (a tiny job's whole merge)."""
+    n = df["n"].astype("float64")
+    total_n = float(n.sum())
+    mean = float(df["s"].astype("float64").sum()) / total_n if total_n > 0 else np.nan
+    spread = np.where(n > 0, df["m2"].astype("float64").fillna(0) + n * (df["m"].astype("float64") - mean) ** 2, 0.0)
+    out = pd.DataFrame({"n": [df["n"].sum()], "s": [df["s"].sum()], "m2": [np.nansum(spread)],
+                        "mn": pd.Series([df["mn"].min()], dtype=df["mn"].dtype),
+                        "mx": pd.Series([df["mx"].max()], dtype=df["mx"].dtype)})
+    out["m"] = out["s"].astype("float64") / out["n"].where(out["n"] > 0)
+    return out
 
 
 def statistic(row: pd.DataFrame, name: str) -> pd.Series:
