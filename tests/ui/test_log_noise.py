@@ -20,6 +20,10 @@ def _log(srv, start: int) -> str:
 
 
 def test_closing_tabs_logs_no_traceback(ui_server, browser):
+    # the shared server may have been started for this test: its workers' start-up lines
+    # (and the one question the sampler asks each new worker) come before the window read
+    ui_server.wait_workers(2)
+    time.sleep(2)
     start = ui_server.log_path.stat().st_size
     jobs = [ui_server.post("/api/processing/jobs/submit", json={
         "operation": "aggregate", "dataset_id": "demo_expression", "max_cores": 1, "max_memory_gb": 0.25,
@@ -52,6 +56,8 @@ def test_closing_tabs_logs_no_traceback(ui_server, browser):
     assert "(0 still active)" in text, text[-3000:]
     assert opened == ROUNDS * len(PAGES)
     assert "Traceback" not in text and "never retrieved" not in text, text[-6000:]
-    assert "out-of-band" not in text
+    # the sampler asks a worker who it is once, when it joins (a nanny's restart may bring one
+    # in the window): never once per sample, which logged a line a second per worker
+    assert text.count("out-of-band") <= 2, text[-6000:]
     scheduler_log = ui_server.data_dir / "dask-scratch" / "scheduler.log"
     assert "out-of-band" not in scheduler_log.read_text(errors="replace")
