@@ -169,13 +169,18 @@ class AttemptOutcomes:
             raise Conflict(f"job {job_id} is already {job['status']}; only pending or running jobs can be cancelled",
                            {"status": job["status"]}, code="job_finished")
         if job_id in self.running:
-            _, attempt, _ = self.running.pop(job_id)
-            self._interrupt_attempt(attempt, Interrupt.CANCELLED)
-            attempt.recorded = True
-            self._end_attempt(attempt, Outcome.CANCELLED, "cancelled by request")
+            self._stop_running(self.running[job_id][1], Interrupt.CANCELLED, Outcome.CANCELLED, "cancelled by request")
         self._finish(job_id, Job.cancel)
         self.kick()
         return self.status(job_id)
+
+    def _stop_running(self, attempt: Attempt, reason: Interrupt, outcome: str, cause: str) -> None:
+        """Take a running attempt out of the engine, stop its futures and record how it ended;
+        the caller then ends or requeues the job."""
+        self.running.pop(attempt.job_id, None)
+        self._interrupt_attempt(attempt, reason)
+        attempt.recorded = True
+        self._end_attempt(attempt, outcome, cause)
 
     def _interrupt(self, job_id: str, reason: Interrupt) -> None:
         """Stop a running attempt from the loop and put its job back in the queue."""
@@ -207,10 +212,7 @@ class AttemptOutcomes:
         message = (f"{earlier + 1} attempts in a row had no worker running their tasks (the last: {reason}); "
                    f"the job failed instead of being requeued again (JOB_MAX_LOST_TASKS="
                    f"{self.settings.job_max_lost_tasks}){self._paused_workers()}")
-        self.running.pop(job_id, None)
-        self._interrupt_attempt(attempt, Interrupt.LOST_TASKS)
-        attempt.recorded = True
-        self._end_attempt(attempt, Interrupt.LOST_TASKS.value, message)
+        self._stop_running(attempt, Interrupt.LOST_TASKS, Interrupt.LOST_TASKS.value, message)
         self.report(f"job {job_id} attempt {attempt.number} lost its tasks ({reason}); failed after "
                     f"{earlier + 1} in a row")
         self._finish(job_id, Job.fail, error={"type": "LostTasks", "message": message, "stage": "watchdog"})

@@ -8,7 +8,8 @@ times each query (median and p99 of ``--repeat`` calls, one at a time). Meanwhil
 thread polls ``/api/processing/health`` every 5 ms: its longest answer is the longest
 the event loop was kept from answering (the loop stall, plus one health request).
 Each health answer also carries the server's own event-loop lag (a 5 ms timer inside
-the server, ``LOOP_LAG_INTERVAL``): its maximum is the stall, free of the client's scheduling. Then, with nothing else asking, each query again: the server process's CPU time per call
+the server, ``LOOP_LAG_INTERVAL``): its maximum is the stall, free of the client's
+scheduling. Then, with nothing else asking, each query again: the server process's CPU time per call
 (its idle CPU over the same time taken off), which the machine's load does not inflate as it
 does the latencies. A query the server refuses (a filter an older release does not have) shows as ``n/a``.
 Prints figures; asserts nothing. ``--cache`` keeps the seeded databases for the next run
@@ -131,8 +132,7 @@ class HealthPoller(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.latencies, self.stop = url + "/api/processing/health", [], threading.Event()
         self.errors = 0  # a refused or dropped poll counts with the time it took to fail
-        self.lags: list[float] = []  # the server's own loop lag (ms) as each answer reported it
-        self.lag_at: list[tuple[float, float]] = []  # (perf_counter when answered, lag ms)
+        self.lag_at: list[tuple[float, float]] = []  # (perf_counter when answered, the server's own loop lag ms)
 
     def run(self) -> None:
         s = requests.Session()
@@ -141,7 +141,6 @@ class HealthPoller(threading.Thread):
             try:
                 lag = s.get(self.url, timeout=30).json().get("loop_lag_ms")
                 if lag is not None:
-                    self.lags.append(lag)
                     self.lag_at.append((time.perf_counter(), lag))
             except requests.RequestException:
                 self.errors += 1
@@ -238,9 +237,9 @@ def run(n: int, repeat: int, cache: Path | None) -> None:
           f"max {max(busy.latencies):.1f} ms ({len(busy.latencies)} polls, {busy.errors} failed); "
           f"load average {os.getloadavg()}")
     for name, poller in (("idle", idle), ("during the queries", busy)):
-        if poller.lags:  # an older release does not measure it
-            print(f"event-loop lag inside the server, {name}: median {median(poller.lags):.1f} ms, "
-                  f"max {max(poller.lags):.1f} ms")
+        lags = [lag for _, lag in poller.lag_at]
+        if lags:  # an older release does not measure it
+            print(f"event-loop lag inside the server, {name}: median {median(lags):.1f} ms, max {max(lags):.1f} ms")
 
 
 def main() -> None:
