@@ -22,6 +22,7 @@ from .settings import Settings
 
 log = logging.getLogger("app.server")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+TITLE = "Processing Cluster"  # the pages' HTML title
 
 
 FD_RESERVE = 256  # descriptors kept for the database, Dask and the log beyond MAX_CONNECTIONS
@@ -167,7 +168,7 @@ def serve(argv: list[str]) -> int:
     # before anything asks for the current loop: Tornado, Panel and the service share this one
     selector = FairSelector()
     asyncio.set_event_loop(asyncio.SelectorEventLoop(selector))
-    from components.pages import PAGES
+    from components.pages import applications
 
     from . import runtime
     from .api.routes import api_routes
@@ -194,8 +195,8 @@ def serve(argv: list[str]) -> int:
 
     with guarded_http_server(limiter=limiter, selector=selector, on_bound=allow_bound_port, wrap_app=guard_app):
         server = pn.serve(
-            PAGES, port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
-            show=False, start=False, title="Processing Cluster", extra_patterns=api_routes(service),
+            applications(TITLE), port=settings.port, address=settings.host, websocket_origin=websocket_origins(settings),
+            show=False, start=False, title=TITLE, extra_patterns=api_routes(service),
             static_dirs={"assets": str(STATIC_DIR)}, verbose=False, http_server_kwargs=http_server_options(settings),
             **session_expiry(settings),
             **dashboard_auth(settings),

@@ -23,6 +23,18 @@ def time_format() -> DatetimeTickFormatter:
                                  hours="%H:%M", days="%d %b", context=None)
 
 
+def clock_ticks(fig: Any, ticks: int = 5) -> None:
+    """About ``ticks`` clock-time ticks on the x axis, from Bokeh's sub-second, second-to-minute
+    and hour tickers only: the charts span at most a day (``live.WINDOWS``), and the day, month
+    and year tickers a datetime axis also carries were 9 of a chart's ~45 models, each of them
+    serialised on the event loop whenever a page is opened."""
+    ticker = fig.xaxis.ticker
+    ticker.tickers = ticker.tickers[:3]
+    ticker.desired_num_ticks = ticks
+    for each in ticker.tickers:  # a datetime axis picks among several tickers
+        each.desired_num_ticks = ticks
+
+
 def time_figure(live: LiveSource, height: int | None, dark: bool, y_max: float | None = None,
                 font_size: str = "11pt", title: str | None = None, ticks: int = 5) -> Any:
     """An empty time-series figure whose x range shows the last ``live.window_s``."""
@@ -32,9 +44,7 @@ def time_figure(live: LiveSource, height: int | None, dark: bool, y_max: float |
     fig = figure(x_axis_type="datetime", x_range=x_range, y_range=y_range, tools="", toolbar_location=None,
                  title=title, **sizing)
     fig.xaxis.formatter = time_format()
-    fig.xaxis.ticker.desired_num_ticks = ticks
-    for ticker in fig.xaxis.ticker.tickers:  # a datetime axis picks among several tickers
-        ticker.desired_num_ticks = ticks
+    clock_ticks(fig, ticks)
     fig.yaxis.ticker.desired_num_ticks = 4
     return style_figure(fig, dark=dark, font_size=font_size)
 
@@ -115,6 +125,7 @@ class ThroughputChart(pn.viewable.Viewer):
         legend.orientation, legend.margin, legend.padding = "horizontal", 0, 2
         fig.add_layout(legend, "above")
         fig.xaxis.formatter = time_format()
+        clock_ticks(fig)
         fig.yaxis.ticker.desired_num_ticks = 4
         fig.add_tools(HoverTool(formatters={"@t": "datetime"}, tooltips=[
             ("around", "@t{%H:%M}"), *[(k, f"@{k}") for k in outcomes]]))

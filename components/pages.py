@@ -1,4 +1,5 @@
-"""The pages: functions Panel calls once per browser session (URL → function in ``PAGES``).
+"""The pages: functions called once per browser session (URL → function in ``PAGES``),
+in the page-build thread (``components.page_app``), not on the event loop.
 
 Each analyst page makes one ``LiveFeed`` (the session's only periodic callback)
 and hands it to its components; the wall makes its own.
@@ -22,6 +23,7 @@ from .job_extras import clone_values
 from .job_detail import JobDetail
 from .jobs import JobTable
 from .live import LiveFeed, LiveSource
+from .page_app import Application, page_application
 from .monitoring import MonitoringCharts
 from .pipelines import PipelineView
 from .submit import SubmitForm
@@ -197,3 +199,8 @@ def wall_page() -> pn.viewable.Viewable:
 
 PAGES = {"/": overview_page, "/cluster": cluster_page, "/jobs": jobs_page, "/data": data_page,
          "/monitoring": monitoring_page, "/pipelines": pipelines_page, "/wall": wall_page}
+
+
+def applications(title: str) -> dict[str, Application]:
+    """What ``pn.serve`` serves: each page as an application that builds it off the event loop."""
+    return {path: page_application(page, title) for path, page in PAGES.items()}

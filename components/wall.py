@@ -128,7 +128,7 @@ class WallHealth(WallPanel):
         mem_cls = " wall-bad" if mem >= 90 else (" wall-warn" if mem >= 75 else "")
         stats = [
             ("Workers", f"<span data-testid='wall-workers'>{s['n_workers']}</span>"
-                        f"<small> · {s['total_cores']} cores</small>", "wall-workers-tile", ""),
+                        f"<small class='wall-note'> · {s['total_cores']} cores</small>", "wall-workers-tile", ""),
             ("Memory", f"{mem:.0f}<small>%</small>", "wall-memory", mem_cls),
             ("CPU", f"{s['cpu_percent']:.0f}<small>%</small>", "wall-cpu", ""),
             ("Tasks/s", f"{s['tasks_per_second']:.0f}", "wall-tps", ""),
