@@ -14,6 +14,9 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# The project's own modules compiled once: where PYTHONDONTWRITEBYTECODE is set, every
+# process the suite starts (some 60 servers, their Dask workers) compiled them again, ~1 s each
+.venv/bin/python -m compileall -q app components client >/dev/null
 # Two pytest-xdist workers take whole modules (their shared servers stay per module), the
 # browser modules last (tests/conftest.py says why); TEST_WORKERS=0 runs in one process.
 exec .venv/bin/python -m pytest -p no:cacheprovider -q -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -6,11 +6,10 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import dask
 import dask.local
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,6 +17,9 @@ import pyarrow.parquet as pq
 
 from .expr_lock import GRAPH_LOCK
 from .errors import Conflict, InvalidRequest, Unprocessable
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 MB = 1_000_000  # decimal, as Dask reads "64MB"
 DEFAULT_PARTITION_SIZE_MB = 128.0

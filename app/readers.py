@@ -16,9 +16,8 @@ import io
 import json
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import dask.dataframe as dd
 import fsspec
 import pandas as pd
 import pyarrow as pa
@@ -32,6 +31,13 @@ from .sources import GLOB
 from .sources import RemotePolicy, check_url, is_url, resolve_local, resolve_source
 from .json_text import array_as_lines, file_size, json_plan, json_table, read_head, whole_lines
 from .reader_options import ReaderOptions, check_columns, reader_options, select_columns
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+# dask.dataframe is imported by the three functions that build a Dask DataFrame, not here:
+# 0.6 s of CPU that every process importing the operations (the server, each worker) paid
+# at start-up whether it read through Dask or not (the kernels read with DuckDB and pyarrow)
 
 __all__ = ["RemotePolicy", "check_url", "is_url", "resolve_local", "resolve_source", "detect_format",
            "list_files", "inspect", "preview", "read_ddf"]
@@ -308,6 +314,8 @@ def read_ddf(source: str, fmt: str, options: dict[str, Any] | None = None,
 
 
 def _read_csv(files: list[str], opts: ReaderOptions, block: int) -> dd.DataFrame:
+    import dask.dataframe as dd
+
     kwargs = _csv_kwargs(opts)
     head = _sample(files[:1], [file_size(files[0])], "csv", replace(opts, columns=None),
                    PREVIEW_BYTES).frame
@@ -325,12 +333,16 @@ def _read_csv(files: list[str], opts: ReaderOptions, block: int) -> dd.DataFrame
 
 
 def _read_parquet(files: list[str], opts: ReaderOptions, block: int) -> dd.DataFrame:
+    import dask.dataframe as dd
+
     _empty_frame(_parquet_footer(files[0])[0], opts)  # checks the file and the column names
     columns = list(opts.columns) if opts.columns else None
     return dd.read_parquet(files, columns=columns, blocksize=block)
 
 
 def _read_json(files: list[str], opts: ReaderOptions, block: int) -> dd.DataFrame:
+    import dask.dataframe as dd
+
     kind, schema = json_plan(files[0], opts, PREVIEW_BYTES)
     parts: list[tuple[str, str, int, int | None]] = []
     for path in files:

@@ -10,9 +10,13 @@ distinct values; that is the price of an exact answer.
 """
 from __future__ import annotations
 
-import dask.dataframe as dd
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 RANK = "__rank"
 

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import pandas as pd
 import param
 import pyarrow as pa
@@ -16,6 +15,9 @@ from ._partials import NEEDS, counted, merge_counts, merge_moments, moments, sta
 from ._stats import exact_quantiles
 from .base import (Operation, Schema, as_list, jsonable, kind_of, require_column, require_kind, require_names,
                    table, unique)
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 STATISTICS = ("mean", "sum", "min", "max", "std", "var", "count", "median", "nunique")
 _NUMERIC_ONLY = {"mean", "sum", "std", "var", "median"}

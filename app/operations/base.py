@@ -7,9 +7,8 @@ job runner owns computing; nothing here calls ``.compute()``.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
@@ -19,6 +18,9 @@ from ..jsonsafe import json_safe as jsonable
 from ..kernels import KernelPlan
 from ..models import build as build_model
 from ..models import json_schema, public_params, required_fields
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 Schema = dict[str, str]  # column name -> pandas dtype string
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from functools import partial
 from itertools import combinations, combinations_with_replacement
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
@@ -23,6 +22,9 @@ from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from ._stats import lookup_ranks, rank_table
 from .base import Operation, Schema, jsonable, require_names, require_numeric
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 MAX_PEARSON = 100
 MAX_SPEARMAN = 20

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
@@ -14,6 +13,9 @@ from ..kernels import KernelPlan, Source, ident
 from ._partials import merge_moments, moments, statistic
 from ._stats import exact_quantiles
 from .base import Operation, Schema, kind_of, require_names, require_numeric, table
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 PROBS = [0.25, 0.5, 0.75]
 MAX_COLUMNS = 200

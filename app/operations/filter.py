@@ -7,9 +7,8 @@ expression, so a value is only ever data. Null values meet no condition but
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
@@ -18,6 +17,9 @@ from ..errors import InvalidRequest
 from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import Operation, Schema, dataset_summary, parse_items, require_column, scalar_for
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null", "between", "contains")
 _ORDERED = ("<", "<=", ">", ">=", "between")

@@ -12,9 +12,8 @@ it; uneven edges are binned by numpy.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
@@ -23,6 +22,9 @@ from ..errors import InvalidRequest
 from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import Operation, Schema, jsonable, require_numeric
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 MAX_BINS = 10_000
 

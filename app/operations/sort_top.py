@@ -9,9 +9,8 @@ several rows tied at the cut is kept is not specified.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import pandas as pd
 import param
 
@@ -19,6 +18,9 @@ from ..errors import InvalidRequest
 from ..kernels import KernelPlan, Source, ident
 from ..models import required
 from .base import Operation, Schema, require_column, require_kind, table
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 
 class SortTopParams(param.Parameterized):

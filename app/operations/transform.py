@@ -10,9 +10,8 @@ fragment as Arrow: its other columns are written with the types they were read w
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
@@ -25,6 +24,9 @@ from ..models import required
 from ._partials import merge_moments, moments, statistic
 from ._stats import lookup, lookup_ranks, rank_table
 from .base import Operation, Schema, dataset_summary, parse_items, require_column, require_numeric, unique
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 FUNCTIONS = ("log2", "log10", "log1p", "zscore", "minmax", "rank")
 _GROUPABLE = ("zscore", "minmax", "rank")

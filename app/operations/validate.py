@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import param
@@ -35,6 +34,9 @@ from .base import (
     scalar_for,
     table,
 )
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 RULES = ("not_null", "unique", "range", "allowed_values")
 EXAMPLES = 5

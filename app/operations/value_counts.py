@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import pandas as pd
 import param
 import pyarrow as pa
@@ -13,6 +12,9 @@ from ..kernels import KernelPlan
 from ..models import required
 from ._partials import merge_counts, summed, value_counts
 from .base import Operation, Schema, jsonable, require_column, table
+
+if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
+    import dask.dataframe as dd
 
 
 class ValueCountsParams(param.Parameterized):
