@@ -23,8 +23,8 @@ from .job_extras import clone_values
 from .job_detail import JobDetail
 from .jobs import JobTable
 from .live import LiveFeed, LiveSource
-from .page_app import Application, page_application
 from .monitoring import MonitoringCharts
+from .page_app import Application, page_application
 from .pipelines import PipelineView
 from .submit import SubmitForm
 from .theme import ACCENT, CSS, SERIES_COLORS, SYSTEM_FONT, drop_font_cdn, esc
