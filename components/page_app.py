@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +28,6 @@ from panel.io.application import Application
 from panel.io.state import set_curdoc
 from panel.pane import panel as panel_of
 from panel.template.base import BaseTemplate
-
-log = logging.getLogger(__name__)
 
 # One thread: builds are serialised as they were on the loop, and Panel's and HoloViews'
 # module-level state is never written by two builds at once.
