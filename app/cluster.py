@@ -39,6 +39,7 @@ HEAL_EVERY_S = 5.0  # how often the embedded cluster's plan is compared with its
 # for distributed's 30 s connect timeout, more than once: the close gives up after this long,
 # on the thread it runs on too (a thread still closing held the process's exit for over a minute).
 CLIENT_CLOSE_S = 3.0
+ADAPT_STEP_S = 30.0  # how long a fixed scale waits for an adaptive step already under way
 CLUSTER_CLOSE_S = 6.0
 STOPPED, STARTING, RUNNING, STOPPING, ERROR = "stopped", "starting", "running", "stopping", "error"
 
@@ -349,8 +350,18 @@ class ClusterManager:
         # stops ``_adaptive`` the same way (distributed/deploy/cluster.py, scale_cb).
         # tests/test_api_cluster.py fails if scaling after adapt stops working.
         adaptive = getattr(self.cluster, "_adaptive", None)
-        if adaptive is not None:
-            adaptive.stop()
+        if adaptive is None:
+            return
+        adaptive.stop()
+        # stop() ends the periodic steps, not one already under way: a step retiring a worker
+        # finishes after it and would shrink the plan the caller is about to set (seen in CI:
+        # "scale to 2" answered, then the step retired worker 1). Wait for that step; the flag
+        # is the adaptive core's own guard against overlapping steps. Bounded: a retire that
+        # moves data may be slow. tests/test_engine_unit.py's slow-retire factory test fails
+        # without this wait.
+        deadline = time.monotonic() + ADAPT_STEP_S
+        while getattr(adaptive, "_adapting", False) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     async def adapt(self, minimum: int, maximum: int) -> None:
         """Let Dask scale between ``minimum`` and ``maximum`` workers."""

@@ -5,7 +5,11 @@ deployment points CLUSTER_FACTORY at its own module (see the README, "Beyond one
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from distributed import LocalCluster
+from distributed.deploy.adaptive import Adaptive
 
 # Distinct from the test servers' DASK_MEMORY_LIMIT (1GB): a worker with this limit
 # can only have been made by this factory's cluster object.
@@ -22,3 +26,30 @@ def small_cluster() -> LocalCluster:
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
     )
+
+
+RETIRE_DELAY_S = 3.0
+
+
+class SlowRetire(Adaptive):
+    """Dask's adaptive scaling whose retiring step takes ``RETIRE_DELAY_S`` longer, the way a
+    retire that first moves a worker's data does: a window in which a step is under way."""
+
+    async def scale_down(self, workers):  # type: ignore[no-untyped-def]
+        if workers:
+            logging.getLogger(__name__).warning("slow retire of %s begins", list(workers))
+            await asyncio.sleep(RETIRE_DELAY_S)
+        await super().scale_down(workers)
+
+
+class SlowRetireCluster(LocalCluster):
+    """A LocalCluster whose ``adapt`` steps every 200 ms and retires slowly."""
+
+    def adapt(self, **kwargs):  # type: ignore[no-untyped-def, override]
+        return super().adapt(Adaptive=SlowRetire, interval="200ms", wait_count=1, **kwargs)
+
+
+def slow_retiring_cluster() -> LocalCluster:
+    """Two single-threaded workers; adaptive scaling retires slowly (``SlowRetire``)."""
+    return SlowRetireCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=SMALL_WORKER_MEMORY,
+                             host="127.0.0.1", dashboard_address="127.0.0.1:0")

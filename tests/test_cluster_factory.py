@@ -3,10 +3,11 @@ starts, scales, adapts and stops it through that object's own API."""
 from __future__ import annotations
 
 import importlib
+import time
 
 import pytest
 
-from tests.factories import SMALL_WORKER_MEMORY
+from tests.factories import RETIRE_DELAY_S, SMALL_WORKER_MEMORY
 from tests.server import ROOT
 
 pytestmark = pytest.mark.slow
@@ -65,3 +66,20 @@ def test_a_factory_that_cannot_be_imported_is_reported(make_server):
     assert "no_such_function" in status["error"]
     r = srv.post(f"{API}/cluster/start")
     assert r.status_code == 409 and r.json()["error"]["code"] == "cluster_start_failed", r.text
+
+
+def test_a_fixed_scale_waits_for_an_adaptive_step_under_way(make_server):
+    # adaptive scaling may be retiring a worker when a fixed size is asked for; that step
+    # ends after the answer and must not leave the cluster one worker short (a CI failure)
+    srv = make_server({"CLUSTER_FACTORY": "tests.factories:slow_retiring_cluster", "DEMO_DATASET": "0"})
+    srv.wait_workers(2)
+    r = srv.post(f"{API}/cluster/scale", {"adaptive": {"minimum": 1, "maximum": 2}})
+    assert r.status_code == 200, r.text
+    srv.wait_for(lambda: "slow retire of" in srv.log_path.read_text(), 30, 0.05)  # idle: one worker is being retired
+    r = srv.post(f"{API}/cluster/scale", {"n_workers": 2})
+    assert r.status_code == 200, r.text
+    srv.wait_for(lambda: "Retiring workers" in srv.log_path.read_text(), 30)  # the step has gone on to retire
+    srv.wait_workers(2)
+    time.sleep(2 * RETIRE_DELAY_S)  # the step, had it outlived the answer, has shrunk the cluster by now
+    status = srv.get(f"{API}/cluster/status").json()
+    assert status["n_workers"] == 2 and status["adaptive"] is None, status
