@@ -160,6 +160,16 @@ def _bundle(group: list[Fragment]) -> Fragment:
     return Fragment(first.path, "parquet", tuple(f.path for f in group[1:]), options=first.options, types=first.types)
 
 
+def one_scan(frags: list[Fragment]) -> list[Fragment]:
+    """Whole Parquet files (bundled or not) as one fragment: one task reads them in one DuckDB
+    scan, which spreads the files over its threads (a 10M-row mean in 16 files on 2 threads:
+    70 ms, against 75 ms for its four bundles one after another). Other fragments as given."""
+    if len(frags) < 2 or any(f.fmt != "parquet" or f.row_groups is not None for f in frags):
+        return frags
+    paths = [p for f in frags for p in (f.path, *f.more)]
+    return [Fragment(paths[0], "parquet", tuple(paths[1:]), options=frags[0].options, types=frags[0].types)]
+
+
 def _parquet_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[tuple[Fragment, int]]:
     meta = pq.ParquetFile(path).metadata
     if meta.num_rows <= FRAGMENT_ROWS or meta.num_row_groups <= 1:
@@ -202,17 +212,23 @@ def _compressed(path: str) -> bool:
 _local = threading.local()
 
 
-def connection() -> duckdb.DuckDBPyConnection:
-    """This thread's DuckDB connection, limited to its share of the worker's memory."""
-    con = getattr(_local, "con", None)
+def connection(threads: int = 1) -> duckdb.DuckDBPyConnection:
+    """This thread's DuckDB connection with ``threads`` threads, limited to its share of the
+    worker's memory.
+
+    One database per thread count, each kept: DuckDB starts and joins its thread pool on
+    ``SET threads``, which cost a 10M-row mean on 2 threads 16 ms of its 61 ms.
+    """
+    cons: dict[int, duckdb.DuckDBPyConnection] = _local.__dict__.setdefault("cons", {})
+    con = cons.get(threads)
     if con is None:
-        con = duckdb.connect(config={"threads": 1})
+        con = duckdb.connect(config={"threads": threads})
         limit, scratch = _worker_share()
         if limit:
             con.execute(f"SET memory_limit='{int(limit)}B'")
         if scratch:
             con.execute("SET temp_directory=?", [scratch])
-        _local.con = con
+        cons[threads] = con
     return con
 
 
@@ -276,15 +292,16 @@ class Source:
         return self.cur.sql(sql, params=list(params) or None).to_arrow_table()
 
 
-def run_fragment(frag: Fragment, plan: KernelPlan, kernel: Callable[["Source", Any], Any] | None = None) -> Any:
-    """One task: the plan's kernel over one fragment.
+def run_fragment(frag: Fragment, plan: KernelPlan, kernel: Callable[["Source", Any], Any] | None = None,
+                 threads: int = 1) -> Any:
+    """One task: the plan's kernel over one fragment, on ``threads`` DuckDB threads.
 
     Data that cannot be read (a malformed CSV row, a value of the wrong type) is an
     ``Unprocessable`` naming the file and where: a data error, never retried.
     """
     from .errors import Unprocessable
 
-    cur = connection().cursor()
+    cur = connection(threads).cursor()
     try:
         open_fragment(cur, frag, plan.columns)
         return (kernel or plan.kernel)(Source(cur), plan.args)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .kernels import Fragment, KernelPlan, connection, run_fragment
+from .kernels import Fragment, KernelPlan, one_scan, run_fragment
 
 SPLIT_EVERY = 8  # partials merged per combine task
 MAX_BUCKETS = 32  # bucket tasks of a merge spread by hash (see Buckets; numbered as UTINYINT)
@@ -67,14 +67,7 @@ def run_all(frags: list[Fragment], plan: KernelPlan, threads: int = 1) -> Any:
     one task, took 2.4x DuckDB's time on one thread.
     """
     threads = max(1, min(int(threads), os.cpu_count() or 1))
-    con = connection()
-    if threads > 1:
-        con.execute(f"SET threads = {threads}")
-    try:
-        return plan.finish(plan.combine([run_fragment(f, plan) for f in frags]))
-    finally:
-        if threads > 1:
-            con.execute("SET threads = 1")
+    return plan.finish(plan.combine([run_fragment(f, plan, threads=threads) for f in frags]))
 
 
 @dataclass(frozen=True)
@@ -105,7 +98,7 @@ def graph(frags: list[Fragment], plan: KernelPlan, small: bool, threads: int = 1
     import dask
 
     if small or len(frags) == 1:
-        return OneTask(frags, plan, threads)
+        return OneTask(one_scan(frags), plan, threads)
     # merges carry the job's annotation plus "/merge": a job's progress (and so its ETA)
     # counts the fragments read, not the few small merges after them, which would count
     # as much as a fragment each and push the estimate late

@@ -75,7 +75,9 @@ def both_paths(op_name: str, params: dict[str, Any], folder: Path, fmt: str) -> 
     plan = op.plan(p, schema)
     assert plan is not None
     frags = kernels.fragments(readers.list_files(source, fmt), fmt, {}, schema)
-    one = op.finalize(task_graph.run_all(frags, plan), p)
+    small = task_graph.graph(frags, plan, small=True, threads=2)  # what a small input runs: Parquet in one scan
+    assert isinstance(small, task_graph.OneTask) and (len(small.frags) == 1 or fmt != "parquet")
+    one = op.finalize(small(), p)
     graph = task_graph.graph(frags, plan, small=False)  # one fragment: the one task, else the tree
     tree = op.finalize(graph() if isinstance(graph, task_graph.OneTask) else dask.compute(graph, scheduler="threads")[0], p)
     ddf = readers.read_ddf(source, fmt, {}, columns=op.columns(op.parse(params, schema)))
@@ -389,3 +391,12 @@ def test_describe_quartiles_equal_value_count_quartiles(pieces: list[list[float]
     every = pd.Series(np.concatenate(arrays))
     want = quantiles_from_counts(every.value_counts(), describe.PROBS)
     assert np.array_equal(got.to_numpy(), want.to_numpy(), equal_nan=True)
+
+
+def test_a_thread_count_keeps_its_own_connection():
+    # SET threads starts or joins DuckDB's pool: a one-task job on 2 threads must not pay it
+    # each time, nor leave a worker thread's 1-thread connection with 2 threads
+    two, one = kernels.connection(2), kernels.connection(1)
+    assert two is kernels.connection(2) and one is kernels.connection() and one is not two
+    assert two.execute("SELECT current_setting('threads')").fetchone()[0] == 2
+    assert one.execute("SELECT current_setting('threads')").fetchone()[0] == 1
