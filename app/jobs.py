@@ -127,7 +127,13 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
         for _, attempt, task in list(self.running.values()):
             attempt.stop_reason = Interrupt.SHUTDOWN
             task.cancel()
-        client, self._client = self._client, None
+        await self.release_client()
+
+    async def release_client(self) -> None:
+        """Close the job threads' client (the cluster stopped): left open, it would try for
+        20 s to reach the scheduler that is gone, and log that it failed."""
+        async with self._client_lock:
+            client, self._client, self._client_address = self._client, None, None
         if client is not None:
             try:
                 await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, client.close, 2), 4)

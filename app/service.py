@@ -143,6 +143,7 @@ class ProcessingService:
         if requeued:
             log.info("cluster stop: %d running job(s) requeued", requeued)
         stopped = await self.cluster.stop()
+        await self.jobs.release_client()
         if stopped:
             self.store.add_cluster_event("stop", {"mode": self.cluster.mode})
         await self.sampler.sample()

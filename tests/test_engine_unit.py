@@ -315,3 +315,23 @@ def test_a_job_no_worker_will_run_fails_after_the_lost_tasks_bound(tmp_path: Pat
                 assert outcomes(engine, job) == ["lost_tasks", "lost_tasks"]
 
         run_async(scenario(), dump_after=120)
+
+
+def test_releasing_the_client_closes_it_and_the_next_job_makes_another(tmp_path: Path,
+                                                                        dask_cluster: LocalCluster) -> None:
+    # the service releases it when the cluster stops: left open, it tried for 20 s to reach
+    # the scheduler that was gone and logged "Failed to reconnect" (seen in CI logs)
+    parts = Parts(tmp_path / "data", dask_cluster.scheduler_address, Clock())
+
+    async def scenario() -> None:
+        async with running_engine(parts) as engine:
+            await register_levels(parts)
+            first = await engine.wait((await engine.submit(submission("NORMAL")))["job_id"], 60)
+            client = engine._client
+            assert first["status"] == "completed" and client is not None and client.status == "running"
+            await engine.release_client()
+            assert client.status == "closed" and engine._client is None
+            again = await engine.wait((await engine.submit(submission("NORMAL")))["job_id"], 60)
+            assert again["status"] == "completed" and engine._client is not None and engine._client is not client
+
+    run_async(scenario(), dump_after=100)
