@@ -357,8 +357,8 @@ class ClusterManager:
         # finishes after it and would shrink the plan the caller is about to set (seen in CI:
         # "scale to 2" answered, then the step retired worker 1). Wait for that step; the flag
         # is the adaptive core's own guard against overlapping steps. Bounded: a retire that
-        # moves data may be slow. tests/test_engine_unit.py's slow-retire factory test fails
-        # without this wait.
+        # moves data may be slow. tests/test_cluster_factory.py's slow-retire test fails without
+        # this wait.
         deadline = time.monotonic() + ADAPT_STEP_S
         while getattr(adaptive, "_adapting", False) and time.monotonic() < deadline:
             time.sleep(0.05)
