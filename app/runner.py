@@ -70,10 +70,19 @@ class Attempt:
     stage: str = "start"  # the step under way: start, metadata, build, compute, finalize, write, register, record
     futures: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    listed: list[str] | None = None  # the dataset's files, listed once per attempt (see files())
 
     @property
     def annotation(self) -> str:
         return f"{self.job_id}/{self.number}"
+
+    def files(self) -> list[str]:
+        """The dataset's files, listed at the attempt's first need: its cache key (the
+        version) and its fragments are then made from the same listing."""
+        if self.listed is None:
+            source, fmt, _ = self.read
+            self.listed = readers.list_files(source, fmt)
+        return self.listed
 
 
 class Stopped(Exception):
@@ -114,8 +123,7 @@ def cache_key(attempt: Attempt, op: Operation, p: Any) -> str | None:
     if op.writes_dataset or is_url(source):
         return None
     try:
-        files = readers.list_files(source, fmt)
-        version = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+        version = [(f, st.st_size, st.st_mtime_ns) for f in attempt.files() for st in (os.stat(f),)]
     except (OSError, ProcessingError):
         return None
     params = {k: getattr(p, k) for k in public_params(type(p))}
@@ -178,7 +186,7 @@ def _kernel_fragments(op: Operation, p: Any, attempt: Attempt, schema: Schema) -
     source, fmt, options = attempt.read
     if plan is None or is_url(source) or (options or {}).get("columns") or fmt not in ("parquet", "csv", "json"):
         return None
-    files = readers.list_files(source, fmt)
+    files = attempt.files()
     if fmt == "json" and any(json_kind(f) != "lines" or kernels._compressed(f) for f in files):
         return None  # JSON arrays and compressed JSON keep the Dask reader
     frags = kernels.fragments(files, fmt, dict(options or {}), schema, attempt.threads)
