@@ -95,7 +95,9 @@ class Settings:
     kernels: bool = setting("KERNELS", True,
         help="Run operations as DuckDB kernels inside Dask tasks where they have one; 0 runs every operation as a Dask DataFrame graph.")
     kernel_one_task_mb: float = setting("KERNEL_ONE_TASK_MB", 32.0,
-        help="A dataset smaller than this (MB on disk) runs as one task for the whole job; larger ones as one task per fragment.")
+        help="A dataset smaller than this (MB on disk) runs as one task for the whole job; larger ones as one task per fragment. "
+             "On one machine a few hundred MB is faster for mid-sized inputs (10M Parquet rows: 1.1-1.9x DuckDB's time "
+             "instead of 1.2-2.3x), but such a job shows no progress until it ends and uses one worker's host.")
     max_queued_jobs: int = setting("MAX_QUEUED_JOBS", 10000,
         help="Pending jobs accepted before submissions get 429.")
     metrics_interval: float = setting("METRICS_INTERVAL", 2.0, valid=lambda x: x > 0,
