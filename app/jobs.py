@@ -120,9 +120,8 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
     async def stop(self) -> None:
         """Stop without recording outcomes: interrupted attempts are recovered at next start."""
         self._stopping = True
-        for task in (self._safety, self._watch):
-            if task:
-                task.cancel()
+        for task in filter(None, (self._safety, self._watch)):
+            task.cancel()
         await self._inserts.close()  # submissions being committed are answered, and recovered at next start
         for _, attempt, task in list(self.running.values()):
             attempt.stop_reason = Interrupt.SHUTDOWN
@@ -130,8 +129,7 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
         await self.release_client()
 
     async def release_client(self) -> None:
-        """Close the job threads' client (the cluster stopped): left open, it would try for
-        20 s to reach the scheduler that is gone, and log that it failed."""
+        """Close the job threads' client (the cluster stopped): else it retries the gone scheduler 20 s."""
         async with self._client_lock:
             client, self._client, self._client_address = self._client, None, None
         if client is not None:
@@ -350,10 +348,8 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
         return {attempt.read[0] for _, attempt, _ in self.running.values()}
 
     async def _compute_client(self) -> Any:
-        """A synchronous client for the job threads, made once per scheduler address.
-
-        Under a lock: attempts starting together used to make one client each.
-        """
+        """A synchronous client for the job threads, made once per scheduler address (under
+        a lock: attempts starting together used to make one client each)."""
         address = self.cluster.scheduler_address
         if address is None:
             raise ConnectionError("the cluster is not running")
@@ -362,8 +358,7 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
                 from distributed import Client
 
                 old = self._client
-                # the embedded cluster's workers are on this host: results come straight from
-                # them, not relayed through the scheduler (whose CPU each relay cost)
+                # embedded workers are on this host: results come from them, not relayed by the scheduler
                 direct = self.cluster.mode == "local"
                 self._client = await asyncio.get_running_loop().run_in_executor(
                     self.executor, lambda: Client(address, set_as_default=False, timeout="20s",
