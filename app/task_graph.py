@@ -5,6 +5,7 @@ themselves run :mod:`app.kernels`' functions on the workers."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import os
 from dataclasses import dataclass
@@ -104,17 +105,22 @@ def graph(frags: list[Fragment], plan: KernelPlan, small: bool, threads: int = 1
     # as much as a fragment each and push the estimate late
     job = dask.get_annotations().get("job")
     merging = (lambda: dask.annotate(job=f"{job}/merge")) if job else contextlib.nullcontext
+
+    def call(fn: Any, *deps: Any, **fixed: Any) -> Any:
+        # fragments and the plan are bound in a partial, out of Delayed's sight: it walks
+        # every argument's fields looking for collections (2.5 ms of a 10M-row mean's graph)
+        return dask.delayed(functools.partial(fn, **fixed), pure=False)(*deps)
+
     n = bucket_count(len(frags), threads) if plan.buckets is not None else 0
     if n > 1:  # the bucket tasks count like the fragments; picking pieces and gathering do not
-        split = [dask.delayed(run_split, pure=False)(f, plan, n) for f in frags]
+        split = [call(run_split, frag=f, plan=plan, n=n) for f in frags]
         with merging():
             pieces = [[dask.delayed(operator.getitem, pure=False)(part, b) for part in split] for b in range(n)]
-        reduced = [dask.delayed(reduce_bucket, pure=False)(pieces[b], plan) for b in range(n)]
+        reduced = [call(reduce_bucket, pieces[b], plan=plan) for b in range(n)]
         with merging():
-            return dask.delayed(gather_buckets, pure=False)(reduced, plan)
-    level = [dask.delayed(run_fragment, pure=False)(f, plan) for f in frags]
+            return call(gather_buckets, reduced, plan=plan)
+    level = [call(run_fragment, frag=f, plan=plan) for f in frags]
     with merging():
         while len(level) > SPLIT_EVERY:
-            level = [dask.delayed(combine, pure=False)(level[i:i + SPLIT_EVERY], plan)
-                     for i in range(0, len(level), SPLIT_EVERY)]
-        return dask.delayed(combine_finish, pure=False)(level, plan)  # the last combine and finish: one task
+            level = [call(combine, level[i:i + SPLIT_EVERY], plan=plan) for i in range(0, len(level), SPLIT_EVERY)]
+        return call(combine_finish, level, plan=plan)  # the last combine and finish: one task
