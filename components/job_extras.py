@@ -92,8 +92,9 @@ class JobExtras(pn.viewable.Viewer):
         self._actions.object = render_actions(job)
         self._rerun.visible = self._card.visible = True
         pn.state.execute(self._read_log)
-        if job["status"] not in TERMINAL:
-            self._start_following()
+        # followed until the log of a finished job has been read once too: a read that came
+        # to nothing (seen once in CI: a finished job's page stayed without its lines) is redone
+        self._start_following()
 
     def _start_following(self) -> None:
         if self._follow is None and pn.state.curdoc is not None:
@@ -108,13 +109,14 @@ class JobExtras(pn.viewable.Viewer):
         job_id = self._job.get("job_id")
         if not job_id:
             return
+        since = self._since
         try:
-            answer = await self.service.reading(self.service.jobs.logs, job_id, self._since, LOG_LINES)
+            answer = await self.service.reading(self.service.jobs.logs, job_id, since, LOG_LINES)
         except ProcessingError as exc:
             self._log.object = f"<div class='pc-fail'>{esc(exc.message)}</div>"
             return
-        if job_id != self._job.get("job_id"):
-            return  # another job was chosen meanwhile
+        if job_id != self._job.get("job_id") or since != self._since:
+            return  # another job was chosen meanwhile, or another read took these lines already
         if answer["lines"]:
             self._lines = (self._lines + answer["lines"])[-2000:]
             self._since = answer["next_since"]
