@@ -29,6 +29,7 @@ class ProgressTracking:
     settings: Any
     running: dict[str, Any]
     pending: dict[str, Any]
+    completed_attempts: dict[str, str]
 
     def _on_sample(self, snap: dict[str, Any]) -> None:
         """Per tick: progress and ETA of running jobs from the plugin's counts."""
@@ -39,8 +40,22 @@ class ProgressTracking:
             if not stats or not stats["total"]:
                 continue
             self._progress(job_id, attempt, stats, now)
+        self._final_resources(counts)
         if self.pending:
             self.kick()
+
+    def _final_resources(self, counts: dict[str, Any]) -> None:
+        """A completed job's resources from its counts once all its tasks are done: the last
+        sample while it ran often predates its last task (a short job's CPU time read 0). The
+        plugin drops the counts of ended jobs after the read following their end."""
+        for job_id, annotation in list(self.completed_attempts.items()):
+            stats = counts.get(annotation)
+            if stats and stats["total"] and stats["done"] < stats["total"]:
+                continue  # a sample taken before its last task ended: the next one has it
+            del self.completed_attempts[job_id]
+            if stats and stats["total"]:
+                self.store.jobs.update(job_id, resources=_resources(stats), tasks_total=stats["total"],
+                                       tasks_done=stats["done"])
 
     def _progress(self, job_id: str, attempt: Attempt, stats: dict[str, Any], now: float) -> None:
         job = self.store.jobs.get(job_id)
@@ -53,8 +68,7 @@ class ProgressTracking:
             "progress": progress, "tasks_total": stats["total"], "tasks_done": stats["done"],
             "eta_seconds": round(eta, 2) if eta is not None else None,
             "estimated_completion_at": iso(now + eta) if eta is not None else None,
-            "resources": {"peak_memory_bytes": stats["peak_held_bytes"], "held_memory_bytes": stats["held_bytes"],
-                          "task_cpu_seconds": round(stats["cpu_s"], 3), "tasks": stats["total"]},
+            "resources": _resources(stats),
         }
         history = dict(job.get("eta_history") or {})
         for mark in ETA_MARKS:
@@ -80,3 +94,9 @@ class ProgressTracking:
         self._end_attempt(attempt, Outcome.FAILED, message)
         self._finish(job_id, Job.fail, error={"type": "MemoryLimit", "message": message})
         self.kick()
+
+
+def _resources(stats: dict[str, Any]) -> dict[str, Any]:
+    """A job's ``resources`` from the plugin's counts of its attempt."""
+    return {"peak_memory_bytes": stats["peak_held_bytes"], "held_memory_bytes": stats["held_bytes"],
+            "task_cpu_seconds": round(stats["cpu_s"], 3), "tasks": stats["total"]}

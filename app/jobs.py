@@ -69,6 +69,7 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
                                     backfill_window_s=self.settings.queue_backfill_s)
         self.pending: dict[str, q.QueuedJob] = {}
         self.running: dict[str, tuple[q.RunningJob, Attempt, asyncio.Task]] = {}
+        self.completed_attempts: dict[str, str] = {}  # job -> its last attempt, until its final counts are read
         self.waiting: dict[str, q.WaitInfo] = {}
         self.done_events: dict[str, asyncio.Event] = {}
         self._client: Any = None

@@ -60,6 +60,7 @@ class AttemptOutcomes:
         if isinstance(result, dict) and result_dataset_id:
             result = {**result, "result_dataset_id": result_dataset_id}
         self._end_attempt(attempt, Outcome.COMPLETED)
+        self.completed_attempts[job_id] = attempt.annotation
         self._finish(job_id, Job.complete, result=result, result_kind=outcome.get("kind"),
                      result_dataset_id=result_dataset_id, cache_key=outcome.get("cache_key"),
                      cached_from=outcome.get("cached_from"))

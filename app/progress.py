@@ -105,14 +105,16 @@ class JobProgressPlugin(SchedulerPlugin):
 
 
 def read_snapshot(dask_scheduler: Any, forget: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """Run on the scheduler: drop the entries of ended jobs (annotation prefixes ``job_id/``),
-    then the plugin's counts; None when not installed."""
+    """Run on the scheduler: the plugin's counts, then drop the entries of ended jobs
+    (annotation prefixes ``job_id/``), so that a job's final counts are in the read after it
+    ended (a short job's last sample while it ran predates its last task); None when not installed."""
     plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
     if plugin is None:
         return None
+    snap = plugin.snapshot()
     if forget:
         plugin.forget_all(forget)
-    return plugin.snapshot()
+    return snap
 
 
 def forget_job(dask_scheduler: Any, job: str) -> None:

@@ -177,3 +177,15 @@ def test_operations_catalogue(server):
     ops = {o["name"]: o for o in server.get("/api/processing/operations").json()["operations"]}
     assert {"aggregate", "describe", "partition"} <= set(ops)
     assert "column" in ops["aggregate"]["parameters"]["properties"]
+
+
+def test_a_short_job_ends_with_its_final_resources(server):
+    # one task of ~10 ms: the samples taken while it ran (if any) predate its end; the read
+    # after it ended carries its final counts, and the job's resources are taken from those
+    job = submit(server, priority="HIGH", cache=False)  # not answered from an earlier job's result
+    done = wait_job(server, job)
+    assert done["status"] == "completed" and not done.get("cached_from"), done
+    final = server.wait_for(lambda: (s := server.get(f"/api/processing/jobs/{job}/status").json())
+                            ["resources"].get("task_cpu_seconds", 0) > 0 and s, 20, 0.2)
+    assert final["resources"]["tasks"] == final["tasks_total"] >= 1
+    assert final["resources"]["peak_memory_bytes"] > 0
