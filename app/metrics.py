@@ -320,6 +320,10 @@ class Sampler:
         self.store.insert_metric(row)
 
     def history(self, seconds: float) -> list[dict[str, Any]]:
-        """Samples of the last ``seconds`` from the in-memory buffer."""
+        """Samples of the last ``seconds`` from the in-memory buffer.
+
+        Pages are built off the loop while it appends samples: ``list()`` copies the deque in
+        one step (C, under the GIL), where iterating it could meet an append ("deque mutated
+        during iteration", seen in a full test run)."""
         cutoff = time.time() - seconds
-        return [s for s in self.buffer if s["ts"] >= cutoff]
+        return [s for s in list(self.buffer) if s["ts"] >= cutoff]
