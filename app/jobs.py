@@ -306,10 +306,10 @@ class JobEngine(AttemptOutcomes, ProgressTracking, Dependencies, JobViews):
             return
         number = int(job["attempt_count"] or 0) + 1
         attempt = Attempt(job_id, number, job["operation"], job["parameters"] or {}, job["priority"], ds,
-                          self.datasets.read_source(ds), self.settings.data_dir,
-                          self.settings.result_inline_rows, started_at=self.clock(),
-                          use_cache=not job.get("no_cache"), cached=self.store.jobs.cached_result,
+                          self.datasets.read_source(ds), self.settings.data_dir, self.settings.result_inline_rows,
+                          started_at=self.clock(), use_cache=not job.get("no_cache"), cached=self.store.jobs.cached_result,
                           kernels=self.settings.kernels, one_task_bytes=int(self.settings.kernel_one_task_mb * 1e6),
+                          one_host_bytes=int(self.settings.kernel_one_host_mb * 1e6) if self.cluster.mode == "local" else 0,
                           max_memory_gb=float(job["max_memory_gb"] or 0), max_cores=float(job["max_cores"] or 0),
                           threads=int(self.capacity().total_cores))
         now = iso(self.clock())

@@ -95,9 +95,14 @@ class Settings:
     kernels: bool = setting("KERNELS", True,
         help="Run operations as DuckDB kernels inside Dask tasks where they have one; 0 runs every operation as a Dask DataFrame graph.")
     kernel_one_task_mb: float = setting("KERNEL_ONE_TASK_MB", 32.0,
-        help="A dataset smaller than this (MB on disk) runs as one task for the whole job; larger ones as one task per fragment. "
-             "On one machine a few hundred MB is faster for mid-sized inputs (10M Parquet rows: 1.1-1.9x DuckDB's time "
-             "instead of 1.2-2.3x), but such a job shows no progress until it ends and uses one worker's host.")
+        help="A dataset smaller than this (MB on disk) runs as one task for the whole job, whatever its cores; larger ones "
+             "as one task per fragment (see KERNEL_ONE_HOST_MB for mid-sized inputs on one machine). A one-task job shows "
+             "no progress until it ends.")
+    kernel_one_host_mb: float = setting("KERNEL_ONE_HOST_MB", 256.0,
+        help="On the embedded cluster (every worker on this machine), a job whose max_cores cover all the cluster's threads "
+             "and whose input is smaller than this (MB on disk) runs as one task on that many DuckDB threads: the same cores "
+             "as its fragments would use, without a task per fragment and the merge after them (10M Parquet rows, 160 MB: "
+             "see bench_operations). Median and nunique keep their fragments and their progress; 0 turns this off.")
     max_queued_jobs: int = setting("MAX_QUEUED_JOBS", 10000,
         help="Pending jobs accepted before submissions get 429.")
     metrics_interval: float = setting("METRICS_INTERVAL", 2.0, valid=lambda x: x > 0,

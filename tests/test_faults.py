@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 # Two kinds of server, each started once for the tests that need it (a test that kills one
 # leaves its restart behind, or nothing, and the next test gets a running one either way):
 # kernel jobs split into many tasks, no demo dataset (the killed worker and killed server)...
-KILLS = {"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0"}
+KILLS = {"DEMO_DATASET": "0", "KERNEL_ONE_TASK_MB": "0", "KERNEL_ONE_HOST_MB": "0"}
 # ...and the same with one job at a time and the demo dataset (cancel, and the burst's order).
-ONE_SLOT = {"KERNEL_ONE_TASK_MB": "0", "MAX_CONCURRENT_JOBS": "1"}
+ONE_SLOT = {"KERNEL_ONE_TASK_MB": "0", "KERNEL_ONE_HOST_MB": "0", "MAX_CONCURRENT_JOBS": "1"}
 LONG = {"column": "expression_level", "operation": "nunique", "group_by": "sample_id"}
 
 

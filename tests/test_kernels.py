@@ -400,3 +400,26 @@ def test_a_thread_count_keeps_its_own_connection():
     assert two is kernels.connection(2) and one is kernels.connection() and one is not two
     assert two.execute("SELECT current_setting('threads')").fetchone()[0] == 2
     assert one.execute("SELECT current_setting('threads')").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("size_mb, max_cores, threads, one_host_mb, operation, one", [
+    (10, 1, 2, 256, "mean", True),  # under KERNEL_ONE_TASK_MB: always one task
+    (160, 2, 2, 256, "mean", True),  # the job's cores cover the cluster: one task on them
+    (160, 4, 2, 256, "mean", True),
+    (160, 1, 2, 256, "mean", False),  # one core of two: its fragments spread over both
+    (160, 2, 2, 0, "mean", False),  # not one host (an external cluster), or turned off
+    (300, 2, 2, 256, "mean", False),  # too big: fragments, and progress while they run
+    (160, 2, 2, 256, "nunique", False),  # a bucketed merge keeps its fragments
+    (160, 2, 0, 256, "mean", False),  # no worker yet: nothing to cover
+])
+def test_one_task_covers_the_cluster_on_one_host(size_mb: int, max_cores: float, threads: int, one_host_mb: int,
+                                                 operation: str, one: bool) -> None:
+    from app.runner import Attempt, one_task
+
+    op = get("aggregate")
+    schema = {"k": "object", "x": "float64"}
+    plan = op.plan(op.parse({"column": "x", "operation": operation, "group_by": "k"}, schema), schema)
+    attempt = Attempt("job_x", 1, "aggregate", {}, "NORMAL", {}, ("", "parquet", {}), Path("."), 10,
+                      one_task_bytes=32_000_000, one_host_bytes=one_host_mb * 1_000_000, max_cores=max_cores,
+                      threads=threads)
+    assert one_task(size_mb * 1_000_000, plan, attempt) is one
