@@ -423,3 +423,47 @@ def test_one_task_covers_the_cluster_on_one_host(size_mb: int, max_cores: float,
                       one_task_bytes=32_000_000, one_host_bytes=one_host_mb * 1_000_000, max_cores=max_cores,
                       threads=threads)
     assert one_task(size_mb * 1_000_000, plan, attempt) is one
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_correlation_sums_give_way_to_welford_far_from_zero(tmp_path: Path, fmt: str) -> None:
+    # plain sums lose a variance far from zero for its spread (1e6 + N(0, 1): sum of squares
+    # ~1e12 times the centred one, so ~1e-3 off) and call a constant column's variance
+    # rounding noise: such fragments take DuckDB's Welford aggregates, and every result
+    # equals pandas' (to 1e-7: values near 1e6 carry ~1e-10 of rounding themselves)
+    rng = np.random.default_rng(3)
+    rows = 500
+    frame = pd.DataFrame({"near": rng.normal(0, 1, rows), "far": 1e6 + rng.normal(0, 1, rows),
+                          "const": np.full(rows, 7.25), "mixed": rng.normal(5, 2, rows)})
+    frame["far"] += frame["near"] * 0.5  # correlated, so an error shows in r
+    frame.loc[frame.index % 7 == 0, "mixed"] = np.nan
+    write(frame, tmp_path / "data", fmt, parts=3)
+    for columns in (["near", "far", "mixed"], ["near", "const", "mixed"]):
+        expected = pd.concat([frame, frame.iloc[:1]])[columns].corr().to_numpy()  # write() adds the first row again
+        one, tree, _ = both_paths("correlation", {"columns": columns}, tmp_path / "data", fmt)
+        for got in (one, tree):
+            np.testing.assert_allclose(np.array(got["matrix"], dtype=float), expected, rtol=1e-7, atol=1e-10)
+    from app.operations.correlation import ILL_CONDITIONED, _sums
+
+    con = kernels.connection(1).cursor()
+    con.execute("CREATE TEMP VIEW frag AS SELECT * FROM (VALUES (1e9 + 1.0), (1e9 - 1.0), (1e9)) t(x)")
+    assert _sums(kernels.Source(con), ["x"], []) is None  # ill-conditioned: 1e18 > 1e3 * 2
+    con.execute("CREATE OR REPLACE TEMP VIEW frag AS SELECT * FROM (VALUES (1.0), (-1.0), (0.5)) t(x)")
+    assert _sums(kernels.Source(con), ["x"], []) is not None and ILL_CONDITIONED >= 100
+
+
+@pytest.mark.parametrize("values", [[0.0, 3.5, 7.0, 7.0, 9.5, -1.0], [7.0, 7.0], [7.0, 8.0, 8.5], [float("inf"), -float("inf"), 1.0]])
+def test_histogram_counts_the_last_edge_and_nothing_past_it(values: list[float]) -> None:
+    # the group just past the last bin holds the last edge itself (counted, as numpy does) and
+    # values beyond it (not counted); infinities are out of every bin
+    from app.operations import histogram
+
+    cur = kernels.connection().cursor()
+    cur.execute("CREATE TEMP TABLE vals (x DOUBLE)")
+    cur.executemany("INSERT INTO vals VALUES (?)", [[v] for v in values])
+    cur.execute("CREATE TEMP VIEW frag AS SELECT x FROM vals")
+    edges = np.histogram_bin_edges(np.empty(0), bins=7, range=(0.0, 7.0))
+    counts, low, high = histogram._bin_counts(kernels.Source(cur), {"column": "x", "edges": edges.tolist()})
+    assert counts.tolist() == np.histogram(np.asarray(values), bins=edges)[0].tolist()
+    assert (low, high) == (min(values), max(values))
+    cur.close()

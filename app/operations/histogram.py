@@ -128,31 +128,38 @@ def _bin_counts(src: Source, args: dict[str, Any]) -> tuple[np.ndarray, Any, Any
         counts, _ = np.histogram(np.asarray(values, dtype="float64"), bins=np.asarray(edges))
         return counts.astype("int64"), low, high
     n = len(edges) - 1
-    params = {"n": n, "lo": edges[0], "hi": edges[-1], "norm": n / (edges[-1] - edges[0])}
-    got = src.cur.execute(_GUESSED_BINS.format(x=x), params).fetchnumpy()
-    least, most = (np.asarray(got[k], dtype="float64") for k in ("mn", "mx"))
+    e = np.asarray(edges, dtype="float64")
+    got = src.cur.execute(_GUESSED_BINS.format(x=x), {"lo": edges[0], "norm": n / (edges[-1] - edges[0])}).fetchnumpy()
+    guess = np.asarray(np.ma.filled(got["g"], np.nan) if np.ma.isMaskedArray(got["g"]) else got["g"], dtype="float64")
+    least, most, c = (np.asarray(got[k], dtype="float64") for k in ("mn", "mx", "c"))
     low, high = _duck_min_max(least, most)
-    inside = ~np.ma.getmaskarray(got["g"]) if np.ma.isMaskedArray(got["g"]) else ~pd.isna(got["g"])
-    g, e = np.asarray(got["g"][inside], dtype="int64"), np.asarray(edges, dtype="float64")
-    least, most, got = least[inside], most[inside], {"c": np.asarray(got["c"])[inside]}
-    if not np.all((least >= e[g]) & ((most < e[g + 1]) | ((g == n - 1) & (most <= e[n])))):
-        # a value within rounding of an edge got the neighbouring bin: every value checked
-        got = src.cur.execute(_EVEN_BINS.format(x=x), {**params, "e": edges}).fetchnumpy()
-        g = np.asarray(got["i"], dtype="int64")
+    inside = (guess >= 0) & (guess <= n - 1)  # NaN and infinities are out
+    g = guess[inside].astype("int64")
+    exact = bool(np.all((least[inside] >= e[g]) & ((most[inside] < e[g + 1]) | ((g == n - 1) & (most[inside] <= e[n])))))
+    # the group just past the last bin: the last edge itself belongs to the last bin
+    past = guess == n
+    exact = exact and not np.any(past & (least <= e[n]) & (most > e[n]))
+    if not exact:  # a value within rounding of an edge got the neighbouring bin: every value checked
+        params = {"n": n, "lo": edges[0], "hi": edges[-1], "norm": n / (edges[-1] - edges[0]), "e": edges}
+        got = src.cur.execute(_EVEN_BINS.format(x=x), params).fetchnumpy()
+        counts = np.zeros(n, dtype="int64")
+        counts[np.asarray(got["i"], dtype="int64")] = np.asarray(got["c"], dtype="int64")
+        return counts, low, high
     counts = np.zeros(n, dtype="int64")
-    counts[g] = np.asarray(got["c"], dtype="int64")
+    np.add.at(counts, g, c[inside].astype("int64"))
+    counts[n - 1] += int(c[past & (most <= e[n])].sum())
     return counts, low, high
 
 
-# Each value in [lo, hi] in the bin its offset over the even width says, with the least and
-# greatest value each bin got: when those lie within the bin's edges, so does every value.
+# Each value's bin as its offset over the even width says, unclamped, with the least and
+# greatest value each such group got: when those lie within the bin's edges, so does every
+# value. Groups below 0 or past the last bin are outside (NaN and infinities form their own),
+# but for values equal to the last edge, which numpy counts in the last bin. The fragment's
+# min and max come from the same pass. (A CASE clamping the offset into the bins cost a
+# 10M-row histogram ~70 ms of its ~250 ms.)
 _GUESSED_BINS = """
-SELECT CASE WHEN v >= $lo::DOUBLE AND v <= $hi::DOUBLE
-            THEN least(greatest(floor((v - $lo::DOUBLE) * $norm::DOUBLE)::BIGINT, 0), $n::BIGINT - 1) END AS g,
-       count(*) AS c, min(v) AS mn, max(v) AS mx
+SELECT floor((v - $lo::DOUBLE) * $norm::DOUBLE) AS g, count(*) AS c, min(v) AS mn, max(v) AS mx
 FROM (SELECT {x}::DOUBLE AS v FROM frag WHERE {x} IS NOT NULL) GROUP BY g"""
-# (values outside [lo, hi], NaN among them, form the group g NULL: the fragment's min and max
-# come from the same pass as the counts)
 
 # The bin of each value in [lo, hi] (NaN is above every number in DuckDB, so it is out), as
 # np.histogram's searchsorted over the edges gives it: a guess from the even width, then one
