@@ -22,6 +22,7 @@ its spill directory in the worker's local directory.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -171,19 +172,29 @@ def one_scan(frags: list[Fragment]) -> list[Fragment]:
 
 
 def _parquet_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[tuple[Fragment, int]]:
-    meta = pq.ParquetFile(path).metadata
-    if meta.num_rows <= FRAGMENT_ROWS or meta.num_row_groups <= 1:
-        return [(Fragment(path, "parquet", options=options, types=types), meta.num_rows)]
+    st = os.stat(path)
+    sizes = _row_groups(path, st.st_size, st.st_mtime_ns)
+    if sum(sizes) <= FRAGMENT_ROWS or len(sizes) <= 1:
+        return [(Fragment(path, "parquet", options=options, types=types), sum(sizes))]
     groups: list[list[int]] = [[]]
     rows = 0
-    for i in range(meta.num_row_groups):
+    for i, n in enumerate(sizes):
         if rows >= FRAGMENT_ROWS:
             groups.append([])
             rows = 0
         groups[-1].append(i)
-        rows += meta.row_group(i).num_rows
+        rows += n
     return [(Fragment(path, "parquet", row_groups=tuple(g), options=options, types=types),
-             sum(meta.row_group(i).num_rows for i in g)) for g in groups]
+             sum(sizes[i] for i in g)) for g in groups]
+
+
+@functools.lru_cache(maxsize=4096)
+def _row_groups(path: str, size: int, mtime_ns: int) -> tuple[int, ...]:
+    """The rows of each row group of a Parquet file, read from its footer once per version
+    of the file (its size and modification time are in the key): every job on a dataset
+    read its files' footers again (16 files: 3.5 ms of a job's start)."""
+    meta = pq.ParquetFile(path).metadata
+    return tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
 
 
 def _csv_fragments(path: str, options: dict[str, Any], types: dict[str, str]) -> list[Fragment]:

@@ -467,3 +467,17 @@ def test_histogram_counts_the_last_edge_and_nothing_past_it(values: list[float])
     assert counts.tolist() == np.histogram(np.asarray(values), bins=edges)[0].tolist()
     assert (low, high) == (min(values), max(values))
     cur.close()
+
+
+def test_parquet_footers_are_read_again_when_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # footers are kept per (path, size, mtime): a file rewritten in place gets its new row groups
+    monkeypatch.setattr(kernels, "FRAGMENT_ROWS", 10)
+    path = tmp_path / "f.parquet"
+    frame = pd.DataFrame({"x": np.arange(40.0)})
+    pq.write_table(pa.Table.from_pandas(frame), path, row_group_size=20)
+    before = kernels.fragments([str(path)], "parquet", {}, {"x": "float64"})
+    assert [f.row_groups for f in before] == [(0,), (1,)]
+    assert kernels.fragments([str(path)], "parquet", {}, {"x": "float64"}) == before  # from the kept footer
+    pq.write_table(pa.Table.from_pandas(pd.concat([frame, frame])), path, row_group_size=10)
+    after = kernels.fragments([str(path)], "parquet", {}, {"x": "float64"})
+    assert [f.row_groups for f in after] == [(i,) for i in range(8)]
