@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .fragment_io import arrow_of, json_relation
+from .fragment_io import arrow_of, dictionary_columns, json_relation
 
 FRAGMENT_ROWS = 1_000_000  # Parquet row groups are grouped into fragments of about this many rows
 # Whole Parquet files are bundled into one task (one DuckDB scan over several files) until
@@ -333,6 +333,6 @@ def write_fragment(frag: Fragment, plan: KernelPlan, path: str) -> int:
     """
     table = run_fragment(frag, plan)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary_columns(table.schema))
     os.replace(tmp, path)
     return table.num_rows

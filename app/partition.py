@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .expr_lock import GRAPH_LOCK
+from .fragment_io import dictionary_columns
 from .errors import Conflict, InvalidRequest, Unprocessable
 
 if TYPE_CHECKING:  # annotations only (see app/readers.py: dask.dataframe is imported where it is used)
@@ -171,7 +172,7 @@ def _write_file(source: _Unseen, spans: list[tuple[int, int, int]], path: str,
                 schema: pa.Schema) -> tuple[int, int]:
     """Append each slice to ``path``, reading one input partition at a time (in this task)."""
     rows = 0
-    with pq.ParquetWriter(path, schema, compression=COMPRESSION) as writer:
+    with pq.ParquetWriter(path, schema, compression=COMPRESSION, use_dictionary=dictionary_columns(schema)) as writer:
         for index, start, stop in spans:
             with GRAPH_LOCK:  # a worker's threads share this process (app.expr_lock)
                 part = source.ddf.partitions[index].optimize()

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import kernels, readers, task_graph
+from .fragment_io import dictionary_columns
 from .json_text import json_kind
 from .errors import ProcessingError
 from .expr_lock import GRAPH_LOCK
@@ -296,7 +297,8 @@ def _write_part(frame: pd.DataFrame, path: str) -> int:
     """Write one output partition atomically: a present file is a complete one."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     frame = frame.reset_index(drop=frame.index.name is None)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary_columns(table.schema))
     os.replace(tmp, path)
     return len(frame)
 
