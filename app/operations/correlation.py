@@ -143,7 +143,7 @@ def _comoments(src: Source, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     if partial_pairs:
         names = ("regr_count", "regr_avgy", "regr_avgx", "regr_syy", "regr_sxx", "regr_sxy")
         more = [f"{f}({ident(x)}, {ident(y)})" for x, y in partial_pairs for f in names]
-        got = [np.nan if v is None else float(v) for v in src.row(f"SELECT {', '.join(more)} FROM frag")]
+        got = _floats(src, more)
         regr = {pair: got[i * 6:(i + 1) * 6] for i, pair in enumerate(partial_pairs)}
     values = []
     for x, y in pairs:
@@ -155,6 +155,11 @@ def _comoments(src: Source, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     frame = pd.DataFrame(np.array(values, dtype="float64").reshape(len(pairs), 6), columns=_PAIR)
     frame["pair"] = range(len(pairs))
     return frame
+
+
+def _floats(src: Source, exprs: list[str]) -> list[float]:
+    """One pass of aggregates over the fragment, as floats (NaN for NULL)."""
+    return [np.nan if v is None else float(v) for v in src.row(f"SELECT {', '.join(exprs)} FROM frag")]
 
 
 _Firsts = tuple[float, dict[str, float], dict[str, tuple[float, float]], dict[tuple[str, str], float]]
@@ -169,7 +174,7 @@ def _sums(src: Source, columns: list[str], crossed: list[tuple[str, str]]) -> _F
         v = f"{ident(c)}::DOUBLE"
         exprs += [f"count({ident(c)})", f"sum({v})", f"sum({v} * {v})"]
     exprs += [f"sum({ident(x)}::DOUBLE * {ident(y)}::DOUBLE)" for x, y in crossed]
-    got = [np.nan if v is None else float(v) for v in src.row(f"SELECT {', '.join(exprs)} FROM frag")]
+    got = _floats(src, exprs)
     rows, counted, stats = got[0], {}, {}
     with np.errstate(divide="ignore", invalid="ignore"):
         for i, c in enumerate(columns):
@@ -193,7 +198,7 @@ def _welford(src: Source, columns: list[str], crossed: list[tuple[str, str]]) ->
     for c in columns:
         exprs += [f"count({ident(c)})", f"avg({ident(c)})", f"var_pop({ident(c)})"]
     exprs += [f"covar_pop({ident(x)}, {ident(y)})" for x, y in crossed]
-    got = [np.nan if v is None else float(v) for v in src.row(f"SELECT {', '.join(exprs)} FROM frag")]
+    got = _floats(src, exprs)
     counted = {c: got[1 + 3 * i] for i, c in enumerate(columns)}
     # population (co)variances times n are the centred sums
     stats = {c: (got[2 + 3 * i], got[3 + 3 * i] * got[1 + 3 * i]) for i, c in enumerate(columns)}
