@@ -36,6 +36,7 @@ class Reconnect(JSComponent):
 
     health_url = param.String(default="/api/processing/health", doc="Health endpoint polled from the browser.")
     interval_ms = param.Integer(default=2000, bounds=(250, None), doc="Polling period.")
+    timeout_ms = param.Integer(default=5000, bounds=(250, None), doc="A health request unanswered this long counts as down.")
 
     _esm = """
 export function render({ model, el }) {
@@ -44,14 +45,20 @@ export function render({ model, el }) {
   banner.style.cssText = "display:none;position:fixed;left:0;right:0;top:0;z-index:10000;padding:16px 24px;" +
     "background:#c92a2a;color:#fff;font:700 30px sans-serif;text-align:center;letter-spacing:.02em";
   el.appendChild(banner);
-  let boot = null, down = false, lostAt = 0, reloading = false;
+  let boot = null, down = false, lostAt = 0, reloading = false, busy = false;
   async function check() {
-    if (reloading) return;
+    // one request at a time, each given up after timeout_ms: requests left hanging across a
+    // restart would otherwise hold the browser's few connections to this host, and the
+    // checks queued behind them would never see the server come back
+    if (reloading || busy) return;
+    busy = true;
+    const abort = new AbortController();
+    const giveUp = setTimeout(() => abort.abort(), model.timeout_ms);
     let health = null;
     try {
-      const r = await fetch(model.health_url, { cache: "no-store" });
+      const r = await fetch(model.health_url, { cache: "no-store", signal: abort.signal });
       health = await r.json();
-    } catch (e) { health = null; }
+    } catch (e) { health = null; } finally { clearTimeout(giveUp); busy = false; }
     if (health === null || typeof health.uptime_s !== "number") {
       if (!down) { down = true; lostAt = Date.now(); }
       banner.style.display = "block";

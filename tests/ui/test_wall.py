@@ -86,3 +86,26 @@ def test_wall_recovers_by_itself_after_a_server_restart(make_server, wide_page):
         expect(wide_page.get_by_test_id("wall-offline")).to_be_hidden()
     finally:
         restarted.cleanup()
+
+
+def test_a_health_request_left_hanging_counts_as_the_server_down(srv, wide_page):
+    # a health request that is never answered (held here by the browser's router) is given up
+    # after its timeout: the banner shows, and the checks after it go on, so the wall still
+    # sees the server come back (requests left hanging across a restart once kept a wall from
+    # reloading)
+    held = []
+    wide_page.goto(srv.url + "/wall")
+    expect(wide_page.get_by_test_id("wall-workers")).to_have_text("2", timeout=30_000)
+    wide_page.route("**/api/processing/health", lambda route: held.append(route))  # never answered
+    expect(wide_page.get_by_test_id("wall-offline")).to_be_visible(timeout=20_000)
+    assert held, "the wall asked for health"
+    wide_page.unroute("**/api/processing/health")
+    wide_page.evaluate("() => { window.__before_reload = true; }")
+    # the server answers again: the wall takes it as back and reloads itself
+    wide_page.wait_for_function("() => window.__before_reload === undefined", timeout=30_000)
+    expect(wide_page.get_by_test_id("wall-workers")).to_have_text("2", timeout=30_000)
+    for route in held:
+        try:
+            route.abort()
+        except Exception:  # noqa: BLE001 - the page that asked is gone
+            pass
